@@ -1,0 +1,6 @@
+"""cwdm: conditional wavelet diffusion models for 3D MRI contrast synthesis."""
+
+__version__ = "0.1.0"
+
+MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+"""BraTS 2023/2024 modality names in the canonical (condition) order."""

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from cwdm.checkpoint import FORMAT, FORMAT_VERSION, load_model
+from cwdm.config import to_dict
+from cwdm.errors import CwdmError
+from cwdm.unet import UNet, UNetConfig
+from refdata import REF, npz, tiny_config
+
+TINY = UNetConfig(**tiny_config())
+
+
+def test_bare_released_state_dict_with_config():
+    loaded = load_model(REF / "unet_tiny.pt", config=TINY)
+    assert loaded.kind == "released"
+    ref = npz("unet_tiny_io")
+    with torch.no_grad():
+        y = loaded.model(torch.from_numpy(ref["x"]), torch.from_numpy(ref["t"]))
+    assert (y - torch.from_numpy(ref["y"])).abs().max() < 1e-4
+    assert not loaded.model.training
+
+
+def test_bare_state_dict_with_released_default_config_is_refused_clearly():
+    with pytest.raises(CwdmError, match=r"checkpoint has model_channels 16, config expects 64"):
+        load_model(REF / "unet_tiny.pt")
+
+
+def test_in_channels_mismatch_message(tmp_path):
+    cfg = UNetConfig(**{**tiny_config(), "in_channels": 24})
+    with pytest.raises(CwdmError, match=r"checkpoint has in_channels 32, config expects 24"):
+        load_model(REF / "unet_tiny.pt", config=cfg)
+
+
+def test_structure_mismatch_is_one_line(tmp_path):
+    cfg = UNetConfig(**{**tiny_config(), "num_res_blocks": 2})
+    with pytest.raises(CwdmError) as info:
+        load_model(REF / "unet_tiny.pt", config=cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and "missing tensors" in msg and "unet_tiny.pt" in msg
+
+
+def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):
+    model = UNet.from_config(TINY)
+    ema = UNet.from_config(TINY)
+    for p in ema.parameters():
+        torch.nn.init.constant_(p, 0.01)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(TINY),
+                "model": model.state_dict(), "ema": ema.state_dict(), "target": "t2f",
+                "modalities": ["t1n", "t1c", "t2w", "t2f"], "step": 7}, path)
+    loaded = load_model(path)  # no config given: read from the file
+    assert loaded.kind == "cwdm" and loaded.target == "t2f" and loaded.config == TINY
+    assert loaded.meta["step"] == 7
+    assert torch.equal(loaded.model.out[2].bias, ema.out[2].bias)
+    raw = load_model(path, ema=False)
+    assert torch.equal(raw.model.out[2].bias, model.out[2].bias)
+
+
+def test_newer_format_refused(tmp_path):
+    path = tmp_path / "future.pt"
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION + 1, "model_config": to_dict(TINY),
+                "model": {}}, path)
+    with pytest.raises(CwdmError, match="newer"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("content,match", [(b"not a checkpoint", "not a readable"), (None, "not found")])
+def test_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CwdmError, match=match):
+        load_model(path, config=TINY)
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CwdmError, match="not a readable"):
+        load_model(path, config=TINY)

@@ -1,0 +1,72 @@
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+import pytest
+
+from cwdm.config import add_arguments, from_args, from_dict, str2bool, to_dict
+
+
+@dataclass
+class Demo:
+    data_dir: Path = Path("data")
+    lr: float = 1e-5
+    channel_mult: Tuple[int, ...] = (1, 2, 2, 4, 4)
+    additive_skips: bool = False
+    resume: Optional[str] = None
+    name: str = field(default="x", metadata={"choices": ["x", "y"]})
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_arguments(parser, Demo, {"lr": ["learning_rate"]})
+    return from_args(Demo, parser.parse_args(argv))
+
+
+def test_defaults_and_types():
+    cfg = parse([])
+    assert cfg == Demo()
+    cfg = parse(["--data_dir", "/x", "--lr", "0.1", "--channel_mult", "1", "2", "--additive_skips"])
+    assert cfg.data_dir == Path("/x") and cfg.lr == 0.1 and cfg.channel_mult == (1, 2) and cfg.additive_skips
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--channel_mult=1,2,4"], (1, 2, 4)),        # the reference's spelling
+    (["--channel_mult", "1,2", "4"], (1, 2, 4)),
+])
+def test_list_spellings(argv, expected):
+    assert parse(argv).channel_mult == expected
+
+
+@pytest.mark.parametrize("argv,expected", [(["--additive_skips=False"], False), (["--additive_skips=True"], True),
+                                           (["--no-additive_skips"], False)])
+def test_bool_spellings(argv, expected):
+    assert parse(argv).additive_skips is expected
+
+
+def test_alias_optional_and_choices():
+    assert parse(["--learning_rate", "2"]).lr == 2.0
+    assert parse(["--resume", "none"]).resume is None
+    assert parse(["--resume", "auto"]).resume == "auto"
+    with pytest.raises((SystemExit, argparse.ArgumentError)):
+        parse(["--name", "z"])
+
+
+def test_unknown_flag_is_an_error():
+    with pytest.raises(SystemExit):
+        parse(["--not_a_flag", "1"])  # argparse exits on unrecognized arguments
+
+
+def test_bad_bool():
+    with pytest.raises(argparse.ArgumentTypeError):
+        str2bool("maybe")
+
+
+def test_dict_round_trip():
+    cfg = Demo(data_dir=Path("/a"), channel_mult=(1, 2))
+    d = to_dict(cfg)
+    assert d["data_dir"] == "/a" and d["channel_mult"] == [1, 2]
+    assert from_dict(Demo, d) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        from_dict(Demo, {**d, "extra": 1}, strict=True)
