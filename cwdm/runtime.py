@@ -1,0 +1,88 @@
+"""Device, precision and multi-process set-up, in one place.
+
+Every command picks its device through :func:`select_device` and wraps
+network calls in :func:`autocast`; nothing else in cwdm calls ``.cuda()``.
+Under ``torchrun`` (``WORLD_SIZE > 1``) :func:`init_distributed` starts the
+process group (NCCL on CUDA, gloo on CPU) and pins each rank to its GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import CwdmError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_from_env() -> DistInfo:
+    """Rank information from the environment torchrun sets (single process otherwise)."""
+    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def select_device(name: str = "auto", info: DistInfo | None = None) -> torch.device:
+    """``auto`` -> the rank's CUDA device when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    info = info or dist_from_env()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CwdmError(f"--device {name} requested but no CUDA GPU is available (use --device cpu)")
+        if name == "cuda":
+            name = f"cuda:{info.local_rank}"
+        device = torch.device(name)
+        torch.cuda.set_device(device)
+        return device
+    if name != "cpu":
+        raise CwdmError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device, info: DistInfo) -> None:
+    """Start the process group when running under torchrun with several processes."""
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (when ``enabled``), a no-op context on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels-last for 3D convolutions on CUDA, the default layout elsewhere."""
+    return torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory in MiB (0 on CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return 0.0

@@ -1,0 +1,284 @@
+"""``cwdm train``: train a cWDM for one target contrast, resumable, on CPU, one GPU or several.
+
+Flags use the reference implementation's names where the concept is the same
+(``--data_dir``, ``--contr``, ``--lr``, ``--batch_size``, ``--num_channels``,
+``--channel_mult``, ``--num_res_blocks``, ``--save_interval``,
+``--resume_checkpoint``, ``--additive_skips``). Under
+``torchrun --nproc_per_node N`` it trains with DistributedDataParallel; only
+rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader
+
+from . import MODALITIES
+from .config import from_dict, to_dict
+from .diffusion import linear_schedule, training_loss
+from .errors import CwdmError
+from .runtime import (autocast, cleanup_distributed, dist_from_env, init_distributed, memory_format,
+                      select_device)
+from .train_state import EMA, DataOrder, checkpoint_files, latest_checkpoint, save_checkpoint
+from .unet import UNet, UNetConfig, in_channels_for
+from .wavelet import to_subbands
+
+HELP = "train a conditional wavelet diffusion model for one target contrast"
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path = field(default=Path("data/training"), metadata={"help": "BraTS-layout training folder"})
+    contr: str = field(default="t1n", metadata={"help": "target contrast to synthesize"})
+    modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names (canonical order)"})
+    run_dir: Optional[Path] = field(default=None, metadata={"help": "run directory (default runs/<contr>)"})
+    resume: Optional[str] = field(default=None, metadata={"help": "checkpoint path, or 'auto' for the run's latest"})
+    # network (released defaults)
+    model_channels: int = field(default=64, metadata={"help": "base channels"})
+    channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multiplier per level"})
+    num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
+    num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
+    additive_skips: bool = field(default=False, metadata={"help": "average skips instead of concatenating"})
+    use_checkpoint: bool = field(default=False, metadata={"help": "gradient checkpointing (less memory)"})
+    # optimization
+    lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    batch_size: int = field(default=1, metadata={"help": "volumes per step and process"})
+    max_steps: int = field(default=1_200_000, metadata={"help": "stop after this many steps"})
+    max_minutes: Optional[float] = field(default=None, metadata={"help": "also stop (and save) after this wall time"})
+    ema_rate: float = field(default=0.9999, metadata={"help": "EMA decay of the kept weight average"})
+    seed: int = field(default=0, metadata={"help": "seed of data order, timesteps and noise"})
+    # bookkeeping
+    save_interval: int = field(default=100_000, metadata={"help": "steps between checkpoints"})
+    keep_last: int = field(default=3, metadata={"help": "checkpoints kept (0 = all)"})
+    log_interval: int = field(default=100, metadata={"help": "steps between TensorBoard scalars"})
+    image_interval: int = field(default=5000, metadata={"help": "steps between TensorBoard images (0 = never)"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the network (CUDA)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def model_config(self) -> UNetConfig:
+        return UNetConfig(model_channels=self.model_channels, channel_mult=self.channel_mult,
+                          num_res_blocks=self.num_res_blocks, in_channels=in_channels_for(len(self.modalities) - 1),
+                          num_groups=self.num_groups, additive_skips=self.additive_skips)
+
+
+CONFIG = TrainConfig
+ALIASES = {"model_channels": ["num_channels"], "resume": ["resume_checkpoint"], "max_steps": ["iterations"],
+           "run_dir": ["out_dir"], "contr": ["target"]}
+ARCH_FIELDS = ("contr", "modalities", "model_channels", "channel_mult", "num_res_blocks", "num_groups",
+               "additive_skips")
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request to save and stop after the current step."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def resolve_resume(cfg: TrainConfig, run_dir: Path) -> Optional[Path]:
+    """The checkpoint to resume from, or None for a fresh run (refusing to overwrite one)."""
+    if cfg.resume in (None, ""):
+        existing = checkpoint_files(run_dir)
+        if existing:
+            raise CwdmError(f"{run_dir} already holds a run (latest {existing[-1].name}); "
+                            f"pass --resume auto to continue it or choose another --run_dir")
+        return None
+    if cfg.resume == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise CwdmError(f"{path}: checkpoint to resume from not found")
+    return path
+
+
+def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path) -> TrainConfig:
+    """Architecture and target come from the checkpoint; a conflicting flag is an error."""
+    old = from_dict(TrainConfig, stored)
+    defaults = TrainConfig()
+    for name in ARCH_FIELDS:
+        mine, theirs = getattr(cfg, name), getattr(old, name)
+        if mine != theirs and mine != getattr(defaults, name):
+            raise CwdmError(f"{source}: the run was trained with {name} {theirs}, but {mine} was given")
+    return replace(cfg, **{name: getattr(old, name) for name in ARCH_FIELDS})
+
+
+def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int, device: torch.device):
+    from .data import PairedVolumeDataset, discover_cases
+
+    cases = discover_cases(cfg.data_dir, cfg.modalities)
+    dataset = PairedVolumeDataset(cases, cfg.contr, cfg.modalities, divisor, check="header",
+                                  workers=max(1, cfg.num_workers))
+    order = DataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
+    return dataset, order
+
+
+def _loader(dataset, order: DataOrder, cfg: TrainConfig, device: torch.device):
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, num_workers=cfg.num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False, drop_last=False)
+
+
+def train(cfg: TrainConfig) -> int:
+    """Run training; returns the exit status (0 done, 130/143 stopped by a signal after saving)."""
+    info = dist_from_env()
+    device = select_device(cfg.device, info)
+    init_distributed(device, info)
+    try:
+        return _train(cfg, info, device)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: TrainConfig, info, device: torch.device) -> int:
+    from .train_log import TrainLogger
+
+    run_dir = Path(cfg.run_dir or Path("runs") / cfg.contr)
+    resume_path = resolve_resume(cfg, run_dir)
+    state = None
+    if resume_path is not None:
+        from .checkpoint import read_checkpoint
+
+        state = read_checkpoint(resume_path)
+        cfg = merge_resumed_config(cfg, state["train_config"], resume_path)
+    if cfg.contr not in cfg.modalities:
+        raise CwdmError(f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")
+    mcfg = cfg.model_config()
+    dataset, order = _build_data(cfg, mcfg.image_divisor, info.rank, info.world_size, device)
+
+    torch.manual_seed(cfg.seed)
+    model = UNet.from_config(mcfg, use_checkpoint=cfg.use_checkpoint)
+    ema = EMA(model, cfg.ema_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + info.rank)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        order.load_state_dict(state["data_order"])
+        gen.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch_cpu"])
+        step = int(state["step"])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr
+    model.to(device, memory_format=memory_format(device))
+    ema.model.to(device)
+    _move_optimizer(optimizer, device)
+    net = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    schedule = linear_schedule()
+
+    logger = TrainLogger(run_dir, cfg, mcfg, enabled=info.is_main, start_step=step, resumed_from=resume_path)
+
+    def snapshot() -> dict:
+        return {"model_config": to_dict(mcfg), "train_config": to_dict(cfg), "target": cfg.contr,
+                "modalities": list(cfg.modalities),
+                "conditions": [m for m in cfg.modalities if m != cfg.contr], "step": step,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "ema": {k: v.detach().cpu() for k, v in ema.model.state_dict().items()},
+                "optimizer": _optimizer_to_cpu(optimizer.state_dict()), "data_order": order.state_dict(),
+                "rng": {"generator": gen.get_state().cpu(), "torch_cpu": torch.get_rng_state()}}
+
+    def save() -> None:
+        if info.is_main:
+            path = save_checkpoint(run_dir, snapshot(), step, cfg.keep_last)
+            logger.saved(path)
+
+    start = time.monotonic()
+    status = 0
+    batches = iter(_loader(dataset, order, cfg, device))
+    model.train()
+    with StopFlag() as stop:
+        while step < cfg.max_steps:
+            target, cond = next(batches)
+            target = target.to(device, non_blocking=True)
+            cond = cond.to(device, non_blocking=True)
+            x0 = to_subbands(target).contiguous(memory_format=memory_format(device))
+            c = to_subbands(cond).contiguous(memory_format=memory_format(device))
+            t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device, generator=gen)
+            noise = torch.randn(x0.shape, device=device, generator=gen)
+            try:
+                with autocast(device, cfg.bf16):
+                    loss, per_subband, pred = training_loss(net, schedule, x0, c, t, noise)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            except torch.cuda.OutOfMemoryError:
+                raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
+                                f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
+                                f"or a smaller --batch_size / --num_channels") from None
+            optimizer.step()
+            ema.update(model)
+            order.advance(x0.shape[0])
+            step += 1
+            logger.step(step, loss, per_subband, optimizer.param_groups[0]["lr"], x0.shape[0] * info.world_size,
+                        device, images=(cond, target, pred))
+            if stop.signal is not None:
+                save()
+                status = 128 + stop.signal
+                logger.message(f"stopped by signal {stop.signal} at step {step}; checkpoint saved")
+                break
+            if cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes:
+                save()
+                logger.message(f"time limit of {cfg.max_minutes} min reached at step {step}; checkpoint saved")
+                break
+            if step % cfg.save_interval == 0 or step == cfg.max_steps:
+                save()
+    logger.close()
+    return status
+
+
+def _optimizer_to_cpu(state: dict) -> dict:
+    for s in state["state"].values():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor):
+                s[k] = v.detach().cpu()
+    return state
+
+
+def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for s in optimizer.state.values():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                s[k] = v.to(device)
+
+
+def run(cfg: TrainConfig) -> int:
+    return train(cfg)
+
+
+def write_config_json(run_dir: Path, cfg: TrainConfig, mcfg: UNetConfig) -> None:
+    """``config.json`` of a run: the resolved training and network configuration."""
+    from .nifti_io import atomic_write
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.json") as fh:
+        json.dump({"train": to_dict(cfg), "model": to_dict(mcfg), "argv": sys.argv}, fh, indent=2)

@@ -1,0 +1,107 @@
+"""What a training run shows and records: console, progress bar, TensorBoard, config.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import to_dict
+from .runtime import peak_memory_mb
+from .wavelet import SUBBAND_NAMES, from_subbands
+
+
+class TrainLogger:
+    """Rank-0 reporting of a training run (all methods are no-ops when ``enabled`` is False).
+
+    * prints the resolved configuration and writes ``<run_dir>/config.json``;
+    * a tqdm bar with step, loss, it/s and ETA;
+    * TensorBoard scalars every ``log_interval`` steps (loss, the 8 per-subband
+      losses, learning rate, samples/s, peak GPU memory) and mid-slice images of
+      condition / target / prediction every ``image_interval`` steps.
+    """
+
+    def __init__(self, run_dir: Path, cfg, mcfg, enabled: bool = True, start_step: int = 0,
+                 resumed_from: Optional[Path] = None):
+        self.enabled = enabled
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        if not enabled:
+            return
+        from tqdm.auto import tqdm
+        from torch.utils.tensorboard import SummaryWriter
+
+        from .train import write_config_json
+
+        write_config_json(self.run_dir, cfg, mcfg)
+        params = sum(torch.Size(s).numel() for s in _shapes(mcfg))
+        head = f"resuming {resumed_from} at step {start_step}" if resumed_from else "new run"
+        print(f"cwdm train: {head} in {self.run_dir} | target {cfg.contr} from "
+              f"{[m for m in cfg.modalities if m != cfg.contr]} | {params / 1e6:.1f}M parameters",
+              file=sys.stderr)
+        print("config: " + json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}), file=sys.stderr)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
+        self.bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not cfg.progress, unit="step",
+                        dynamic_ncols=True, desc=f"train {cfg.contr}")
+        self.last_time, self.last_step = time.monotonic(), start_step
+        self.loss_sum, self.sub_sum, self.count = 0.0, torch.zeros(len(SUBBAND_NAMES)), 0
+
+    def step(self, step: int, loss: torch.Tensor, per_subband: torch.Tensor, lr: float, samples: int,
+             device: torch.device, images=None) -> None:
+        if not self.enabled:
+            return
+        value = float(loss.detach())
+        self.loss_sum += value
+        self.sub_sum += per_subband.detach().float().cpu()
+        self.count += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        if step % self.cfg.log_interval == 0:
+            now = time.monotonic()
+            rate = (step - self.last_step) * samples / max(now - self.last_time, 1e-9)
+            w = self.writer
+            w.add_scalar("loss/mse", self.loss_sum / self.count, step)
+            for name, v in zip(SUBBAND_NAMES, (self.sub_sum / self.count).tolist()):
+                w.add_scalar(f"loss/{name}", v, step)
+            w.add_scalar("train/lr", lr, step)
+            w.add_scalar("train/samples_per_s", rate, step)
+            if device.type == "cuda":
+                w.add_scalar("train/peak_memory_mb", peak_memory_mb(device), step)
+            self.last_time, self.last_step = now, step
+            self.loss_sum, self.sub_sum, self.count = 0.0, torch.zeros(len(SUBBAND_NAMES)), 0
+        if images is not None and self.cfg.image_interval and step % self.cfg.image_interval == 0:
+            self._images(step, *images)
+
+    @torch.no_grad()
+    def _images(self, step: int, cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor) -> None:
+        """Axial mid slices of the first item: conditions (K, X, Y, Z), target, prediction."""
+        pred_img = from_subbands(pred[:1].float()).clamp(0, 1)[0, 0]
+        z = target.shape[-1] // 2
+        panels = [c[..., z] for c in cond[0].float()] + [target[0, 0, ..., z].float(), pred_img[..., z]]
+        grid = torch.cat([p.cpu().clamp(0, 1) for p in panels], dim=1)
+        self.writer.add_image("mid_slice/conditions_target_prediction", grid.T.flip(0)[None], step)
+
+    def saved(self, path: Path) -> None:
+        if self.enabled:
+            self.bar.write(f"saved {path}")
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.writer.close()
+
+
+def _shapes(mcfg):
+    from .unet import UNet
+
+    with torch.device("meta"):
+        model = UNet.from_config(mcfg)
+    return [p.shape for p in model.parameters()]

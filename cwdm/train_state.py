@@ -1,0 +1,136 @@
+"""Training state that must survive interruptions: data order, EMA, checkpoints.
+
+A training checkpoint is a dict readable with ``torch.load(weights_only=True)``:
+
+===================  ==========================================================
+key                  contents
+===================  ==========================================================
+``format``           ``cwdm.checkpoint.FORMAT``
+``version``          ``cwdm.checkpoint.FORMAT_VERSION``
+``model_config``     :class:`cwdm.unet.UNetConfig` as a dict
+``train_config``     the :class:`cwdm.train.TrainConfig` as a dict
+``target``           target modality; ``modalities``: all modality names
+``conditions``       condition modalities in network input order
+``step``             optimizer steps done
+``model``, ``ema``   state_dicts (raw weights, EMA weights)
+``optimizer``        AdamW state_dict
+``data_order``       ``{"epoch", "offset"}`` of :class:`DataOrder`
+``rng``              ``{"generator", "torch_cpu"}`` RNG states (uint8 tensors)
+===================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import torch
+from torch.utils.data import Sampler
+
+from .checkpoint import FORMAT, FORMAT_VERSION
+from .nifti_io import atomic_path
+
+CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+class DataOrder(Sampler):
+    """Reproducible, resumable, rank-sharded order of dataset indices.
+
+    Epoch ``e`` visits ``randperm(n)`` drawn from a generator seeded with
+    ``seed + e``; rank ``r`` of ``world`` takes every ``world``-th index (the
+    permutation is padded by wrapping so every rank gets the same count).
+    ``offset`` counts samples of the current epoch this rank already used, so
+    iteration can restart exactly where a checkpoint was written.
+    """
+
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True):
+        if n <= 0:
+            raise ValueError("DataOrder needs at least one sample")
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
+        self.epoch, self.offset = 0, 0
+
+    def per_rank(self) -> int:
+        return -(-self.n // self.world)
+
+    def epoch_indices(self, epoch: int) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.per_rank() * self.world
+        order = (order * (total // self.n + 1))[:total]
+        return order[self.rank::self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        """Endless stream of indices from the recorded (epoch, offset) on.
+
+        Iterating does not move the recorded position (a DataLoader prefetches
+        ahead of training); :meth:`advance` does.
+        """
+        epoch, offset = self.epoch, self.offset
+        while True:
+            yield from self.epoch_indices(epoch)[offset:]
+            epoch, offset = epoch + 1, 0
+
+    def __len__(self) -> int:  # one epoch per rank
+        return self.per_rank()
+
+    def advance(self, count: int) -> None:
+        """Record that ``count`` more samples were consumed by training."""
+        self.offset += count
+        while self.offset >= self.per_rank():
+            self.offset -= self.per_rank()
+            self.epoch += 1
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, rate: float):
+        self.rate = rate
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.mul_(self.rate).add_(p.detach(), alpha=1.0 - self.rate)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def checkpoint_files(run_dir: Path) -> List[Path]:
+    """Checkpoints of a run directory, oldest step first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    files = checkpoint_files(run_dir)
+    return files[-1] if files else None
+
+
+def save_checkpoint(run_dir: Path, state: Dict, step: int, keep_last: int) -> Path:
+    """Write ``state`` atomically as ``checkpoints/ckpt_<step>.pt`` and prune old ones."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt_{step:08d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, tmp)
+    if keep_last > 0:
+        for old in checkpoint_files(run_dir)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path

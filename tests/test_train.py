@@ -1,0 +1,166 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cwdm.checkpoint import load_model, read_checkpoint
+from cwdm.cli import main as cli
+from cwdm.diffusion import linear_schedule, training_loss
+from cwdm.errors import CwdmError
+from cwdm.export import export_state_dict
+from cwdm.train import TrainConfig, train
+from cwdm.train_state import DataOrder, checkpoint_files
+from cwdm.unet import UNet, UNetConfig
+
+TINY = dict(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4)
+TINY_FLAGS = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
+
+
+def cfg_for(data, run_dir, **kw):
+    base = dict(data_dir=data, contr="t2f", run_dir=run_dir, num_workers=0, progress=False, lr=1e-3,
+                log_interval=2, image_interval=2, save_interval=1000, **TINY)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(path, key="model"):
+    return read_checkpoint(path)[key]
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    cfg = UNetConfig(in_channels=32, **TINY)
+    model = UNet.from_config(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0)
+    x0, cond = torch.rand(2, 8, 4, 4, 4), torch.rand(2, 24, 4, 4, 4)
+    t, noise = torch.tensor([100, 700]), torch.randn(2, 8, 4, 4, 4)
+    sched = linear_schedule()
+    first = None
+    for _ in range(30):
+        loss, _, _ = training_loss(model, sched, x0, cond, t, noise)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_data_order_resumes_and_shards():
+    full = DataOrder(5, seed=3)
+    it = iter(full)
+    stream = [next(it) for _ in range(12)]
+    resumed = DataOrder(5, seed=3)
+    resumed.advance(7)
+    it2 = iter(resumed)
+    assert [next(it2) for _ in range(5)] == stream[7:]
+    r0, r1 = DataOrder(5, seed=3, rank=0, world=2), DataOrder(5, seed=3, rank=1, world=2)
+    assert len(r0) == len(r1) == 3
+    assert set(r0.epoch_indices(0)) | set(r1.epoch_indices(0)) == set(range(5))
+
+
+def test_checkpoint_round_trip_and_export(brats_root, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(cfg_for(brats_root, run_dir, max_steps=3)) == 0
+    ckpts = checkpoint_files(run_dir)
+    assert [p.name for p in ckpts] == ["ckpt_00000003.pt"]
+    state = read_checkpoint(ckpts[-1])
+    assert state["step"] == 3 and state["target"] == "t2f" and state["conditions"] == ["t1n", "t1c", "t2w"]
+    assert (run_dir / "config.json").is_file() and list((run_dir / "tb").iterdir())
+    loaded = load_model(ckpts[-1])
+    assert loaded.kind == "cwdm" and loaded.config.model_channels == 8
+    out = export_state_dict(ckpts[-1], tmp_path / "bare.pt")
+    bare = torch.load(out, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in bare.values())
+    model = UNet.from_config(loaded.config)
+    model.load_state_dict(bare, strict=True)  # loads into the network built from the config
+    for k, v in state["ema"].items():
+        assert torch.equal(bare[k], v)
+
+
+def test_exact_resume_matches_uninterrupted_run(make_brats_root, tmp_path):
+    data = make_brats_root(cases=3)
+    assert train(cfg_for(data, tmp_path / "a", max_steps=6)) == 0
+    assert train(cfg_for(data, tmp_path / "b", max_steps=4)) == 0  # 3 cases: crosses an epoch boundary
+    assert train(cfg_for(data, tmp_path / "b", max_steps=6, resume="auto")) == 0
+    a, b = checkpoint_files(tmp_path / "a")[-1], checkpoint_files(tmp_path / "b")[-1]
+    for key in ("model", "ema"):
+        wa, wb = weights(a, key), weights(b, key)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), key
+    assert read_checkpoint(b)["data_order"] == read_checkpoint(a)["data_order"]
+
+
+def test_existing_run_is_refused_without_resume(brats_root, tmp_path):
+    train(cfg_for(brats_root, tmp_path / "r", max_steps=1))
+    with pytest.raises(CwdmError, match="already holds a run"):
+        train(cfg_for(brats_root, tmp_path / "r", max_steps=2))
+
+
+def test_resume_with_conflicting_architecture_is_refused(brats_root, tmp_path):
+    train(cfg_for(brats_root, tmp_path / "r", max_steps=1))
+    with pytest.raises(CwdmError, match="model_channels 8"):
+        train(cfg_for(brats_root, tmp_path / "r", max_steps=2, resume="auto", model_channels=16))
+
+
+def test_bad_training_set_lists_all_bad_cases(make_brats_root, tmp_path):
+    data = make_brats_root(cases=4, missing={"BraTS-GLI-00001-000": ["t2f"], "BraTS-GLI-00003-000": ["t1c"]})
+    with pytest.raises(CwdmError) as info:
+        train(cfg_for(data, tmp_path / "r", max_steps=1))
+    msg = str(info.value)
+    assert "BraTS-GLI-00001-000" in msg and "BraTS-GLI-00003-000" in msg and "t2f" in msg and "t1c" in msg
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_cli_flags_in_reference_spelling(brats_root, tmp_path):
+    rc = cli(["train", "--data_dir", str(brats_root), "--contr", "t1c", "--run_dir", str(tmp_path / "c"),
+              "--max_steps", "2", "--num_workers", "0", "--progress=False", "--additive_skips=True",
+              "--save_interval", "1", *TINY_FLAGS])
+    assert rc == 0
+    assert len(checkpoint_files(tmp_path / "c")) == 2
+    assert read_checkpoint(checkpoint_files(tmp_path / "c")[-1])["model_config"]["additive_skips"] is True
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def test_sigterm_leaves_a_loadable_checkpoint(brats_root, tmp_path):
+    run_dir = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "cwdm", "train", "--data_dir", str(brats_root), "--contr", "t2f",
+           "--run_dir", str(run_dir), "--max_steps", "100000", "--num_workers", "0", "--progress", "False",
+           "--log_interval", "1", *TINY_FLAGS]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (run_dir / "tb").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    ckpts = checkpoint_files(run_dir)
+    assert len(ckpts) == 1
+    assert load_model(ckpts[0]).meta["step"] >= 1
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_only_rank0_writes(brats_root, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "cwdm", "train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(run_dir),
+           "--max_steps", "3", "--num_workers", "0", "--progress", "False", "--device", "cpu", *TINY_FLAGS]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in checkpoint_files(run_dir)] == ["ckpt_00000003.pt"]
+    assert len(list((run_dir / "tb").iterdir())) == 1
+    assert proc.stderr.count("cwdm train: new run") == 1
+    state = read_checkpoint(checkpoint_files(run_dir)[-1])
+    # two ranks with one sample each per step: the shared data order advanced over 3 steps
+    assert state["data_order"] == {"epoch": 1, "offset": 1}
