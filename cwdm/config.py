@@ -98,8 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[Any],
         tp, optional = _unwrap_optional(hints[f.name])
         default = _field_default(f)
         help_text = f.metadata.get("help", "")
-        shown = default if not isinstance(default, (list, tuple)) else " ".join(map(str, default))
-        help_text = f"{help_text} (default: {shown})" if help_text else f"default: {shown}"
+        if default is dataclasses.MISSING or (default is None and f.metadata.get("positional")):
+            shown = None
+        else:
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        if shown is not None:
+            help_text = f"{help_text} (default: {shown})" if help_text else f"default: {shown}"
         names = [f"--{f.name}"] + [f"--{a}" for a in aliases.get(f.name, [])]
         positional = f.metadata.get("positional", False)
         origin = typing.get_origin(tp)

@@ -1,7 +1,7 @@
 """Samplers: pure functions over a denoiser ``(x_t, t) -> x0``.
 
 Each sampler starts from standard normal noise of ``shape`` drawn from the
-given ``torch.Generator`` and returns the final x0 estimate (B, 8, d, h, w)
+given ``torch.Generator`` (or a list of generators, one per batch item) and returns the final x0 estimate (B, 8, d, h, w)
 in the model's wavelet domain. All randomness goes through ``generator``, so
 the same seed gives bit-identical results on the same device.
 
@@ -29,7 +29,14 @@ Callback = Optional[Callable[[int, int], None]]
 SAMPLERS = ("ddpm", "ddim", "regression")
 
 
-def _noise(shape: Sequence[int], generator: torch.Generator, device, dtype) -> torch.Tensor:
+def _noise(shape: Sequence[int], generator, device, dtype) -> torch.Tensor:
+    """Standard normal noise; ``generator`` is one Generator or a list with one per batch item
+    (then each item's noise depends only on its own generator)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
+                          for g in generator])
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 

@@ -74,3 +74,14 @@ def test_same_seed_bit_identical_different_seed_differs(name, steps, eta):
 def test_unknown_sampler():
     with pytest.raises(ValueError, match="unknown sampler"):
         run_sampler("euler", Recorder(torch.zeros(SHAPE)), SHAPE, gen())
+
+
+def test_per_item_generators_make_items_independent_of_batch():
+    model = tiny_model()
+    cond = torch.rand(2, 24, 4, 4, 4)
+    with torch.no_grad():
+        both = ddim(make_denoiser(model, cond), (2, 8, 4, 4, 4), [gen(5), gen(6)], steps=3, eta=1.0)
+        second = ddim(make_denoiser(model, cond[1:]), (1, 8, 4, 4, 4), [gen(6)], steps=3, eta=1.0)
+    torch.testing.assert_close(both[1:], second, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="generators"):
+        ddim(make_denoiser(model, cond), (2, 8, 4, 4, 4), [gen(5)], steps=1)

@@ -1,0 +1,157 @@
+"""``cwdm auto``: complete case folders that miss one modality (the BraSyn use).
+
+For each case folder the one missing modality is detected, the checkpoint for
+it is chosen (``--model_t1n PATH`` ... or one file per contrast in
+``--models_dir``), the modality is synthesized from the present ones and
+written as ``<case>-<modality>.nii.gz`` into the case folder (or
+``--output_dir/<case>/``) with the header and affine of a present modality.
+Existing files are never touched. Cases with nothing missing are skipped;
+cases missing two or more modalities, lacking a checkpoint or with bad files
+are reported and skipped. Exit status 0 only if every case ends up complete.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from . import MODALITIES
+from .errors import CwdmError
+from .runtime import dist_from_env, select_device
+from .sample import (ModelFlags, SamplingFlags, items_of, progress_bar, resolve_model, synthesize_items,
+                     usable_cases)
+from .synthesis import AUTO_THRESHOLD, Synthesizer
+
+HELP = "complete case folders that miss one modality (BraSyn use)"
+
+
+@dataclass
+class AutoConfig(SamplingFlags, ModelFlags):
+    data_dir: Path = field(default=Path("data/pseudo_validation"), metadata={"help": "folder of case folders"})
+    output_dir: Optional[Path] = field(default=None, metadata={"help": "write here instead of into the case folders"})
+    models_dir: Optional[Path] = field(default=None, metadata={"help": "folder with one checkpoint per contrast"})
+    model_t1n: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1n"})
+    model_t1c: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1c"})
+    model_t2w: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t2w"})
+    model_t2f: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t2f"})
+    modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names"})
+    threshold: float = field(default=AUTO_THRESHOLD, metadata={"help": "zero values at or below this (reference)"})
+
+
+CONFIG = AutoConfig
+ALIASES = {"model_channels": ["num_channels"]}
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def find_checkpoints(cfg: AutoConfig) -> Dict[str, Path]:
+    """Modality -> checkpoint, from ``--model_<m>`` flags first, then ``--models_dir``.
+
+    In ``models_dir`` a checkpoint belongs to modality ``m`` when ``m`` is one
+    of the words of its file name (split at non-alphanumerics), e.g.
+    ``brats_t1n_1200000.pt``; two candidates for one modality is an error.
+    """
+    found: Dict[str, Path] = {}
+    if cfg.models_dir is not None:
+        folder = Path(cfg.models_dir)
+        if not folder.is_dir():
+            raise CwdmError(f"{folder}: --models_dir is not a folder")
+        files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+        for mod in cfg.modalities:
+            hits = [p for p in files if mod.lower() in re.split(r"[^0-9a-z]+", p.stem.lower())]
+            if len(hits) > 1:
+                raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
+                                f"pass --model_{mod} to choose")
+            if hits:
+                found[mod] = hits[0]
+    for mod in cfg.modalities:
+        explicit = getattr(cfg, f"model_{mod}", None)
+        if explicit is not None:
+            found[mod] = Path(explicit)
+    for mod, path in found.items():
+        if not Path(path).is_file():
+            raise CwdmError(f"{path}: checkpoint for {mod} not found")
+    return found
+
+
+def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path], overwrite: bool,
+         report) -> Tuple[Dict[str, list], int, int]:
+    """Group the cases to complete by missing modality.
+
+    Returns ``(groups, complete, unfixable)``: modality -> cases to synthesize,
+    the number of cases with nothing to do, and the number that cannot be completed.
+    """
+    groups: Dict[str, list] = {}
+    complete = unfixable = 0
+    for case in cases:
+        missing = [m for m in case.missing(modalities) if m not in case.duplicates]
+        if case.duplicates:
+            report(f"skipping {case.name}: duplicate files for {', '.join(case.duplicates)}")
+            unfixable += 1
+        elif not missing:
+            complete += 1
+        elif len(missing) > 1:
+            report(f"skipping {case.name}: {len(missing)} modalities missing ({', '.join(missing)}); "
+                   f"cwdm completes cases missing exactly one")
+            unfixable += 1
+        elif missing[0] not in checkpoints:
+            report(f"skipping {case.name}: no checkpoint for {missing[0]} (pass --model_{missing[0]} or --models_dir)")
+            unfixable += 1
+        elif out_dir is not None and not overwrite and output_path(case, missing[0], out_dir).exists():
+            complete += 1  # done by an earlier run
+        else:
+            groups.setdefault(missing[0], []).append(case)
+    return groups, complete, unfixable
+
+
+def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:
+    folder = case.folder if out_dir is None else Path(out_dir) / case.name
+    return folder / f"{case.prefix}-{modality}.nii.gz"
+
+
+def auto(cfg: AutoConfig) -> int:
+    from .data import InferenceDataset, conditions_for, discover_cases
+
+    info = dist_from_env()
+    device = select_device(cfg.device, info)
+    options = cfg.options()
+    options.validate()
+    say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
+    checkpoints = find_checkpoints(cfg)
+    cases = discover_cases(cfg.data_dir, cfg.modalities)
+    groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
+    # load (and so check) every needed checkpoint before any case is processed
+    models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
+    say(f"cwdm auto: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
+        f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))
+    written: List[str] = []
+    failed = 0
+    for mod, group in groups.items():
+        conditions = conditions_for(mod, cfg.modalities)
+        good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
+        failed += len(group) - len(good)
+        mine = good[info.rank::info.world_size]
+        if not mine:
+            continue
+        synth = Synthesizer(models[mod], len(conditions), device, options)
+        dataset = InferenceDataset(mine, mod, cfg.modalities, models[mod].config.image_divisor, check="none")
+        by_name = {c.name: c for c in mine}
+
+        def out_paths(item, mod=mod):
+            path = output_path(by_name[item["name"]], mod, cfg.output_dir)
+            return {"volume": path, "std": path.with_name(path.name.replace(".nii.gz", "_std.nii.gz")),
+                    "target": None}
+
+        bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"auto {mod}")
+        with bar:
+            written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
+                                        cfg.threshold, cfg.postprocess, cfg.overwrite, bar)
+    say(f"completed {len(written)} cases; {complete} were already complete; "
+        f"{unfixable + failed} could not be completed")
+    return 0 if unfixable + failed == 0 else 1
+
+
+def run(cfg: AutoConfig) -> int:
+    return auto(cfg)

@@ -1,0 +1,218 @@
+"""``cwdm sample``: synthesize the target contrast of every case of a folder (paired mode).
+
+For every case the conditions are read, preprocessed exactly as for the
+released models, the target is sampled and written back on the original grid
+with the header and affine of the first condition as
+``<output_dir>/<case>/<case>-<target>.nii.gz`` (plus ``<case>-<target>_std.nii.gz``
+with ``--ensemble K > 1``). Under ``torchrun`` the cases are split across ranks.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+
+from . import MODALITIES
+from .checkpoint import LoadedModel, load_model
+from .errors import CwdmError
+from .runtime import dist_from_env, select_device
+from .samplers import SAMPLERS
+from .synthesis import SamplingOptions, Synthesizer, postprocess
+from .unet import UNetConfig, in_channels_for
+
+HELP = "synthesize the target contrast of every case of a folder (paired mode)"
+
+
+@dataclass
+class ModelFlags:
+    """Network configuration of a bare released state_dict (ignored for cwdm checkpoints)."""
+
+    model_channels: int = field(default=64, metadata={"help": "base channels of a bare state_dict"})
+    channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multipliers"})
+    num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
+    num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
+    additive_skips: bool = field(default=False, metadata={"help": "additive skips"})
+
+    def unet_config(self, num_conditions: int) -> UNetConfig:
+        return UNetConfig(model_channels=self.model_channels, channel_mult=self.channel_mult,
+                          num_res_blocks=self.num_res_blocks, in_channels=in_channels_for(num_conditions),
+                          num_groups=self.num_groups, additive_skips=self.additive_skips)
+
+
+@dataclass
+class SamplingFlags:
+    sampler: str = field(default="ddpm", metadata={"help": "sampler", "choices": list(SAMPLERS)})
+    sampling_steps: int = field(default=1000, metadata={"help": "network calls (ddpm 1000 = the reference)"})
+    eta: float = field(default=0.0, metadata={"help": "DDIM noise (0 = deterministic)"})
+    ensemble: int = field(default=1, metadata={"help": "average K samples and write a std map"})
+    num_samples: int = field(default=1, metadata={"help": "accepted for compatibility with the reference; unused"})
+    seed: int = field(default=0, metadata={"help": "seed (each case gets its own generator)"})
+    batch_size: int = field(default=1, metadata={"help": "cases per network call (same-shape cases)"})
+    clip_denoised: bool = field(default=True, metadata={"help": "clip each x0 prediction in image space"})
+    postprocess: bool = field(default=True, metadata={"help": "clamp and zero outside the brain (reference)"})
+    ema: bool = field(default=True, metadata={"help": "use EMA weights of a cwdm checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "redo cases whose output exists"})
+    num_workers: int = field(default=1, metadata={"help": "DataLoader workers reading cases"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def options(self) -> SamplingOptions:
+        return SamplingOptions(sampler=self.sampler, steps=self.sampling_steps, eta=self.eta,
+                               ensemble=self.ensemble, seed=self.seed, clip_denoised=self.clip_denoised,
+                               bf16=self.bf16)
+
+
+@dataclass
+class SampleConfig(SamplingFlags, ModelFlags):
+    data_dir: Path = field(default=Path("data/validation"), metadata={"help": "BraTS-layout input folder"})
+    model_path: Optional[Path] = field(default=None, metadata={"help": "checkpoint (released state_dict or cwdm)"})
+    contr: Optional[str] = field(default=None, metadata={"help": "target contrast (read from cwdm checkpoints)"})
+    output_dir: Path = field(default=Path("results"), metadata={"help": "where <case>/<case>-<target>.nii.gz go"})
+    modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names"})
+    save_target: bool = field(default=False, metadata={"help": "also write the preprocessed target (_target)"})
+
+
+CONFIG = SampleConfig
+ALIASES = {"model_channels": ["num_channels"], "contr": ["target"]}
+
+
+def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags: ModelFlags,
+                  ema: bool, device: torch.device) -> Tuple[LoadedModel, str]:
+    """Load the checkpoint and settle the target contrast; refuse mismatches with one line."""
+    if path is None:
+        raise CwdmError("--model_path is required (a released state_dict or a cwdm checkpoint)")
+    conditions = len(modalities) - 1
+    loaded = load_model(path, config=flags.unet_config(conditions), ema=ema, device="cpu")
+    if loaded.kind == "cwdm":
+        if target is not None and loaded.target not in (None, target):
+            raise CwdmError(f"{path}: checkpoint was trained to synthesize {loaded.target}, not {target}")
+        target = target or loaded.target
+        if loaded.modalities and list(loaded.modalities) != list(modalities):
+            raise CwdmError(f"{path}: checkpoint modalities {loaded.modalities} differ from {list(modalities)}")
+    if target is None:
+        raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
+    if target not in modalities:
+        raise CwdmError(f"target {target} is not one of the modalities {list(modalities)}")
+    return loaded, target
+
+
+def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
+    """Cases whose files pass validation; every problem of the others is reported."""
+    from .data import validate_cases
+
+    results = validate_cases(cases, required, divisor)
+    good = []
+    for case in cases:
+        problems = results[case.name]
+        if problems:
+            report(f"skipping {case.name}: " + "; ".join(problems))
+        else:
+            good.append(case)
+    return good
+
+
+def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
+                     out_paths: Callable[[Dict], Dict[str, Path]], threshold: Optional[float],
+                     postprocess_on: bool, overwrite: bool, bar=None) -> List[str]:
+    """Synthesize and write each item of an ``InferenceDataset``; returns the case names written.
+
+    ``out_paths(item)`` gives ``{"volume": path, "std": path, "target": path-or-None}``.
+    Items of the same model-grid shape are batched up to ``batch_size``.
+    """
+    from .nifti_io import save_nifti_like
+    from .preprocess import Grid
+
+    done: List[str] = []
+
+    def flush(batch: List[Dict]) -> None:
+        if not batch:
+            return
+        conds = torch.stack([it["conditions"] for it in batch])
+        callback = (lambda i, n: bar.update(len(batch))) if bar is not None else None
+        mean, std = synth(conds, [it["name"] for it in batch], callback)
+        for k, it in enumerate(batch):
+            grid, first = Grid.from_dict(it["grid"]), it["conditions"][0]
+            paths = out_paths(it)
+            paths["volume"].parent.mkdir(parents=True, exist_ok=True)
+            vol = postprocess(mean[k], first, threshold, postprocess_on)
+            if std is not None:
+                s = postprocess(std[k], first, None, postprocess_on)
+                save_nifti_like(grid.to_original(s.numpy()), it["reference"], paths["std"], overwrite=overwrite)
+            if paths.get("target") is not None and "target" in it:
+                save_nifti_like(grid.to_original(it["target"][0].numpy()), it["reference"], paths["target"],
+                                overwrite=overwrite)
+            save_nifti_like(grid.to_original(vol.numpy()), it["reference"], paths["volume"], overwrite=overwrite)
+            done.append(it["name"])
+        batch.clear()
+
+    pending: List[Dict] = []
+    for item in items:
+        if pending and (len(pending) >= batch_size or pending[0]["conditions"].shape != item["conditions"].shape):
+            flush(pending)
+        pending.append(item)
+    flush(pending)
+    return done
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="call", desc=desc, dynamic_ncols=True)
+
+
+def items_of(dataset, num_workers: int):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+
+
+def sample(cfg: SampleConfig) -> int:
+    """Paired-mode synthesis; returns 0 when every usable case was written, 1 otherwise."""
+    from .data import InferenceDataset, conditions_for, discover_cases
+
+    info = dist_from_env()
+    device = select_device(cfg.device, info)
+    options = cfg.options()
+    options.validate()
+    loaded, target = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
+    conditions = conditions_for(target, cfg.modalities)
+    synth = Synthesizer(loaded, len(conditions), device, options)
+    say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
+    if cfg.num_samples != 1:
+        say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
+
+    all_cases = discover_cases(cfg.data_dir, cfg.modalities)
+    cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say)
+    bad = len(all_cases) - len(cases)
+    out_root = Path(cfg.output_dir)
+
+    def out_paths(case_name: str, prefix: str) -> Dict[str, Path]:
+        folder = out_root / case_name
+        return {"volume": folder / f"{prefix}-{target}.nii.gz", "std": folder / f"{prefix}-{target}_std.nii.gz",
+                "target": folder / f"{prefix}-{target}_target.nii.gz" if cfg.save_target else None}
+
+    todo = [c for c in cases if cfg.overwrite or not out_paths(c.name, c.prefix)["volume"].exists()]
+    skipped = len(cases) - len(todo)
+    mine = todo[info.rank::info.world_size]  # ranks share nothing but the case list
+    say(f"cwdm sample: {target} from {conditions} with {options.sampler} "
+        f"({options.calls_per_case} network calls per case) on {device}: {len(todo)} cases to do, "
+        f"{skipped} already done, {bad} unusable")
+    done: List[str] = []
+    if mine:
+        dataset = InferenceDataset(mine, target, cfg.modalities, loaded.config.image_divisor, check="none")
+        bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
+        with bar:
+            done = synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size,
+                                    lambda it: out_paths(it["name"], it["prefix"]), None, cfg.postprocess,
+                                    cfg.overwrite, bar)
+    say(f"wrote {len(done)} cases to {out_root}; {skipped} skipped (already done), {bad} unusable")
+    return 0 if bad == 0 else 1
+
+
+def run(cfg: SampleConfig) -> int:
+    return sample(cfg)

@@ -1,0 +1,113 @@
+"""Turning condition volumes into a synthesized target volume (shared by ``sample`` and ``auto``).
+
+The :class:`Synthesizer` runs a sampler on a batch of cases in the model
+grid; the post-processing functions reproduce what the reference applies to
+its outputs. Reading and writing files is the callers' job.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+from .checkpoint import LoadedModel
+from .diffusion import make_denoiser
+from .errors import CwdmError
+from .runtime import autocast, memory_format
+from .samplers import SAMPLERS, network_calls, run_sampler
+from .unet import in_channels_for
+from .wavelet import NUM_SUBBANDS, from_subbands, to_subbands
+
+AUTO_THRESHOLD = 0.04
+"""Values at or below this are zeroed when a missing modality is written back (reference)."""
+
+
+@dataclass
+class SamplingOptions:
+    sampler: str = "ddpm"
+    steps: int = 1000
+    eta: float = 0.0
+    ensemble: int = 1
+    seed: int = 0
+    clip_denoised: bool = True
+    bf16: bool = True
+
+    def validate(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise CwdmError(f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.sampler != "regression" and not 1 <= self.steps <= 1000:
+            raise CwdmError(f"--sampling_steps must be in 1..1000, got {self.steps}")
+        if self.ensemble < 1:
+            raise CwdmError(f"--ensemble must be at least 1, got {self.ensemble}")
+        if self.eta < 0:
+            raise CwdmError(f"--eta must be >= 0, got {self.eta}")
+
+    @property
+    def calls_per_case(self) -> int:
+        return network_calls(self.sampler, self.steps) * self.ensemble
+
+
+def case_generator(seed: int, name: str, member: int, device: torch.device) -> torch.Generator:
+    """Generator of one case and ensemble member: depends only on (seed, case name, member)."""
+    value = (int(seed) * 1_000_003 + zlib.crc32(name.encode()) * 101 + int(member)) % (2 ** 63 - 1)
+    return torch.Generator(device=device).manual_seed(value)
+
+
+class Synthesizer:
+    """Sample target volumes from condition volumes with a loaded network.
+
+    ``__call__(conditions (B, K, X, Y, Z), names) -> (mean (B, X, Y, Z), std (B, X, Y, Z) or None)``
+    on CPU in float32, in the model grid and the [0, 1] intensity range
+    (before post-processing). ``std`` is the voxel-wise standard deviation
+    over the ensemble members (only when ``options.ensemble > 1``).
+    """
+
+    def __init__(self, loaded: LoadedModel, num_conditions: int, device: torch.device, options: SamplingOptions):
+        options.validate()
+        expected = in_channels_for(num_conditions)
+        if loaded.config.in_channels != expected:
+            raise CwdmError(f"the checkpoint takes {loaded.config.in_channels // NUM_SUBBANDS - 1} conditions "
+                            f"(in_channels {loaded.config.in_channels}), but {num_conditions} are given")
+        self.model = loaded.model.to(device, memory_format=memory_format(device)).eval()
+        self.device, self.options = device, options
+
+    @torch.inference_mode()
+    def __call__(self, conditions: torch.Tensor, names: Sequence[str],
+                 callback: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        opt, device = self.options, self.device
+        cond = to_subbands(conditions.to(device, torch.float32))
+        cond = cond.contiguous(memory_format=memory_format(device))
+        denoiser = make_denoiser(self.model, cond, clip=opt.clip_denoised)
+        shape = (cond.shape[0], NUM_SUBBANDS, *cond.shape[2:])
+        samples: List[torch.Tensor] = []
+        for member in range(opt.ensemble):
+            gens = [case_generator(opt.seed, n, member, device) for n in names]
+            with autocast(device, opt.bf16):
+                x0 = run_sampler(opt.sampler, denoiser, shape, gens, steps=opt.steps, eta=opt.eta,
+                                 device=device, dtype=torch.float32, callback=callback)
+            samples.append(from_subbands(x0.float())[:, 0].cpu())
+        stack = torch.stack(samples)
+        mean = stack.mean(dim=0)
+        std = stack.std(dim=0, correction=1) if opt.ensemble > 1 else None
+        return mean, std
+
+
+def postprocess(volume: torch.Tensor, first_condition: torch.Tensor, threshold: Optional[float] = None,
+                enabled: bool = True) -> torch.Tensor:
+    """The reference's post-processing of a synthesized (X, Y, Z) volume in [0, 1].
+
+    Clamp to [0, 1] and zero every voxel where ``first_condition`` (the first
+    condition's normalized volume, same shape) is 0, i.e. outside the brain;
+    with ``threshold`` (auto mode: :data:`AUTO_THRESHOLD`) also zero values at
+    or below it. ``enabled=False`` returns ``volume`` unchanged.
+    """
+    if not enabled:
+        return volume
+    out = volume.clamp(0.0, 1.0)
+    out = torch.where(first_condition == 0, torch.zeros_like(out), out)
+    if threshold is not None:
+        out = torch.where(out <= threshold, torch.zeros_like(out), out)
+    return out

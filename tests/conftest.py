@@ -1,0 +1,98 @@
+"""Shared fixtures: small synthetic BraTS-layout data roots written with nibabel.
+
+``make_brats_root(...)`` (fixture returning a factory) writes::
+
+    <root>/<case>/<case>-<modality>.nii.gz   for each modality not in `missing`
+    <root>/<case>/<case>-seg.nii.gz          if `seg`
+
+Each volume is a noisy ellipsoid "brain" (values > 0 inside, exactly 0
+outside) whose intensity differs per modality and case, float32 by default.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence, Union
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cwdm import MODALITIES
+
+DEFAULT_SHAPE = (24, 24, 16)
+
+
+def case_names(n: int, prefix: str = "BraTS-GLI") -> list:
+    """``BraTS-GLI-00000-000``, ``BraTS-GLI-00001-000``, ..."""
+    return [f"{prefix}-{i:05d}-000" for i in range(n)]
+
+
+def brain_volume(shape: Sequence[int], rng: np.random.Generator, scale: float = 1000.0) -> np.ndarray:
+    """(X, Y, Z) float32 phantom: positive noisy ellipsoid, zero background."""
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    inside = sum(g ** 2 for g in grids) <= 0.7
+    vol = np.zeros(shape, dtype=np.float32)
+    vol[inside] = scale * (0.5 + rng.random(int(inside.sum()))).astype(np.float32)
+    return vol
+
+
+def write_brats_root(root: Path, cases: Union[int, Sequence[str]] = 3,
+                     shape: Sequence[int] = DEFAULT_SHAPE, modalities: Sequence[str] = MODALITIES,
+                     missing: Optional[Dict[str, Iterable[str]]] = None, seg: bool = True,
+                     affine: Optional[np.ndarray] = None, dtype=np.float32, seed: int = 0,
+                     ext: str = ".nii.gz") -> Path:
+    """Write a synthetic data root; returns ``root``.
+
+    Args:
+        cases: number of cases (named by :func:`case_names`) or explicit names.
+        shape: spatial shape of every volume.
+        missing: case name -> modalities not written for that case.
+        seg: also write ``<case>-seg`` label volumes (uint8, labels 0..3).
+        affine: (4, 4) affine of every file (default: 1 mm, shifted origin).
+        ext: ``.nii.gz`` or ``.nii``.
+    """
+    root = Path(root)
+    names = case_names(cases) if isinstance(cases, int) else list(cases)
+    missing = {k: set(v) for k, v in (missing or {}).items()}
+    if affine is None:
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+        affine[:3, 3] = [120.0, 120.0, -70.0]
+    rng = np.random.default_rng(seed)
+    for ci, name in enumerate(names):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for mi, mod in enumerate(modalities):
+            if mod in missing.get(name, ()):
+                continue
+            vol = brain_volume(shape, rng, scale=100.0 * (mi + 1) + 10.0 * ci).astype(dtype)
+            nib.save(nib.Nifti1Image(vol, affine), str(folder / f"{name}-{mod}{ext}"))
+        if seg:
+            lab = (brain_volume(shape, rng, scale=2.0) > 2.0).astype(np.uint8) * rng.integers(1, 4)
+            nib.save(nib.Nifti1Image(lab.astype(np.uint8), affine), str(folder / f"{name}-seg{ext}"))
+    return root
+
+
+@pytest.fixture
+def make_brats_root(tmp_path):
+    """Factory fixture: ``make_brats_root(**kwargs)`` -> a new data root under tmp_path.
+
+    Keyword arguments are those of :func:`write_brats_root`; ``root=`` may
+    name the folder (default ``tmp_path/data``, ``data1``, ``data2``, ...).
+    """
+    counter = itertools.count()
+
+    def make(root: Optional[Path] = None, **kwargs) -> Path:
+        if root is None:
+            i = next(counter)
+            root = tmp_path / ("data" if i == 0 else f"data{i}")
+        return write_brats_root(root, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def brats_root(make_brats_root) -> Path:
+    """Three complete 24x24x16 cases with seg files."""
+    return make_brats_root()

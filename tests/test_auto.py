@@ -1,0 +1,89 @@
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cwdm.cli import main as cli
+from test_sample import FAST, make_checkpoint
+
+
+def snapshot(root):
+    return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def models(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for i, mod in enumerate(["t1n", "t1c", "t2w", "t2f"]):
+        make_checkpoint(folder / f"brats_{mod}_1200000.pt", target=mod, seed=i)
+    return folder
+
+
+def test_auto_writes_exactly_the_missing_file(make_brats_root, models):
+    data = make_brats_root(shape=(26, 24, 18), cases=3,
+                           missing={"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1c"]})
+    before = snapshot(data)
+    rc = cli(["auto", "--data_dir", str(data), "--models_dir", str(models), *FAST])
+    assert rc == 0
+    after = snapshot(data)
+    new = set(after) - set(before)
+    assert {str(p) for p in new} == {"BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz",
+                                     "BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz"}
+    assert all(after[p] == h for p, h in before.items())  # nothing else changed
+    for case, mod in (("BraTS-GLI-00000-000", "t2f"), ("BraTS-GLI-00001-000", "t1c")):
+        out = nib.load(str(data / case / f"{case}-{mod}.nii.gz"))
+        ref = nib.load(str(data / case / f"{case}-t1n.nii.gz"))
+        assert out.shape == ref.shape == (26, 24, 18)
+        np.testing.assert_allclose(out.affine, ref.affine)
+        assert out.header["qform_code"] == ref.header["qform_code"]
+        assert out.header["sform_code"] == ref.header["sform_code"]
+        np.testing.assert_allclose(out.header.get_zooms(), ref.header.get_zooms())
+        vol = np.asarray(out.dataobj)
+        assert vol.max() > 0 and np.all((vol == 0) | (vol > 0.04))  # threshold of the reference
+
+
+def test_auto_reports_and_exit_status(make_brats_root, tmp_path, models, capsys):
+    data = make_brats_root(cases=3, missing={"BraTS-GLI-00000-000": ["t2f", "t1c"], "BraTS-GLI-00001-000": ["t2w"]})
+    only_t2f = tmp_path / "one"
+    only_t2f.mkdir()
+    (only_t2f / "x_t2f.pt").write_bytes((models / "brats_t2f_1200000.pt").read_bytes())
+    rc = cli(["auto", "--data_dir", str(data), "--models_dir", str(only_t2f), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "2 modalities missing (t1c, t2f)" in err
+    assert "no checkpoint for t2w" in err
+    assert "1 complete" in err
+    assert not (data / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2w.nii.gz").exists()
+
+
+def test_auto_output_dir_and_rerun(make_brats_root, tmp_path, models, capsys):
+    data = make_brats_root(cases=2, missing={"BraTS-GLI-00000-000": ["t1n"]})
+    before = snapshot(data)
+    out = tmp_path / "completed"
+    args = ["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir", str(out), *FAST]
+    assert cli(args) == 0
+    assert snapshot(data) == before
+    written = out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz"
+    assert written.is_file()
+    stamp = written.stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli(args) == 0
+    assert written.stat().st_mtime_ns == stamp
+    assert "to synthesize: nothing" in capsys.readouterr().err
+
+
+def test_auto_wrong_checkpoint_refused_before_work(make_brats_root, tmp_path, models, capsys):
+    data = make_brats_root(cases=1, missing={"BraTS-GLI-00000-000": ["t1c"]})
+    rc = cli(["auto", "--data_dir", str(data), "--model_t1c", str(models / "brats_t2f_1200000.pt"), *FAST])
+    assert rc == 1
+    assert "trained to synthesize t2f, not t1c" in capsys.readouterr().err
+    assert not (data / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1c.nii.gz").exists()
+
+
+def test_ambiguous_models_dir(make_brats_root, tmp_path, models, capsys):
+    data = make_brats_root(cases=1, missing={"BraTS-GLI-00000-000": ["t1c"]})
+    (models / "other_t1c.pt").write_bytes(b"x")
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), *FAST]) == 1
+    assert "several checkpoints for t1c" in capsys.readouterr().err

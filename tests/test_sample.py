@@ -1,0 +1,143 @@
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from cwdm.checkpoint import FORMAT, FORMAT_VERSION
+from cwdm.cli import main as cli
+from cwdm.config import to_dict
+from cwdm.unet import UNet, UNetConfig
+from refdata import REF
+
+TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "8"]
+FAST = ["--sampler", "ddim", "--sampling_steps", "2", "--progress", "False", "--num_workers", "0"]
+
+
+def make_checkpoint(path, target="t2f", seed=0):
+    torch.manual_seed(seed)
+    cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)
+    model = UNet.from_config(cfg)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(cfg),
+                "model": model.state_dict(), "ema": model.state_dict(), "target": target,
+                "modalities": ["t1n", "t1c", "t2w", "t2f"], "step": 1}, path)
+    return path
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return make_checkpoint(tmp_path / "t2f.pt")
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sample_writes_on_original_grid_with_geometry(make_brats_root, tmp_path, ckpt):
+    data = make_brats_root(shape=(26, 24, 18), cases=2)  # cropped to 24x24x16 for the network
+    out = tmp_path / "out"
+    assert cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST]) == 0
+    for case in ("BraTS-GLI-00000-000", "BraTS-GLI-00001-000"):
+        written = nib.load(str(out / case / f"{case}-t2f.nii.gz"))
+        ref = nib.load(str(data / case / f"{case}-t1n.nii.gz"))
+        assert written.shape == (26, 24, 18)
+        np.testing.assert_allclose(written.affine, ref.affine)
+        vol = np.asarray(written.dataobj)
+        assert vol.dtype == np.float32 and 0 <= vol.min() and vol.max() <= 1
+        # zero outside the brain of the first condition (post-processing), and cropped border zero
+        t1n = np.asarray(ref.dataobj)
+        assert np.all(vol[t1n == 0] == 0)
+        assert np.all(vol[0] == 0) and np.all(vol[:, :, -1] == 0)
+        assert vol.max() > 0
+
+
+def test_same_seed_identical_and_independent_of_other_cases(make_brats_root, tmp_path, ckpt):
+    data = make_brats_root(cases=3)
+    single = make_brats_root(cases=["BraTS-GLI-00001-000"], seed=0)
+    # same contents for case 1 in both roots: copy it over
+    for f in (data / "BraTS-GLI-00001-000").iterdir():
+        (single / "BraTS-GLI-00001-000" / f.name).write_bytes(f.read_bytes())
+    args = ["--model_path", str(ckpt), "--sampler", "ddim", "--sampling_steps", "3", "--eta", "1",
+            "--progress", "False", "--num_workers", "0", "--batch_size", "2"]
+    cli(["sample", "--data_dir", str(data), "--output_dir", str(tmp_path / "a"), *args])
+    cli(["sample", "--data_dir", str(data), "--output_dir", str(tmp_path / "b"), *args])
+    cli(["sample", "--data_dir", str(single), "--output_dir", str(tmp_path / "c"), *args])
+    cli(["sample", "--data_dir", str(data), "--output_dir", str(tmp_path / "d"), *args, "--seed", "1"])
+    name = "BraTS-GLI-00001-000/BraTS-GLI-00001-000-t2f.nii.gz"
+    a, b, c, d = (np.asarray(nib.load(str(tmp_path / x / name)).dataobj) for x in "abcd")
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(a, c, atol=1e-5)
+    assert not np.allclose(a, d)
+
+
+def test_rerun_skips_done_cases_and_overwrite_redoes(make_brats_root, tmp_path, ckpt, capsys):
+    data = make_brats_root(cases=2)
+    out = tmp_path / "out"
+    base = ["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST]
+    cli(base)
+    target = out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f.nii.gz"
+    target.write_bytes(target.read_bytes())  # keep, note mtime
+    before = target.stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli(base) == 0
+    assert "2 skipped" in capsys.readouterr().err
+    assert target.stat().st_mtime_ns == before
+    assert cli(base + ["--overwrite"]) == 0
+    assert target.stat().st_mtime_ns != before
+
+
+def test_ensemble_writes_std_map(make_brats_root, tmp_path, ckpt):
+    data = make_brats_root(cases=1)
+    out = tmp_path / "out"
+    cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST,
+         "--ensemble", "3", "--eta", "1"])
+    std = np.asarray(nib.load(str(out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f_std.nii.gz")).dataobj)
+    assert std.shape == (24, 24, 16) and std.max() > 0 and std.min() >= 0
+
+
+def test_released_state_dict_with_flags(make_brats_root, tmp_path):
+    data = make_brats_root(cases=1)
+    out = tmp_path / "out"
+    rc = cli(["sample", "--data_dir", str(data), "--model_path", str(REF / "unet_tiny.pt"), "--contr", "t1c",
+              "--output_dir", str(out), *FAST, *TINY_FLAGS, "--sampler", "regression"])
+    assert rc == 0
+    assert (out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1c.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--contr", "t1n"], "trained to synthesize t2f, not t1n"),
+    (["--sampling_steps", "0"], "sampling_steps must be in 1..1000"),
+])
+def test_refusals_before_any_case(make_brats_root, tmp_path, ckpt, capsys, extra, message):
+    data = make_brats_root(cases=1)
+    rc = cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(tmp_path / "o"),
+              *FAST, *extra])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_released_state_dict_refusals(make_brats_root, tmp_path, capsys):
+    data = make_brats_root(cases=1)
+    base = ["sample", "--data_dir", str(data), "--model_path", str(REF / "unet_tiny.pt"),
+            "--output_dir", str(tmp_path / "o"), *FAST]
+    assert cli(base + TINY_FLAGS) == 1
+    assert "pass --contr" in capsys.readouterr().err
+    assert cli(base + ["--contr", "t1c"]) == 1  # released default config: 64 channels
+    assert "checkpoint has model_channels 16, config expects 64" in capsys.readouterr().err
+
+
+def test_bad_case_is_reported_and_rest_complete(make_brats_root, tmp_path, ckpt, capsys):
+    data = make_brats_root(cases=2)
+    bad = data / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1c.nii.gz"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "out"
+    rc = cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST])
+    assert rc == 1
+    assert "BraTS-GLI-00000-000-t1c.nii.gz" in capsys.readouterr().err
+    assert (out / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").is_file()
+    assert not (out / "BraTS-GLI-00000-000").exists()
