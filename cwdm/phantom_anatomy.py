@@ -1,0 +1,512 @@
+"""Anatomy and contrast model behind ``cwdm phantom``.
+
+One phantom subject is the ICBM 2009c symmetric average brain (T1, T2, brain
+mask) plus the 2009a grey/white matter probability maps, shipped in
+``cwdm/templates/icbm152`` (see the ``COPYING`` notice there), moved into the
+BraTS grid by **one** linear resampling whose coordinate field combines
+
+* a small random affine (rotation up to 8 degrees about a random axis,
+  scale 0.86-0.96 with +-1.5 % per-axis jitter kept in that range, shift up
+  to 4 mm; the brain's box centre lands 3 mm below the grid centre so that
+  the cerebrum always fits and only the lowest medulla may be cut),
+* a smooth elastic warp (separable cosine products, peak 1-3 mm),
+* the tumour's mass effect (radial push away from the tumour centre).
+
+The tumour is a lobulated ball (enhancing rim around a necrotic core in about
+85 % of subjects, solid enhancing otherwise) surrounded by edema that reaches
+further into white matter than into grey matter and avoids CSF. Contrasts:
+t1n and t2w are the template intensities with the tumour painted in, t2f is
+modelled from the tissue fractions (grey > white, CSF suppressed, edema
+bright) modulated by the T2 detail, t1c is t1n plus the enhancing rim. Every
+contrast then gets its own smooth bias field (10-25 % peak to peak), its own
+gain to scanner-like units and Rician noise (1.5-4 % of the mean brain
+signal), and is stored as int16 with the background exactly 0.
+
+Everything is computed only at the brain voxels of the output grid, so a
+full-size case takes about one to two seconds; ``downsample`` F samples the
+same model directly on a coarser grid (see :func:`grid_shape`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+from scipy import ndimage
+
+BRATS_SHAPE = (240, 240, 155)
+BRATS_AFFINE = np.array([[-1.0, 0.0, 0.0, 0.0],
+                         [0.0, -1.0, 0.0, 239.0],
+                         [0.0, 0.0, 1.0, 0.0],
+                         [0.0, 0.0, 0.0, 1.0]])
+LABEL_NECROSIS, LABEL_EDEMA, LABEL_ENHANCING = 1, 2, 3
+CHOROID = np.array([25.0, -38.0, 14.0])      # MNI mm of the right ventricular atrium
+
+TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1bet_tal_nlin_sym_09c.nii.gz",
+    "t2": "mni_icbm152_t2bet_tal_nlin_sym_09c.nii.gz",
+    "mask": "mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+
+# --------------------------------------------------------------------------- grid
+
+def check_downsample(downsample) -> int:
+    f = int(downsample)
+    if f != downsample or not 1 <= f <= 16:
+        raise ValueError(f"downsample must be an integer from 1 to 16, got {downsample!r}")
+    return f
+
+
+def grid_shape(downsample: int = 1) -> tuple:
+    """Output grid: ``ceil(240/F) x ceil(240/F) x ceil(155/F)`` (F=4: 60 x 60 x 39)."""
+    f = check_downsample(downsample)
+    return tuple(-(-n // f) for n in BRATS_SHAPE)
+
+
+def grid_affine(downsample: int = 1) -> np.ndarray:
+    """Affine of the output grid.
+
+    Voxel ``(i, j, k)`` of the F-times coarser grid is the block of full-size
+    BraTS voxels ``F*i .. F*i+F-1`` (same for j, k), centred at full-size voxel
+    ``F*i + (F-1)/2``: the affine is ``diag(-F, -F, F)`` with origin
+    ``(-(F-1)/2, 239-(F-1)/2, (F-1)/2)``; F=1 gives the BraTS affine.
+    """
+    f = check_downsample(downsample)
+    block = np.diag([f, f, f, 1.0])
+    block[:3, 3] = (f - 1) / 2.0
+    return BRATS_AFFINE @ block
+
+
+# ---------------------------------------------------------------------- templates
+
+@dataclass(frozen=True)
+class Templates:
+    """The aligned templates on the 2009c grid (arrays are read-only)."""
+
+    t1: np.ndarray
+    t2: np.ndarray
+    mask: np.ndarray
+    gm: np.ndarray          # grey-matter fraction, gm + wm <= 1
+    wm: np.ndarray
+    affine: np.ndarray      # voxel -> world (mm, RAS) of the 2009c grid
+    ref: dict               # mean template intensity per tissue: ref["t1"]["wm"], ...
+    centres: np.ndarray     # (n, 3) candidate tumour centres, template voxel coordinates
+    depth: np.ndarray       # (n,) distance of each candidate to the brain surface (mm)
+    bbox: tuple             # (lo, hi) voxel corners of the brain mask
+
+
+def _template_path(name: str):
+    return resources.files("cwdm") / "templates" / "icbm152" / name
+
+
+def _load_nifti(name: str):
+    import nibabel as nib
+
+    with resources.as_file(_template_path(name)) as path:
+        img = nib.load(str(path))
+        return np.asarray(img.get_fdata(dtype=np.float32)), np.asarray(img.affine, dtype=np.float64)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    a.flags.writeable = False
+    return a
+
+
+def _resample(src: np.ndarray, src_affine: np.ndarray, shape: tuple, affine: np.ndarray) -> np.ndarray:
+    """Linear resampling of ``src`` onto the grid (shape, affine) via world coordinates."""
+    m = np.linalg.inv(src_affine) @ affine
+    shift = np.round(m[:3, 3])
+    if np.allclose(m[:3, :3], np.eye(3)) and np.allclose(m[:3, 3], shift, atol=1e-6):
+        # whole-voxel shift (the case of the 2009a -> 2009c maps): exact copy
+        out = np.zeros(shape, dtype=np.float32)
+        dst, got = [], []
+        for n_out, n_src, s in zip(shape, src.shape, shift.astype(int)):
+            lo, hi = max(0, -s), min(n_out, n_src - s)
+            dst.append(slice(lo, max(lo, hi)))
+            got.append(slice(lo + s, max(lo, hi) + s))
+        out[tuple(dst)] = src[tuple(got)]
+        return out
+    return ndimage.affine_transform(src, m[:3, :3], m[:3, 3], output_shape=shape, order=1,
+                                    mode="constant", cval=0.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_raw() -> Templates:
+    t1, aff = _load_nifti(TEMPLATE_FILES["t1"])
+    t2, _ = _load_nifti(TEMPLATE_FILES["t2"])
+    mask, _ = _load_nifti(TEMPLATE_FILES["mask"])
+    mask = np.clip(mask, 0.0, 1.0)
+    tissue = {}
+    for key in ("gm", "wm"):
+        prob, aff_a = _load_nifti(TEMPLATE_FILES[key])
+        if prob.max() > 1.5:           # stored as uint8 0..255
+            prob = prob / 255.0
+        # 2009a grid -> 2009c grid through the world coordinates of both affines
+        tissue[key] = _resample(prob, aff_a, t1.shape, aff) * mask
+    total = np.maximum(tissue["gm"] + tissue["wm"], 1.0)
+    gm, wm = tissue["gm"] / total, tissue["wm"] / total
+    csf = np.clip(mask - gm - wm, 0.0, 1.0)
+    inside = mask > 0.5
+
+    ref = {}
+    for con, img in (("t1", t1), ("t2", t2)):
+        ref[con] = {name: float(img[inside & (p > 0.9)].mean())
+                    for name, p in (("gm", gm), ("wm", wm), ("csf", csf))}
+
+    # candidate tumour centres: cerebral white matter away from the midline,
+    # brainstem and cerebellum, with their depth below the brain surface
+    sub = inside[::2, ::2, ::2]
+    depth = ndimage.distance_transform_edt(sub) * 2.0
+    idx = np.argwhere(sub & (wm[::2, ::2, ::2] > 0.5)) * 2
+    world = idx @ aff[:3, :3].T + aff[:3, 3]
+    x, y, z = world.T
+    keep = (np.abs(x) >= 10) & (z > -15) & (z < 55) & ~((y < -40) & (z < 8))
+    idx = idx[keep]
+    cdepth = depth[tuple((idx // 2).T)]
+    lo = np.argwhere(inside).min(0)
+    hi = np.argwhere(inside).max(0)
+    return Templates(t1=_readonly(t1), t2=_readonly(t2), mask=_readonly(mask), gm=_readonly(gm),
+                     wm=_readonly(wm), affine=aff, ref=ref, centres=idx.astype(np.float64),
+                     depth=cdepth.astype(np.float64), bbox=(lo, hi))
+
+
+@functools.lru_cache(maxsize=4)
+def load_templates(downsample: int = 1) -> Templates:
+    """Aligned templates, low-pass filtered for a coarser output grid (cached)."""
+    f = check_downsample(downsample)
+    raw = _load_raw()
+    if f == 1:
+        return raw
+    sigma = 0.5 * f
+    smooth = {k: _readonly(ndimage.gaussian_filter(getattr(raw, k), sigma, truncate=3.0))
+              for k in ("t1", "t2", "mask", "gm", "wm")}
+    return Templates(affine=raw.affine, ref=raw.ref, centres=raw.centres, depth=raw.depth,
+                     bbox=raw.bbox, **smooth)
+
+
+# ----------------------------------------------------------------- random helpers
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
+
+
+def _translation(v) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = v
+    return m
+
+
+class _Waves:
+    """A random smooth function: ``sum_k a_k cos(w_k . x + phi_k)`` at points (3, n)."""
+
+    def __init__(self, rng, n, wavelength, amplitude):
+        direction = rng.normal(size=(n, 3))
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        self.omega = direction * (2 * np.pi / rng.uniform(*wavelength, size=(n, 1)))
+        self.phase = rng.uniform(0, 2 * np.pi, size=n)
+        weights = rng.uniform(0.5, 1.0, size=n)
+        self.amp = amplitude * weights / weights.sum()   # |f| <= amplitude
+
+    def __call__(self, pts: np.ndarray) -> np.ndarray:
+        out = np.zeros(pts.shape[1], dtype=np.float32)
+        for w, p, a in zip(self.omega.astype(np.float32), self.phase, self.amp):
+            out += np.float32(a) * np.cos(w @ pts + np.float32(p))
+        return out
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    """Soft 0/1 step of a signed distance already divided by the edge width."""
+    return np.clip(x + 0.5, 0.0, 1.0)
+
+
+# -------------------------------------------------------------------- the subject
+
+def _draw_parameters(rng, tpl: Templates, f: int) -> dict:
+    """All random choices of one subject, drawn in a fixed order."""
+    p = {}
+    p["rot"] = _rotation(rng.normal(size=3), math.radians(rng.uniform(0.0, 8.0)))
+    p["scale"] = np.clip(rng.uniform(0.86, 0.96) * (1 + rng.uniform(-0.015, 0.015, size=3)), 0.86, 0.96)
+    p["shift"] = rng.uniform(-4.0, 4.0, size=3)
+    amp = rng.uniform(1.0, 3.0)
+    # warp: per component, 4 separable cosine products over output millimetres
+    warp = []
+    for _ in range(3):
+        omega = 2 * np.pi / rng.uniform(50.0, 120.0, size=(4, 3)) * rng.choice([-1, 1], size=(4, 3))
+        phase = rng.uniform(0, 2 * np.pi, size=(4, 3))
+        coef = rng.normal(size=4)
+        warp.append((omega, phase, amp * coef / np.abs(coef).sum()))
+    p["warp"] = warp
+
+    radius = rng.uniform(8.0, 19.0)
+    p["radius"] = radius
+    p["rim"] = max(rng.uniform(2.0, 4.5), 0.8 * f)
+    p["necrosis"] = bool(rng.random() < 0.85)
+    p["edema"] = rng.uniform(8.0, 24.0)
+    ok = np.flatnonzero(tpl.depth >= radius + 8.0)
+    if ok.size == 0:
+        ok = np.flatnonzero(tpl.depth >= tpl.depth.max() - 2.0)
+    p["centre"] = tpl.centres[ok[rng.integers(ok.size)]] + rng.uniform(-1.0, 1.0, size=3)
+    p["lobes"] = _Waves(rng, 6, (1.2, 3.5), rng.uniform(0.12, 0.3))      # over directions
+    p["rough"] = _Waves(rng, 4, (7.0, 15.0), 1.0)                        # mm on the border
+    p["rim_var"] = _Waves(rng, 4, (1.5, 4.0), 0.5)
+    p["rim_rough"] = _Waves(rng, 4, (4.0, 9.0), 1.2)                     # mm on the inner border
+    p["edema_var"] = _Waves(rng, 4, (12.0, 30.0), 0.35)
+    p["texture"] = _Waves(rng, 5, (5.0, 14.0), 1.0)
+    p["push"] = rng.uniform(0.3, 0.5)
+    p["push_width"] = radius + 8.0 + 0.4 * p["edema"]
+
+    p["gamma"] = rng.uniform(0.9, 1.1, size=2)          # t1, t2 contrast
+    p["t1_edema"] = rng.uniform(0.08, 0.2)              # fractional darkening on t1n
+    p["t1_rim"] = rng.uniform(0.55, 0.7)                # x WM on t1n
+    p["t1_necrosis"] = rng.uniform(0.3, 0.45)           # x WM on t1n / t1c
+    p["t1c_rim"] = rng.uniform(1.35, 1.7)               # x WM on t1c
+    p["t2_edema"] = rng.uniform(2.0, 2.5)               # x WM on t2w
+    p["t2_rim"] = rng.uniform(1.5, 1.8)                 # x WM on t2w
+    p["t2_necrosis"] = rng.uniform(1.1, 1.3)            # x CSF on t2w
+    p["flair_wm"] = rng.uniform(0.68, 0.78)             # x GM on t2f
+    p["flair_csf"] = rng.uniform(0.08, 0.18)
+    p["flair_edema"] = rng.uniform(1.35, 1.7)
+    p["flair_rim"] = rng.uniform(0.95, 1.2)
+    p["flair_necrosis"] = rng.uniform(0.55, 1.05)
+    p["gain"] = {"t1n": rng.uniform(500, 1400), "t1c": rng.uniform(500, 1400),
+                 "t2w": rng.uniform(1200, 3500), "t2f": rng.uniform(300, 900)}
+    p["bias_amp"] = rng.uniform(0.10, 0.25, size=4)
+    p["bias_coef"] = rng.normal(size=(4, 9)) * np.array([1, 1, 1, .5, .5, .5, .5, .5, .5])
+    p["noise"] = rng.uniform(0.015, 0.04, size=4)
+    p["choroid"] = rng.uniform(0.5, 0.9)                # x WM extra on t1c in the atria
+    p["choroid_tex"] = _Waves(rng, 4, (3.0, 6.0), 1.0)
+    return p
+
+
+def _output_to_template(p: dict, tpl: Templates, f: int) -> np.ndarray:
+    """4x4 matrix from output voxel indices to template voxel indices (no warp)."""
+    lo, hi = tpl.bbox
+    brain_centre = (tpl.affine @ np.r_[(lo + hi) / 2.0, 1.0])[:3]
+    # brain centre 3 mm below the grid centre: if anything is cut, it is the medulla
+    grid_centre = (BRATS_AFFINE @ np.r_[(np.array(BRATS_SHAPE) - 1) / 2.0, 1.0])[:3] - [0.0, 0.0, 3.0]
+    linear = np.eye(4)
+    linear[:3, :3] = p["rot"] @ np.diag(1.0 / p["scale"])
+    return (np.linalg.inv(tpl.affine) @ _translation(brain_centre + p["shift"]) @ linear
+            @ _translation(-grid_centre) @ grid_affine(f))
+
+
+def _crop(m: np.ndarray, tpl: Templates, shape: tuple, f: int) -> tuple:
+    """Output-grid box that holds the moved brain (plus margin for warp/mass effect)."""
+    lo, hi = tpl.bbox
+    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
+                        for c in (lo[2], hi[2])])
+    out = (np.linalg.inv(m) @ corners.T)[:3]
+    margin = math.ceil(14.0 / f) + 1
+    start = np.maximum(np.floor(out.min(1)).astype(int) - margin, 0)
+    stop = np.minimum(np.ceil(out.max(1)).astype(int) + margin + 1, shape)
+    return tuple(slice(a, b) for a, b in zip(start, stop))
+
+
+def _coordinates(m: np.ndarray, box: tuple, p: dict, f: int) -> np.ndarray:
+    """Template voxel coordinates (3, *box) of the affine + elastic warp (float32)."""
+    axes = [np.arange(s.start, s.stop, dtype=np.float64) for s in box]
+    shape = tuple(len(a) for a in axes)
+    q = np.empty((3,) + shape, dtype=np.float32)
+    tmp = np.empty(shape, dtype=np.float32)
+    mm = [a * f for a in axes]          # output millimetres for the warp
+    for c in range(3):
+        ax, ay, az = (m[c, d] * axes[d] for d in range(3))
+        q[c] = (ax + m[c, 3]).astype(np.float32)[:, None, None]
+        q[c] += ay.astype(np.float32)[None, :, None]
+        q[c] += az.astype(np.float32)[None, None, :]
+        omega, phase, coef = p["warp"][c]
+        for k in range(len(coef)):
+            fx, fy, fz = (np.cos(omega[k, d] * mm[d] + phase[k, d]).astype(np.float32) for d in range(3))
+            np.multiply((coef[k] * fx[:, None] * fy[None, :]).astype(np.float32)[:, :, None],
+                        fz[None, None, :], out=tmp)
+            q[c] += tmp
+    return q
+
+
+def _mass_effect(q: np.ndarray, p: dict) -> np.ndarray:
+    """Pull the sampling positions towards the tumour centre, in place.
+
+    A position at distance r from the centre samples the template at
+    ``r * g(r)`` with ``g = 1 - a exp(-(r/w)^2)`` (monotone for a < 1), so the
+    tissue around the tumour is pushed outwards by up to about ``0.43 a w``.
+    Returns g (the pre-push position is ``c + (q - c) / g``).
+    """
+    centre = p["centre"].astype(np.float32)
+    r2 = np.zeros(q.shape[1:], dtype=np.float32)
+    for c in range(3):
+        q[c] -= centre[c]
+        r2 += q[c] * q[c]
+    r2 *= np.float32(-1.0 / p["push_width"] ** 2)
+    g = np.exp(r2, out=r2)
+    g *= np.float32(-p["push"])
+    g += np.float32(1.0)
+    for c in range(3):
+        q[c] *= g
+        q[c] += centre[c]
+    return g
+
+
+def _tumour(d: np.ndarray, tissue: dict, p: dict, f: int) -> dict:
+    """Soft tumour compartments at points d (3, n) relative to the centre (template mm)."""
+    rho = np.sqrt((d * d).sum(0)) + np.float32(1e-6)
+    unit = d / rho
+    dist = rho / (1.0 + p["lobes"](unit)) + p["rough"](d)     # lobulated distance
+    radius = np.float32(p["radius"])
+    width = np.float32(max(1.0, 0.6 * f / float(np.mean(p["scale"]))))
+    core = _smoothstep((radius - dist) / width)
+    rim = np.float32(p["rim"]) * (1.0 + p["rim_var"](unit)) + p["rim_rough"](d)
+    rim = np.maximum(rim, np.float32(0.4 * p["rim"]))
+    necrosis = _smoothstep((radius - rim - dist) / width) if p["necrosis"] else np.zeros_like(core)
+    outside = dist - radius
+    reach = np.float32(p["edema"]) * (0.15 + tissue["wm"]) * (1.0 + p["edema_var"](d))
+    avoid_csf = np.clip(1.6 - 2.0 * tissue["csf"], 0.0, 1.0)
+    shell = np.float32(1.5 + 0.5 * f) - outside
+    edema = np.maximum(_smoothstep((reach - outside) / (2 * width)) * avoid_csf, _smoothstep(shell / width))
+    # intensity change: 1/2 at the label border, fading over about half the reach
+    ramp = 0.5 * reach + 2 * width
+    signal = np.maximum(_smoothstep((reach - outside) / ramp) * avoid_csf, _smoothstep(shell / ramp))
+    labels = np.zeros(d.shape[1], dtype=np.uint8)
+    labels[edema >= 0.5] = LABEL_EDEMA
+    labels[core >= 0.5] = LABEL_ENHANCING
+    labels[(core >= 0.5) & (necrosis >= 0.5)] = LABEL_NECROSIS
+    return {"core": core, "necrosis": necrosis, "edema": signal * (1.0 - core),
+            "texture": p["texture"](d), "labels": labels}
+
+
+def _bias(points: np.ndarray, coef: np.ndarray, amp: float) -> np.ndarray:
+    """Smooth multiplicative field 1 + amp * n, n a quadratic scaled to [-0.5, 0.5]."""
+    u, v, w = points
+    n = (coef[0] * u + coef[1] * v + coef[2] * w + coef[3] * u * u + coef[4] * v * v
+         + coef[5] * w * w + coef[6] * u * v + coef[7] * u * w + coef[8] * v * w)
+    lo, hi = float(n.min()), float(n.max())
+    n = (n - 0.5 * (lo + hi)) / max(hi - lo, 1e-6)
+    return (1.0 + amp * n).astype(np.float32)
+
+
+def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: bool = False) -> dict:
+    """One phantom subject: ``{"t1n", "t1c", "t2w", "t2f": int16, "seg": uint8, "affine"}``.
+
+    Volumes are (X, Y, Z) arrays on the grid of :func:`grid_shape` /
+    :func:`grid_affine` (F = ``downsample``, sampled directly, not reduced
+    from full size); ``affine`` is (4, 4) float64. Case ``index`` of ``seed``
+    draws everything from ``np.random.default_rng([seed, index])``, so it is
+    byte-identical however many other cases are made. ``tissue=True`` adds
+    ``"tissue": {"gm", "wm", "csf"}``, the float32 tissue fractions of the
+    healthy anatomy at each brain voxel (0 outside), for checks and tests.
+    """
+    if int(seed) != seed or int(index) != index or seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative integers, got {seed!r}, {index!r}")
+    f = check_downsample(downsample)
+    tpl = load_templates(f)
+    rng = np.random.default_rng([int(seed), int(index)])
+    p = _draw_parameters(rng, tpl, f)
+    shape = grid_shape(f)
+
+    # one resampling: affine + elastic warp + mass effect, at brain voxels only
+    m = _output_to_template(p, tpl, f)
+    box = _crop(m, tpl, shape, f)
+    q = _coordinates(m, box, p, f)
+    g = _mass_effect(q, p)
+    mask = ndimage.map_coordinates(tpl.mask, q, order=1, mode="constant", cval=0.0,
+                                   prefilter=False, output=np.float32)
+    inside = mask > 0.5
+    flat = np.flatnonzero(inside)
+    pts = q.reshape(3, -1)[:, flat]
+    del q
+
+    def sample(volume):
+        return ndimage.map_coordinates(volume, pts, order=1, mode="constant", cval=0.0,
+                                       prefilter=False, output=np.float32)
+
+    t1, t2, gm, wm = sample(tpl.t1), sample(tpl.t2), sample(tpl.gm), sample(tpl.wm)
+    csf = np.clip(mask.ravel()[flat] - gm - wm, 0.0, 1.0)
+    total = np.maximum(gm + wm + csf, 1e-3)
+    fractions = {"gm": gm / total, "wm": wm / total, "csf": csf / total}
+    ref1, ref2 = tpl.ref["t1"], tpl.ref["t2"]
+
+    # tumour near its centre (positions before the push)
+    centre = p["centre"].astype(np.float32)[:, None]
+    d = (pts - centre) / g.ravel()[flat]
+    lob = 1.0 + p["lobes"].amp.sum()
+    reach = (p["radius"] + 1.6 * p["edema"] + 4.0 + 0.5 * f) * lob + 2.0
+    near = np.flatnonzero((d * d).sum(0) < reach ** 2)
+    tum = _tumour(d[:, near], {k: v[near] for k, v in fractions.items()}, p, f)
+    tex = tum["texture"]
+    core, nec, ed = tum["core"], tum["necrosis"], tum["edema"]
+    seg = np.zeros(flat.size, dtype=np.uint8)
+    seg[near] = tum["labels"]
+
+    def paint(image, base, core_value):
+        image[near] = base * (1.0 - core) + core * core_value
+        return image
+
+    # t1n / t1c: template T1; edema darker, necrosis CSF-like, rim enhancing on t1c only
+    wm1 = np.float32(ref1["wm"])
+    t1 = wm1 * (t1 / wm1) ** np.float32(p["gamma"][0])
+    base = t1[near] * (1.0 - np.float32(p["t1_edema"]) * ed)
+    necro = wm1 * p["t1_necrosis"] * (1.0 + 0.08 * tex)
+    t1n = paint(t1.copy(), base, nec * necro + (1 - nec) * wm1 * p["t1_rim"] * (1.0 + 0.08 * tex))
+    t1c = paint(t1.copy(), base, nec * necro + (1 - nec) * wm1 * p["t1c_rim"] * (1.0 + 0.15 * tex))
+
+    # choroid plexus: patchy enhancement in the CSF of both ventricular atria
+    fluid = np.flatnonzero(fractions["csf"] > 0.3)
+    world = pts[:, fluid].T @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
+    blob = np.zeros(fluid.size, dtype=np.float32)
+    for side in (-1.0, 1.0):
+        blob += np.exp(-((world - CHOROID * [side, 1, 1]) ** 2).sum(1) / (2 * 5.0 ** 2)).astype(np.float32)
+    blob *= fractions["csf"][fluid] * (0.6 + 0.4 * p["choroid_tex"](world.T.astype(np.float32)))
+    t1c[fluid] += wm1 * np.float32(p["choroid"]) * blob
+
+    # t2w: template T2; edema and necrosis bright
+    csf2, wm2, gm2 = (np.float32(ref2[k]) for k in ("csf", "wm", "gm"))
+    t2g = csf2 * (t2 / csf2) ** np.float32(p["gamma"][1])
+    edema2 = 0.35 * t2g[near] + 0.65 * wm2 * p["t2_edema"] * (1.0 + 0.1 * tex)
+    base = t2g[near] * (1.0 - ed) + ed * edema2
+    t2w = paint(t2g, base, nec * csf2 * p["t2_necrosis"] * (1.0 + 0.05 * tex)
+                + (1 - nec) * wm2 * p["t2_rim"] * (1.0 + 0.08 * tex))
+
+    # t2f: tissue model (grey 1, white < 1, CSF suppressed) times the T2 detail
+    gmf, wmf, csff = fractions["gm"], fractions["wm"], fractions["csf"]
+    flair = gmf + p["flair_wm"] * wmf + p["flair_csf"] * csff
+    expected = gmf * gm2 + wmf * wm2 + csff * csf2
+    detail = np.clip(t2 / expected, 0.7, 1.4) - 1.0
+    flair *= 1.0 + 0.8 * detail * (1.0 - csff)
+    base = flair[near] * (1.0 - ed) + ed * p["flair_edema"] * (1.0 + 0.1 * tex)
+    t2f = paint(flair, base, nec * p["flair_necrosis"] * (1.0 + 0.08 * tex)
+                + (1 - nec) * p["flair_rim"] * (1.0 + 0.08 * tex))
+
+    # bias field, gain, Rician noise; background stays exactly 0
+    ijk = np.unravel_index(flat, inside.shape)
+    half = (np.array(shape) - 1) / 2.0
+    where = np.stack([((ijk[a] + box[a].start) - half[a]) / half[a] for a in range(3)]).astype(np.float32)
+    images = {"t1n": t1n / wm1, "t1c": t1c / wm1, "t2w": t2w / csf2, "t2f": t2f}
+    out = {}
+    for c, name in enumerate(("t1n", "t1c", "t2w", "t2f")):
+        signal = images[name] * _bias(where, p["bias_coef"][c], p["bias_amp"][c])
+        signal *= np.float32(p["gain"][name])
+        sigma = np.float32(p["noise"][c] * float(signal.mean()))
+        noise = rng.standard_normal((2, flat.size), dtype=np.float32) * sigma
+        signal = np.hypot(signal + noise[0], noise[1])
+        volume = np.zeros(shape, dtype=np.int16)
+        volume[box][inside] = np.clip(np.rint(signal), 1, 32767).astype(np.int16)
+        out[name] = volume
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[box][inside] = seg
+    out["seg"] = labels
+    out["affine"] = grid_affine(f)
+    if tissue:
+        out["tissue"] = {}
+        for name, values in fractions.items():
+            volume = np.zeros(shape, dtype=np.float32)
+            volume[box][inside] = values
+            out["tissue"][name] = volume
+    return out

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# cwdm: edit the settings below, then run `bash run.sh`.
+# Every mode runs one `cwdm` command (printed before it starts); `cwdm <command> --help` lists all flags.
+# Each setting can also be given in the environment, e.g. `MODE=sample CONTR=t2f bash run.sh`.
+set -euo pipefail
+
+# ---- general settings ----------------------------------------------------------------
+MODE=${MODE:-train}            # train | sample | auto | dropout | evaluate | demo
+GPU=${GPU:-0}                   # GPU to use (ignored without CUDA); several GPUs: set NPROC
+NPROC=${NPROC:-1}                 # processes (GPUs) for torchrun; 1 = plain python
+SEED=${SEED:-42}                 # randomness seed (training data order / sampling noise)
+CHANNELS=${CHANNELS:-64}             # base channels (64 for the released models)
+CHANNEL_MULT=${CHANNEL_MULT:-1 2 2 4 4}   # channel multiplier per level (released: 1 2 2 4 4)
+ADDITIVE_SKIP=${ADDITIVE_SKIP:-False}     # True: average skips instead of concatenating (less memory)
+CONTR=${CONTR:-t1n}             # target contrast: t1n, t1c, t2w or t2f
+
+# ---- training ---------------------------------------------------------------------------
+DATA_DIR=${DATA_DIR:-./datasets/BraTS2023/training}   # BraTS-layout training folder
+RUN_DIR=${RUN_DIR:-./runs/${CONTR}}                  # checkpoints, TensorBoard logs, config.json
+ITERATIONS=${ITERATIONS:-1200000}      # training steps (released models: about 1.2 million)
+BATCH_SIZE=${BATCH_SIZE:-1}
+LR=${LR:-1e-5}
+SAVE_INTERVAL=${SAVE_INTERVAL:-100000}
+RESUME=${RESUME:-auto}             # auto: continue the run in RUN_DIR if there is one; none: refuse an existing run
+
+# ---- sampling / inference ----------------------------------------------------------------
+VAL_DIR=${VAL_DIR:-./datasets/BraTS2023/validation}              # cases to synthesize (sample mode)
+MODEL_PATH=${MODEL_PATH:-./checkpoints/brats_${CONTR}_1200000.pt}   # released state_dict or cwdm checkpoint
+MODELS_DIR=${MODELS_DIR:-./checkpoints}                             # auto mode: one checkpoint per contrast
+AUTO_DIR=${AUTO_DIR:-./datasets/BraTS2023/pseudo_validation}      # auto mode: case folders missing one modality
+OUTPUT_DIR=${OUTPUT_DIR:-./results}
+SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
+SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
+ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
+
+# -------------------------------------------------------------------------------------------
+if [ "$NPROC" -gt 1 ]; then
+  export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((NPROC - 1)))}
+  LAUNCH=(torchrun --standalone --nproc_per_node "$NPROC" -m cwdm)
+else
+  export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
+  LAUNCH=(python -m cwdm)
+fi
+NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --additive_skips "$ADDITIVE_SKIP")
+SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED")
+
+case "$MODE" in
+  train)
+    CMD=("${LAUNCH[@]}" train --data_dir "$DATA_DIR" --contr "$CONTR" --run_dir "$RUN_DIR" "${NET[@]}"
+         --max_steps "$ITERATIONS" --batch_size "$BATCH_SIZE" --lr "$LR" --save_interval "$SAVE_INTERVAL"
+         --seed "$SEED" --resume "$RESUME") ;;
+  sample)
+    CMD=("${LAUNCH[@]}" sample --data_dir "$VAL_DIR" --model_path "$MODEL_PATH" --contr "$CONTR"
+         --output_dir "$OUTPUT_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
+  auto)
+    CMD=("${LAUNCH[@]}" auto --data_dir "$AUTO_DIR" --models_dir "$MODELS_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
+  dropout)
+    CMD=(python -m cwdm dropout "$VAL_DIR" "$AUTO_DIR") ;;
+  evaluate)
+    CMD=(python -m cwdm evaluate --pred_dir "$OUTPUT_DIR" --ref_dir "$VAL_DIR") ;;
+  demo)
+    CMD=(python -m cwdm demo) ;;
+  *)
+    echo "run.sh: unknown MODE '$MODE' (train, sample, auto, dropout, evaluate, demo)" >&2; exit 2 ;;
+esac
+echo "+ ${CMD[*]}" >&2
+exec "${CMD[@]}"

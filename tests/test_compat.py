@@ -1,0 +1,68 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cwdm.compat import translate
+from cwdm.errors import CwdmError
+from cwdm.train_state import checkpoint_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_reference_train_command_translates():
+    notes = []
+    argv = ["--dataset=brats", "--num_channels=64", "--dims=3", "--learn_sigma=False", "--predict_xstart=True",
+            "--channel_mult=1,2,2,4,4", "--contr=t1n", "--additive_skips=False", "--lr=1e-5",
+            "--resume_checkpoint", "x.pt", "--devices", "0"]
+    out = translate("train", argv, note=notes.append)
+    assert out == ["train", "--num_channels=64", "--channel_mult=1,2,2,4,4", "--contr=t1n",
+                   "--additive_skips=False", "--lr=1e-5", "--resume_checkpoint=x.pt"]
+    assert any("--dataset" in n for n in notes) and any("--devices" in n for n in notes)
+
+
+def test_use_ddim_and_zero_steps():
+    assert translate("sample", ["--use_ddim=True", "--sampling_steps=50"], note=lambda m: None) == \
+        ["sample", "--sampler", "ddim", "--sampling_steps=50"]
+    assert translate("sample", ["--use_ddim=False", "--sampling_steps=0"], note=lambda m: None) == ["sample"]
+
+
+@pytest.mark.parametrize("flag", ["--dims=2", "--learn_sigma=True", "--noise_schedule=cosine", "--use_freq=True"])
+def test_unsupported_model_variants_refused(flag):
+    with pytest.raises(CwdmError, match="not supported"):
+        translate("train", [flag])
+
+
+def _env(**kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update({k: str(v) for k, v in kw.items()})
+    return env
+
+
+def test_shim_script_runs_train(brats_root, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--dims=3", "--dataset=brats",
+                           f"--data_dir={brats_root}", "--contr=t2w", f"--run_dir={run_dir}", "--num_channels=32",
+                           "--channel_mult=1", "--num_res_blocks=1", "--max_steps=1", "--num_workers=0",
+                           "--progress=False"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(checkpoint_files(run_dir)) == 1
+
+
+def test_run_sh_train_then_sample(brats_root, tmp_path):
+    common = dict(CHANNELS=32, CHANNEL_MULT="1", DATA_DIR=brats_root, RUN_DIR=tmp_path / "run", CONTR="t1c",
+                  ITERATIONS=2, SAVE_INTERVAL=2)
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="train", **common), capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = checkpoint_files(tmp_path / "run")[-1]
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")],
+                          env=_env(MODE="sample", VAL_DIR=brats_root, MODEL_PATH=ckpt, OUTPUT_DIR=tmp_path / "out",
+                                   SAMPLER="ddim", SAMPLING_STEPS=2, **common),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1c.nii.gz").is_file()
+    assert "+ python -m cwdm sample" in proc.stderr
