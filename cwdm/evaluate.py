@@ -1,0 +1,538 @@
+"""``cwdm evaluate --pred_dir P --ref_dir R``: metrics of synthesized volumes against references.
+
+Layout:
+
+* predictions: ``P/<case>/<case>-<target>.nii.gz`` (as written by ``cwdm
+  sample`` / ``cwdm auto``), optionally with an uncertainty map
+  ``P/<case>/<case>-<target>_std.nii.gz``;
+* references: BraTS layout in ``R`` (``R/<case>/<case>-<modality>.nii.gz`` for
+  the true target and the conditions, optional ``-seg``).
+
+Every modality file found in a case folder of ``P`` is a prediction for the
+case folder of the same name in ``R``. A file of ``P`` that is byte-for-byte
+the reference file (a condition copied next to the synthesis, as in a case
+folder completed in place by ``cwdm auto``) is skipped and listed under
+"skipped". A case or (case, target) present on one side only, a shape
+mismatch, or an unreadable / non-finite file is a *problem*: a warning line
+on stderr and an entry of the "problems" list of ``summary.json``, never a crash.
+
+Metrics (see :mod:`cwdm.metrics` for the exact BraSyn protocol): ``ssim``,
+``ssim_tumor``, ``ssim_non_tumor`` (need a ``-seg`` file), ``psnr``, ``mse``,
+``mae`` on percentile-normalized volumes, errors inside the brain mask (any
+reference volume of the case non-zero).
+
+Outputs in ``out_dir`` (default ``P/evaluation``), each written atomically:
+
+* ``metrics.csv``: one row per (case, target) with the columns of
+  :data:`CSV_FIELDS`. Floats are written with 10 significant digits, an
+  infinite PSNR (prediction identical to the reference after normalization,
+  ``mse == 0``) as ``inf`` (``float("inf")`` reads it back), an undefined value
+  (no segmentation, empty region) as an empty cell; ``has_std`` is ``True`` /
+  ``False``.
+* ``summary.json``: ``{"per_target": {target: stats}, "overall": stats,
+  "problems": [...], "skipped": [...], "psnr_cap_db": 100.0, ...}`` where
+  ``stats = {"n": rows, "<metric>": {"n", "mean", "std", "median"}, ...}``.
+  Statistics use the finite values of a metric only (``n`` counts them;
+  ``std`` is the population standard deviation, ``ddof=0``), except PSNR:
+  infinite PSNR values are first capped at :data:`~cwdm.metrics.PSNR_CAP_DB`
+  (100 dB) and counted in ``psnr.n_capped``. The file never holds ``NaN`` or
+  ``Infinity``: a statistic without values is ``null``.
+* ``montages/<case>-<target>.png`` (unless ``--no-montage``): axial / coronal /
+  sagittal mid-slices through the brain centre (rows) of each condition
+  present in ``R``, the reference, the synthesis, the absolute error of the
+  normalized volumes and the std map when present (columns).
+
+Exit status 0 when at least one pair was evaluated, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import MODALITIES
+from .errors import CwdmError
+
+HELP = ("SSIM (whole / tumour / non-tumour), PSNR, MSE and MAE of synthesized volumes "
+        "against references (BraSyn protocol), with CSV/JSON reports and PNG montages")
+
+CSV_NAME = "metrics.csv"
+SUMMARY_NAME = "summary.json"
+MONTAGE_DIR = "montages"
+DEFAULT_OUT = "evaluation"
+CSV_FIELDS = ("case", "target", "ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae", "has_std")
+STD_SUFFIX = "_std"
+
+
+@dataclass
+class EvaluateConfig:
+    pred_dir: Path = field(metadata={"help": "folder of synthesized cases: <case>/<case>-<target>.nii.gz "
+                                             "(+ optional <case>-<target>_std.nii.gz)"})
+    ref_dir: Path = field(metadata={"help": "reference cases in BraTS layout (true target, conditions, "
+                                            "optional -seg)"})
+    out_dir: Optional[Path] = field(default=None,
+                                    metadata={"help": "report folder; none: <pred_dir>/evaluation"})
+    modalities: List[str] = field(default_factory=lambda: list(MODALITIES),
+                                  metadata={"help": "modality names, in canonical order"})
+    targets: List[str] = field(default_factory=list,
+                               metadata={"help": "evaluate only these predicted modalities; "
+                                                 "empty: every modality file found in pred_dir"})
+    montage: bool = field(default=True, metadata={"help": "write PNG montages (--no-montage to skip)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    device: str = field(default="auto", metadata={"help": "where SSIM is computed: auto (CUDA when "
+                                                          "available), cpu, cuda or cuda:N"})
+
+
+CONFIG = EvaluateConfig
+ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "out_dir": ["out-dir"]}
+
+
+@dataclass
+class Pair:
+    """One predicted (case, target) with its reference case."""
+
+    case: str
+    target: str
+    pred: Path
+    ref_case: Any  # cwdm.data.Case
+    std: Optional[Path] = None
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def _std_path(pred: Path) -> Optional[Path]:
+    from .nifti_io import nifti_stem
+
+    stem = nifti_stem(pred)
+    for suffix in (".nii.gz", ".nii"):
+        cand = pred.with_name(f"{stem}{STD_SUFFIX}{suffix}")
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True if ``a`` is ``b`` or a byte-for-byte copy of it."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def find_pairs(pred_dir: Path, ref_dir: Path, modalities: Sequence[str] = MODALITIES,
+               targets: Optional[Sequence[str]] = None) -> Tuple[List[Pair], List[str], List[str]]:
+    """Match predictions of ``pred_dir`` with reference cases of ``ref_dir``.
+
+    Returns:
+        (pairs sorted by case then modality order, problem lines, skipped lines).
+
+    Raises:
+        CwdmError: a folder is missing / not a folder, or both are the same folder.
+    """
+    from .data import discover_cases
+    from .nifti_io import nifti_stem
+
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    for name, folder in (("pred_dir", pred_dir), ("ref_dir", ref_dir)):
+        if not folder.exists():
+            raise CwdmError(f"{folder}: {name} does not exist")
+        if not folder.is_dir():
+            raise CwdmError(f"{folder}: {name} is not a folder")
+    if pred_dir.resolve() == ref_dir.resolve():
+        raise CwdmError(f"{pred_dir}: pred_dir and ref_dir are the same folder; predictions must be "
+                        f"compared with separate reference volumes")
+    wanted = list(modalities) if not targets else [m for m in modalities if m in set(targets)]
+    problems: List[str] = []
+    skipped: List[str] = []
+    cases = {}
+    for side, folder in (("pred", pred_dir), ("ref", ref_dir)):
+        try:
+            cases[side] = {c.name: c for c in discover_cases(folder, modalities)}
+        except CwdmError as exc:  # an empty folder is a problem; bad flags stay errors
+            if "no case folders" not in str(exc):
+                raise
+            problems.append(str(exc))
+            cases[side] = {}
+    preds, refs = cases["pred"], cases["ref"]
+
+    pairs: List[Pair] = []
+    for name, pcase in preds.items():
+        for mod, paths in pcase.duplicates.items():
+            if mod in wanted:
+                problems.append(f"{pcase.folder}: {len(paths)} prediction files for {mod} "
+                                f"({', '.join(p.name for p in paths)}); not evaluated")
+        rcase = refs.get(name)
+        found = [m for m in wanted if m in pcase.files]
+        std_only = [p for p in pcase.others if nifti_stem(p).endswith(STD_SUFFIX)
+                    and nifti_stem(p)[: -len(STD_SUFFIX)].rpartition("-")[2] in wanted
+                    and nifti_stem(p)[: -len(STD_SUFFIX)].rpartition("-")[2] not in pcase.files]
+        for p in std_only:
+            problems.append(f"{p}: uncertainty map without its prediction file; ignored")
+        if not found and not any(m in wanted for m in pcase.duplicates):
+            if not std_only:
+                problems.append(f"{pcase.folder}: no predicted volume ({', '.join(wanted)}) in this case folder")
+            continue
+        if rcase is None:
+            problems.append(f"{pcase.folder}: case {name} has no reference folder in {ref_dir}; "
+                            f"{', '.join(found)} not evaluated")
+            continue
+        for mod in found:
+            pred = pcase.files[mod]
+            ref = rcase.files.get(mod)
+            if ref is None:
+                why = "several reference files" if mod in rcase.duplicates else "no reference file"
+                problems.append(f"{pred}: {why} for {mod} in {rcase.folder}; not evaluated")
+                continue
+            if _same_file(pred, ref):
+                skipped.append(f"{pred}: identical to the reference {ref} (a copied condition, "
+                               f"not a synthesis); skipped")
+                continue
+            pairs.append(Pair(case=name, target=mod, pred=pred, ref_case=rcase, std=_std_path(pred)))
+    for name, rcase in refs.items():
+        if name not in preds:
+            problems.append(f"{rcase.folder}: reference case {name} has no prediction folder in {pred_dir}")
+    return pairs, problems, skipped
+
+
+# ----------------------------------------------------------------------------- one pair
+
+def _load(path: Path) -> np.ndarray:
+    from .nifti_io import load_nifti
+
+    data, _ = load_nifti(path)
+    return data
+
+
+def _fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_path: Optional[Path] = None,
+                  device: Any = None) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+    """Metrics (and optionally the montage) of one pair.
+
+    Returns:
+        (row dict with :data:`CSV_FIELDS` keys, or None if the pair could not
+        be evaluated; problem lines).
+    """
+    from . import metrics as M
+
+    problems: List[str] = []
+    rcase = pair.ref_case
+    ref_path = rcase.files[pair.target]
+    try:
+        pred = _load(pair.pred)
+        ref = _load(ref_path)
+    except CwdmError as exc:
+        return None, [f"{exc}; {pair.case}/{pair.target} not evaluated"]
+    if pred.shape != ref.shape:
+        return None, [f"{pair.pred}: shape {_fmt_shape(pred.shape)} differs from the reference "
+                      f"{ref_path.name} ({_fmt_shape(ref.shape)}); not evaluated"]
+
+    others: Dict[str, np.ndarray] = {}
+    for mod, path in rcase.files.items():
+        if mod == pair.target:
+            continue
+        try:
+            vol = _load(path)
+        except CwdmError as exc:
+            problems.append(f"{exc}; left out of the brain mask of {pair.case}/{pair.target}")
+            continue
+        if vol.shape != ref.shape:
+            problems.append(f"{path}: shape {_fmt_shape(vol.shape)} differs from {ref_path.name} "
+                            f"({_fmt_shape(ref.shape)}); left out of the brain mask")
+            continue
+        others[mod] = vol
+    seg = None
+    if rcase.seg is not None:
+        try:
+            seg = _load(rcase.seg)
+            if seg.shape != ref.shape:
+                problems.append(f"{rcase.seg}: shape {_fmt_shape(seg.shape)} differs from {ref_path.name} "
+                                f"({_fmt_shape(ref.shape)}); tumour / non-tumour SSIM not computed")
+                seg = None
+        except CwdmError as exc:
+            problems.append(f"{exc}; tumour / non-tumour SSIM not computed")
+            seg = None
+
+    finite_refs = [v for v in (ref, *others.values()) if np.all(np.isfinite(v))]
+    mask = M.brain_mask(*finite_refs) if finite_refs else None
+    try:
+        values = M.case_metrics(pred, ref, mask, seg, device=device)
+    except ValueError as exc:
+        bad = pair.pred if not np.all(np.isfinite(pred)) else ref_path
+        return None, problems + [f"{bad}: {exc}; {pair.case}/{pair.target} not evaluated"]
+
+    std = None
+    if pair.std is not None:
+        try:
+            std = _load(pair.std)
+            if std.shape != ref.shape:
+                problems.append(f"{pair.std}: shape {_fmt_shape(std.shape)} differs from the prediction "
+                                f"({_fmt_shape(pred.shape)}); uncertainty map ignored")
+                std = None
+        except CwdmError as exc:
+            problems.append(f"{exc}; uncertainty map ignored")
+            std = None
+
+    row: Dict[str, Any] = {"case": pair.case, "target": pair.target}
+    row.update(values)
+    row["has_std"] = std is not None
+
+    if montage_path is not None:
+        try:
+            _write_montage(montage_path, pair, modalities, others, ref, pred, mask, std)
+        except Exception as exc:  # a failed picture must not lose the metrics
+            problems.append(f"{montage_path}: montage not written ({type(exc).__name__}: {exc})")
+    return row, problems
+
+
+def _write_montage(path: Path, pair: Pair, modalities: Sequence[str], others: Dict[str, np.ndarray],
+                   ref: np.ndarray, pred: np.ndarray, mask: Optional[np.ndarray],
+                   std: Optional[np.ndarray]) -> None:
+    from . import metrics as M
+    from .data import conditions_for
+    from .montage import save_montage, volume_center
+
+    pn = M.brasyn_normalize(pred)
+    rn = M.brasyn_normalize(ref)
+    err = np.abs(pn - rn)
+    inside = err[mask] if mask is not None and mask.any() else err.ravel()
+    emax = max(float(np.percentile(inside, 99.5)), 1e-3) if inside.size else 1.0
+    cols: List[tuple] = [(m, others[m]) for m in conditions_for(pair.target, modalities) if m in others]
+    cols += [(f"reference {pair.target}", rn, {"vmin": 0.0, "vmax": 1.0}),
+             (f"synthesis {pair.target}", pn, {"vmin": 0.0, "vmax": 1.0}),
+             ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax})]
+    if std is not None:
+        cols.append(("std", std, {"cmap": "viridis"}))
+    center = volume_center(mask) if mask is not None else volume_center(ref)
+    save_montage(path, cols, center=center, title=f"{pair.case}  {pair.target}")
+
+
+# ----------------------------------------------------------------------------- reports
+
+def _finite(values: Sequence[Any]) -> List[float]:
+    return [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _stats(values: List[float]) -> Dict[str, Any]:
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "median": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()),
+            "median": float(np.median(arr))}
+
+
+def _group_stats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    from .metrics import METRIC_NAMES, PSNR_CAP_DB
+
+    out: Dict[str, Any] = {"n": len(rows)}
+    for name in METRIC_NAMES:
+        vals = [r.get(name) for r in rows]
+        if name == "psnr":
+            capped = [v for v in vals if isinstance(v, float) and v == math.inf]
+            vals = [min(v, PSNR_CAP_DB) if isinstance(v, float) and not math.isnan(v) else v for v in vals]
+            out[name] = _stats(_finite(vals))
+            out[name]["n_capped"] = len(capped)
+        else:
+            out[name] = _stats(_finite(vals))
+    return out
+
+
+def summarize(rows: Sequence[Dict[str, Any]], problems: Sequence[str] = (),
+              skipped: Sequence[str] = (), modalities: Sequence[str] = MODALITIES) -> Dict[str, Any]:
+    """The ``summary.json`` content for ``rows`` (see the module docstring)."""
+    from .metrics import METRIC_NAMES, PSNR_CAP_DB
+
+    order = {m: i for i, m in enumerate(modalities)}
+    targets = sorted({r["target"] for r in rows}, key=lambda t: (order.get(t, len(order)), t))
+    return {
+        "n_pairs": len(rows),
+        "metrics": list(METRIC_NAMES),
+        "psnr_cap_db": PSNR_CAP_DB,
+        "per_target": {t: _group_stats([r for r in rows if r["target"] == t]) for t in targets},
+        "overall": _group_stats(rows),
+        "problems": list(problems),
+        "skipped": list(skipped),
+    }
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _csv_value(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return ""
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return format(float(v), ".10g")
+    return "" if v is None else str(v)
+
+
+def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    from .nifti_io import atomic_write
+
+    with atomic_write(path, newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_FIELDS)
+        for row in rows:
+            writer.writerow([_csv_value(row.get(k)) for k in CSV_FIELDS])
+
+
+def write_json(path: Path, data: Dict[str, Any]) -> None:
+    from .nifti_io import atomic_write
+
+    with atomic_write(path) as fh:
+        json.dump(_json_safe(data), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+
+
+def format_table(summary: Dict[str, Any]) -> str:
+    """The summary as a text table: one line per target and one overall, mean ± std per metric."""
+    from .metrics import METRIC_NAMES
+
+    heads = {"ssim": "SSIM", "ssim_tumor": "SSIM tumour", "ssim_non_tumor": "SSIM non-tumour",
+             "psnr": "PSNR dB", "mse": "MSE", "mae": "MAE"}
+    fmt = {"psnr": "{:.2f}", "mse": "{:.2e}"}
+
+    def cell(stats: Dict[str, Any], name: str) -> str:
+        s = stats[name]
+        if s["mean"] is None:
+            return "-"
+        f = fmt.get(name, "{:.4f}")
+        return f"{f.format(s['mean'])} ± {f.format(s['std'])}"
+
+    groups = list(summary["per_target"].items()) + [("overall", summary["overall"])]
+    table = [["target", "n"] + [heads[m] for m in METRIC_NAMES]]
+    for name, stats in groups:
+        table.append([name, str(stats["n"])] + [cell(stats, m) for m in METRIC_NAMES])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if summary["overall"]["psnr"].get("n_capped"):
+        lines.append(f"({summary['overall']['psnr']['n_capped']} infinite PSNR values "
+                     f"(identical volumes) capped at {summary['psnr_cap_db']:g} dB)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: Sequence[str] = MODALITIES,
+                  montage: bool = True, progress: bool = True, *, targets: Optional[Sequence[str]] = None,
+                  verbose: bool = True, device: Any = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Evaluate every prediction of ``pred_dir`` against ``ref_dir`` and write the reports.
+
+    Args:
+        pred_dir, ref_dir: see the module docstring.
+        out_dir: report folder (created); None: ``pred_dir/evaluation``.
+        modalities: modality names (conditions of a target are the others).
+        montage: write ``montages/<case>-<target>.png``.
+        progress: show a tqdm bar over the pairs' cases.
+        targets: evaluate only these modalities (default: all found).
+        verbose: print each problem as a ``warning:`` line on stderr.
+        device: torch device of the SSIM computation (None: CPU).
+
+    Returns:
+        (rows: one dict per evaluated pair with the :data:`CSV_FIELDS` keys --
+        floats may be ``nan``/``inf`` --, summary: the ``summary.json`` dict
+        before JSON sanitizing).
+
+    Raises:
+        CwdmError: a folder is missing, or the report folder cannot be created.
+    """
+    from tqdm import tqdm
+
+    modalities = list(modalities)
+    if targets:
+        unknown = [t for t in targets if t not in modalities]
+        if unknown:
+            raise CwdmError(f"unknown target modalities {unknown}; known: {', '.join(modalities)}")
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    out = Path(out_dir) if out_dir is not None else pred_dir / DEFAULT_OUT
+
+    def warn(msg: str) -> None:
+        if verbose:
+            tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+    pairs, problems, skipped = find_pairs(pred_dir, ref_dir, modalities, targets)
+    for p in problems:
+        warn(p)
+    if skipped and verbose:
+        tqdm.write(f"note: {len(skipped)} prediction files are copies of their reference and were "
+                   f"skipped (listed in {SUMMARY_NAME})", file=sys.stderr)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if montage:
+            (out / MONTAGE_DIR).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise CwdmError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
+
+    by_case: Dict[str, List[Pair]] = {}
+    for pair in pairs:
+        by_case.setdefault(pair.case, []).append(pair)
+    rows: List[Dict[str, Any]] = []
+    bar = tqdm(by_case.items(), total=len(by_case), desc="evaluate", unit="case",
+               disable=not progress, file=sys.stderr)
+    for case, case_pairs in bar:
+        bar.set_postfix_str(case, refresh=False)
+        for pair in case_pairs:
+            mpath = out / MONTAGE_DIR / f"{pair.case}-{pair.target}.png" if montage else None
+            row, pair_problems = evaluate_pair(pair, modalities, mpath, device=device)
+            for p in pair_problems:
+                warn(p)
+            problems.extend(pair_problems)
+            if row is not None:
+                rows.append(row)
+    bar.close()
+
+    summary = summarize(rows, problems, skipped, modalities)
+    summary.update({"pred_dir": str(pred_dir), "ref_dir": str(ref_dir), "out_dir": str(out)})
+    write_csv(out / CSV_NAME, rows)
+    write_json(out / SUMMARY_NAME, summary)
+    return rows, summary
+
+
+def run(cfg: EvaluateConfig) -> int:
+    """``cwdm evaluate``: 0 when at least one pair was evaluated, else 1."""
+    from .runtime import select_device
+
+    device = select_device(cfg.device)
+    rows, summary = evaluate_dirs(cfg.pred_dir, cfg.ref_dir, cfg.out_dir, cfg.modalities,
+                                  montage=cfg.montage, progress=cfg.progress, targets=cfg.targets or None,
+                                  device=device)
+    out = Path(summary["out_dir"])
+    print(format_table(summary))
+    print(f"{len(rows)} pairs evaluated, {len(summary['problems'])} problems, "
+          f"{len(summary['skipped'])} skipped; reports in {out} ({CSV_NAME}, {SUMMARY_NAME}"
+          f"{', ' + MONTAGE_DIR + '/' if cfg.montage and rows else ''})")
+    if not rows:
+        print("cwdm evaluate: nothing was evaluated (see the warnings above)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,204 @@
+"""``cwdm evaluate`` end to end on small synthetic case folders."""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from cwdm import MODALITIES
+from cwdm.cli import main
+from cwdm.evaluate import CSV_FIELDS, evaluate_dirs
+from cwdm.metrics import PSNR_CAP_DB, case_metrics
+from cwdm.montage import save_montage
+
+SHAPE = (32, 32, 24)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _save(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.eye(4)), str(path))
+
+
+def _brain(shape=SHAPE):
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    return x ** 2 + y ** 2 + z ** 2 < 0.8
+
+
+def _volume(seed, shape=SHAPE):
+    rng = np.random.default_rng(seed)
+    tex = gaussian_filter(rng.random(shape), 1.5)
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    return np.where(_brain(shape), 100.0 + 800.0 * tex, 0.0).astype(np.float32)
+
+
+def _ref_case(root, name, seed, seg=True):
+    vols = {}
+    for i, mod in enumerate(MODALITIES):
+        vols[mod] = _volume(seed * 10 + i)
+        if mod == "t2f":  # non-zero outside the others' brain: the brain mask is the union
+            vols[mod][1:4, 10:20, 8:16] = 50.0
+        _save(root / name / f"{name}-{mod}.nii.gz", vols[mod])
+    if seg:
+        s = np.zeros(SHAPE, dtype=np.float32)
+        s[12:20, 12:20, 9:15] = 1
+        _save(root / name / f"{name}-seg.nii.gz", s)
+        vols["seg"] = s
+    return vols
+
+
+@pytest.fixture()
+def dirs(tmp_path):
+    """R: cases A, B, C (with seg) and E (no seg); P: A (t1c + std), B (wrong shape),
+    D (no reference), E (t2w identical data as .nii + a byte copy of its t1n); C has no prediction."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    refs = {n: _ref_case(ref, n, seed, seg=n != "case-E")
+            for seed, n in enumerate(["case-A", "case-B", "case-C", "case-E"], start=1)}
+    rng = np.random.default_rng(0)
+    brain = _brain()
+    a_pred = refs["case-A"]["t1c"] + np.where(brain, rng.normal(0, 40, SHAPE), 0)
+    a_pred[refs["case-A"]["seg"] > 0] = 300.0  # a flat tumour: clearly worse there
+    _save(pred / "case-A" / "case-A-t1c.nii.gz", a_pred)
+    _save(pred / "case-A" / "case-A-t1c_std.nii.gz", np.where(brain, 0.05, 0.0))
+    _save(pred / "case-B" / "case-B-t2f.nii.gz", np.ones((32, 32, 20)))
+    _save(pred / "case-D" / "case-D-t1n.nii.gz", _volume(99))
+    _save(pred / "case-E" / "case-E-t2w.nii", refs["case-E"]["t2w"])
+    shutil.copy2(ref / "case-E" / "case-E-t1n.nii.gz", pred / "case-E" / "case-E-t1n.nii.gz")
+    return pred, ref, refs, a_pred
+
+
+def _no_nan_json(path):
+    def reject(name):
+        raise AssertionError(f"{path} holds {name}")
+    return json.loads(Path(path).read_text(), parse_constant=reject)
+
+
+def test_evaluate_dirs_end_to_end(dirs):
+    pred, ref, refs, a_pred = dirs
+    rows, summary = evaluate_dirs(pred, ref, montage=True, progress=False, verbose=False)
+    out = pred / "evaluation"
+
+    assert [(r["case"], r["target"]) for r in rows] == [("case-A", "t1c"), ("case-E", "t2w")]
+    a, e = rows
+    ra = refs["case-A"]
+    brain = np.any([ra[m] != 0 for m in MODALITIES], axis=0)
+    expected = case_metrics(a_pred, ra["t1c"], brain, ra["seg"])
+    target_only = case_metrics(a_pred, ra["t1c"], ra["t1c"] != 0, ra["seg"])
+    assert target_only["mse"] > expected["mse"] * 1.01  # the mask matters in this set-up
+    for k, v in expected.items():
+        assert a[k] == pytest.approx(v, rel=1e-6)
+    assert a["ssim_tumor"] < a["ssim_non_tumor"]
+    assert a["has_std"] is True and e["has_std"] is False
+    assert e["psnr"] == math.inf and e["mse"] == 0.0 and e["ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert math.isnan(e["ssim_tumor"]) and math.isnan(e["ssim_non_tumor"])
+
+    # CSV: header, one row per pair, inf PSNR spelled "inf", undefined values empty
+    with open(out / "metrics.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert tuple(table[0].keys()) == CSV_FIELDS and len(table) == 2
+    assert table[0]["case"] == "case-A" and table[0]["target"] == "t1c"
+    assert float(table[0]["mse"]) == pytest.approx(a["mse"], rel=1e-8)
+    assert float(table[0]["ssim_tumor"]) == pytest.approx(a["ssim_tumor"], rel=1e-8)
+    assert table[1]["psnr"] == "inf" and float(table[1]["psnr"]) == math.inf
+    assert table[1]["ssim_tumor"] == "" and table[1]["ssim_non_tumor"] == ""
+    assert table[0]["has_std"] == "True" and table[1]["has_std"] == "False"
+
+    # JSON: no NaN/Infinity, PSNR statistics capped, problems and skipped listed
+    data = _no_nan_json(out / "summary.json")
+    assert data["n_pairs"] == 2 and data["psnr_cap_db"] == PSNR_CAP_DB
+    assert set(data["per_target"]) == {"t1c", "t2w"}
+    psnr = data["overall"]["psnr"]
+    assert psnr["n"] == 2 and psnr["n_capped"] == 1
+    assert psnr["mean"] == pytest.approx((a["psnr"] + PSNR_CAP_DB) / 2)
+    assert psnr["median"] == pytest.approx((a["psnr"] + PSNR_CAP_DB) / 2)
+    assert psnr["std"] == pytest.approx(abs(PSNR_CAP_DB - a["psnr"]) / 2)
+    assert data["per_target"]["t2w"]["ssim_tumor"] == {"n": 0, "mean": None, "std": None, "median": None}
+    assert data["per_target"]["t1c"]["n"] == 1
+    assert data["per_target"]["t1c"]["mse"]["mean"] == pytest.approx(a["mse"])
+    assert data["overall"]["ssim_tumor"]["n"] == 1
+    problems = data["problems"]
+    assert problems == summary["problems"]
+    assert any("case-B-t2f" in p and "shape" in p for p in problems)
+    assert any("case-D" in p and "no reference" in p for p in problems)
+    assert any("case-C" in p and "no prediction" in p for p in problems)
+    assert len(problems) == 3
+    assert len(data["skipped"]) == 1 and "case-E-t1n" in data["skipped"][0]
+
+    # montages: valid PNGs; case A has one more column (its std map) than case E
+    import matplotlib.image as mpimg
+
+    pa, pe = out / "montages" / "case-A-t1c.png", out / "montages" / "case-E-t2w.png"
+    assert sorted(p.name for p in (out / "montages").iterdir()) == [pa.name, pe.name]
+    ia, ie = mpimg.imread(pa), mpimg.imread(pe)
+    assert ia.shape[0] == ie.shape[0] and ia.shape[1] > ie.shape[1]
+    # nothing left behind by the atomic writes
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_cli_without_montage_and_exit_status(dirs, tmp_path, capsys):
+    pred, ref, _, _ = dirs
+    out = tmp_path / "report"
+    status = main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
+                   "--no-montage", "--progress=false"])
+    assert status == 0
+    assert (out / "metrics.csv").is_file() and (out / "summary.json").is_file()
+    assert not (out / "montages").exists()
+    captured = capsys.readouterr()
+    assert "overall" in captured.out and "SSIM" in captured.out
+    assert captured.err.count("warning:") == 3
+
+    # --targets restricts the evaluated modalities
+    assert main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
+                 "--no-montage", "--progress=false", "--targets", "t2w"]) == 0
+    assert _no_nan_json(out / "summary.json")["n_pairs"] == 1
+
+    # only unmatched / broken predictions: nothing evaluated -> exit status 1, reports still written
+    only_bad = tmp_path / "only_bad"
+    shutil.copytree(pred / "case-B", only_bad / "case-B")
+    shutil.copytree(pred / "case-D", only_bad / "case-D")
+    capsys.readouterr()
+    assert main(["evaluate", "--pred_dir", str(only_bad), "--ref_dir", str(ref), "--progress=false"]) == 1
+    data = _no_nan_json(only_bad / "evaluation" / "summary.json")
+    assert data["n_pairs"] == 0 and data["overall"]["ssim"]["mean"] is None and len(data["problems"]) == 5
+
+    # a missing folder is a one-line user error
+    assert main(["evaluate", "--pred_dir", str(tmp_path / "nope"), "--ref_dir", str(ref)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_corrupt_prediction_is_a_problem_not_a_crash(dirs, tmp_path):
+    pred, ref, _, _ = dirs
+    (pred / "case-A" / "case-A-t1c.nii.gz").write_bytes(b"not a nifti file")
+    rows, summary = evaluate_dirs(pred, ref, tmp_path / "o", montage=False, progress=False, verbose=False)
+    assert [(r["case"], r["target"]) for r in rows] == [("case-E", "t2w")]
+    assert any("case-A-t1c" in p for p in summary["problems"])
+
+
+def test_save_montage_grid(tmp_path):
+    import matplotlib.image as mpimg
+
+    vol = _volume(3)
+    one = save_montage(tmp_path / "one.png", [("a", vol)])
+    three = save_montage(tmp_path / "three.png",
+                         [("a", vol), ("b", vol * 2), ("err", np.abs(vol - 1), {"cmap": "magma", "vmin": 0})])
+    i1, i3 = mpimg.imread(one), mpimg.imread(three)
+    assert i1.shape[0] == i3.shape[0] and i3.shape[1] > 2 * i1.shape[1]
+    with pytest.raises(ValueError):
+        save_montage(tmp_path / "bad.png", [("a", vol), ("b", np.zeros((4, 4, 4)))])
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_help_via_python_m():
+    res = subprocess.run([sys.executable, "-m", "cwdm", "evaluate", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for flag in ("--pred_dir", "--ref_dir", "--out_dir", "--modalities", "--montage"):
+        assert flag in res.stdout
