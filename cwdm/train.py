@@ -10,9 +10,7 @@ rank 0 writes logs and checkpoints.
 
 from __future__ import annotations
 
-import json
 import signal
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -129,7 +127,7 @@ def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path) -> TrainC
     return replace(cfg, **{name: getattr(old, name) for name in ARCH_FIELDS})
 
 
-def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int, device: torch.device):
+def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
     from .data import PairedVolumeDataset, discover_cases
 
     cases = discover_cases(cfg.data_dir, cfg.modalities)
@@ -169,7 +167,7 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
     if cfg.contr not in cfg.modalities:
         raise CwdmError(f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")
     mcfg = cfg.model_config()
-    dataset, order = _build_data(cfg, mcfg.image_divisor, info.rank, info.world_size, device)
+    dataset, order = _build_data(cfg, mcfg.image_divisor, info.rank, info.world_size)
 
     torch.manual_seed(cfg.seed)
     model = UNet.from_config(mcfg, use_checkpoint=cfg.use_checkpoint)
@@ -241,12 +239,14 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
             step += 1
             logger.step(step, loss, per_subband, optimizer.param_groups[0]["lr"], x0.shape[0] * info.world_size,
                         device, images=(cond, target, pred))
-            if stop.signal is not None:
+            signum = _agree(stop.signal or 0, info, device)
+            if signum:
                 save()
-                status = 128 + stop.signal
-                logger.message(f"stopped by signal {stop.signal} at step {step}; checkpoint saved")
+                status = 128 + signum
+                logger.message(f"stopped by signal {signum} at step {step}; checkpoint saved")
                 break
-            if cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes:
+            out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
+            if _agree(int(out_of_time), info, device):
                 save()
                 logger.message(f"time limit of {cfg.max_minutes} min reached at step {step}; checkpoint saved")
                 break
@@ -254,6 +254,15 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
                 save()
     logger.close()
     return status
+
+
+def _agree(value: int, info, device: torch.device) -> int:
+    """The largest ``value`` over all ranks, so every rank stops at the same step."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
 
 
 def _optimizer_to_cpu(state: dict) -> dict:
@@ -273,12 +282,3 @@ def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> N
 
 def run(cfg: TrainConfig) -> int:
     return train(cfg)
-
-
-def write_config_json(run_dir: Path, cfg: TrainConfig, mcfg: UNetConfig) -> None:
-    """``config.json`` of a run: the resolved training and network configuration."""
-    from .nifti_io import atomic_write
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "config.json") as fh:
-        json.dump({"train": to_dict(cfg), "model": to_dict(mcfg), "argv": sys.argv}, fh, indent=2)

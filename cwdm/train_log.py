@@ -35,8 +35,6 @@ class TrainLogger:
         from tqdm.auto import tqdm
         from torch.utils.tensorboard import SummaryWriter
 
-        from .train import write_config_json
-
         write_config_json(self.run_dir, cfg, mcfg)
         params = sum(torch.Size(s).numel() for s in _shapes(mcfg))
         head = f"resuming {resumed_from} at step {start_step}" if resumed_from else "new run"
@@ -105,3 +103,12 @@ def _shapes(mcfg):
     with torch.device("meta"):
         model = UNet.from_config(mcfg)
     return [p.shape for p in model.parameters()]
+
+
+def write_config_json(run_dir: Path, cfg, mcfg) -> None:
+    """``config.json`` of a run: the resolved training and network configuration."""
+    from .nifti_io import atomic_write
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.json") as fh:
+        json.dump({"train": to_dict(cfg), "model": to_dict(mcfg), "argv": sys.argv}, fh, indent=2)
