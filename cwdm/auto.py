@@ -120,11 +120,13 @@ def auto(cfg: AutoConfig) -> int:
     options.validate()
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     checkpoints = find_checkpoints(cfg)
-    cases = discover_cases(cfg.data_dir, cfg.modalities)
+    # each rank takes its share of the cases before looking at outputs other ranks may be writing
+    cases = discover_cases(cfg.data_dir, cfg.modalities)[info.rank::info.world_size]
     groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
     # load (and so check) every needed checkpoint before any case is processed
     models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
-    say(f"cwdm auto: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
+    share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
+    say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))
     written: List[str] = []
     failed = 0
@@ -132,19 +134,18 @@ def auto(cfg: AutoConfig) -> int:
         conditions = conditions_for(mod, cfg.modalities)
         good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
         failed += len(group) - len(good)
-        mine = good[info.rank::info.world_size]
-        if not mine:
+        if not good:
             continue
         synth = Synthesizer(models[mod], len(conditions), device, options)
-        dataset = InferenceDataset(mine, mod, cfg.modalities, models[mod].config.image_divisor, check="none")
-        by_name = {c.name: c for c in mine}
+        dataset = InferenceDataset(good, mod, cfg.modalities, models[mod].config.image_divisor, check="none")
+        by_name = {c.name: c for c in good}
 
         def out_paths(item, mod=mod):
             path = output_path(by_name[item["name"]], mod, cfg.output_dir)
             return {"volume": path, "std": path.with_name(path.name.replace(".nii.gz", "_std.nii.gz")),
                     "target": None}
 
-        bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"auto {mod}")
+        bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and info.is_main, f"auto {mod}")
         with bar:
             written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
                                         cfg.threshold, cfg.postprocess, cfg.overwrite, bar)

@@ -196,11 +196,13 @@ def sample(cfg: SampleConfig) -> int:
         return {"volume": folder / f"{prefix}-{target}.nii.gz", "std": folder / f"{prefix}-{target}_std.nii.gz",
                 "target": folder / f"{prefix}-{target}_target.nii.gz" if cfg.save_target else None}
 
-    todo = [c for c in cases if cfg.overwrite or not out_paths(c.name, c.prefix)["volume"].exists()]
-    skipped = len(cases) - len(todo)
-    mine = todo[info.rank::info.world_size]  # ranks share nothing but the case list
+    # split before looking at outputs: other ranks may already be writing theirs
+    cases = cases[info.rank::info.world_size]
+    mine = [c for c in cases if cfg.overwrite or not out_paths(c.name, c.prefix)["volume"].exists()]
+    skipped = len(cases) - len(mine)
+    share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     say(f"cwdm sample: {target} from {conditions} with {options.sampler} "
-        f"({options.calls_per_case} network calls per case) on {device}: {len(todo)} cases to do, "
+        f"({options.calls_per_case} network calls per case) on {device}{share}: {len(mine)} cases to do, "
         f"{skipped} already done, {bad} unusable")
     done: List[str] = []
     if mine:

@@ -141,3 +141,30 @@ def test_bad_case_is_reported_and_rest_complete(make_brats_root, tmp_path, ckpt,
     assert "BraTS-GLI-00000-000-t1c.nii.gz" in capsys.readouterr().err
     assert (out / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").is_file()
     assert not (out / "BraTS-GLI-00000-000").exists()
+
+
+@pytest.mark.slow
+def test_cases_are_split_across_torchrun_ranks(make_brats_root, tmp_path, ckpt):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = make_brats_root(cases=3)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29519", "-m", "cwdm", "sample", "--data_dir", str(data),
+                           "--model_path", str(ckpt), "--output_dir", str(out), "--device", "cpu", *FAST],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = sorted(p.name for p in out.rglob("*-t2f.nii.gz"))
+    assert written == [f"BraTS-GLI-0000{i}-000-t2f.nii.gz" for i in range(3)]
+    # the same files as a single process would write (per-case generators)
+    single = tmp_path / "single"
+    cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(single), *FAST])
+    for name in ("BraTS-GLI-00000-000", "BraTS-GLI-00002-000"):
+        a = np.asarray(nib.load(str(out / name / f"{name}-t2f.nii.gz")).dataobj)
+        b = np.asarray(nib.load(str(single / name / f"{name}-t2f.nii.gz")).dataobj)
+        np.testing.assert_allclose(a, b, atol=1e-5)
