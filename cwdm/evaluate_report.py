@@ -1,0 +1,144 @@
+"""Reports of ``cwdm evaluate``: statistics, ``metrics.csv`` / ``summary.json``, printed table.
+
+Holds the per-metric statistics of the evaluated rows (:func:`summarize`),
+the sanitizing of values for CSV and JSON, the atomic writers of
+:data:`CSV_NAME` / :data:`SUMMARY_NAME` and :func:`format_table`. The file
+formats are described in the docstring of :mod:`cwdm.evaluate`, which discovers
+and evaluates the (prediction, reference) pairs and re-exports these names.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from . import MODALITIES
+
+CSV_NAME = "metrics.csv"
+SUMMARY_NAME = "summary.json"
+CSV_FIELDS = ("case", "target", "ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae", "has_std")
+
+
+def _finite(values: Sequence[Any]) -> List[float]:
+    return [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _stats(values: List[float]) -> Dict[str, Any]:
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "median": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"n": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()),
+            "median": float(np.median(arr))}
+
+
+def _group_stats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    from .metrics import METRIC_NAMES, PSNR_CAP_DB
+
+    out: Dict[str, Any] = {"n": len(rows)}
+    for name in METRIC_NAMES:
+        vals = [r.get(name) for r in rows]
+        if name == "psnr":
+            capped = [v for v in vals if isinstance(v, float) and v == math.inf]
+            vals = [min(v, PSNR_CAP_DB) if isinstance(v, float) and not math.isnan(v) else v for v in vals]
+            out[name] = _stats(_finite(vals))
+            out[name]["n_capped"] = len(capped)
+        else:
+            out[name] = _stats(_finite(vals))
+    return out
+
+
+def summarize(rows: Sequence[Dict[str, Any]], problems: Sequence[str] = (),
+              skipped: Sequence[str] = (), modalities: Sequence[str] = MODALITIES) -> Dict[str, Any]:
+    """The ``summary.json`` content for ``rows`` (see the :mod:`cwdm.evaluate` docstring)."""
+    from .metrics import METRIC_NAMES, PSNR_CAP_DB
+
+    order = {m: i for i, m in enumerate(modalities)}
+    targets = sorted({r["target"] for r in rows}, key=lambda t: (order.get(t, len(order)), t))
+    return {
+        "n_pairs": len(rows),
+        "metrics": list(METRIC_NAMES),
+        "psnr_cap_db": PSNR_CAP_DB,
+        "per_target": {t: _group_stats([r for r in rows if r["target"] == t]) for t in targets},
+        "overall": _group_stats(rows),
+        "problems": list(problems),
+        "skipped": list(skipped),
+    }
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _csv_value(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return ""
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return format(float(v), ".10g")
+    return "" if v is None else str(v)
+
+
+def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    from .nifti_io import atomic_write
+
+    with atomic_write(path, newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_FIELDS)
+        for row in rows:
+            writer.writerow([_csv_value(row.get(k)) for k in CSV_FIELDS])
+
+
+def write_json(path: Path, data: Dict[str, Any]) -> None:
+    from .nifti_io import atomic_write
+
+    with atomic_write(path) as fh:
+        json.dump(_json_safe(data), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+
+
+def format_table(summary: Dict[str, Any]) -> str:
+    """The summary as a text table: one line per target and one overall, mean ± std per metric."""
+    from .metrics import METRIC_NAMES
+
+    heads = {"ssim": "SSIM", "ssim_tumor": "SSIM tumour", "ssim_non_tumor": "SSIM non-tumour",
+             "psnr": "PSNR dB", "mse": "MSE", "mae": "MAE"}
+    fmt = {"psnr": "{:.2f}", "mse": "{:.2e}"}
+
+    def cell(stats: Dict[str, Any], name: str) -> str:
+        s = stats[name]
+        if s["mean"] is None:
+            return "-"
+        f = fmt.get(name, "{:.4f}")
+        return f"{f.format(s['mean'])} ± {f.format(s['std'])}"
+
+    groups = list(summary["per_target"].items()) + [("overall", summary["overall"])]
+    table = [["target", "n"] + [heads[m] for m in METRIC_NAMES]]
+    for name, stats in groups:
+        table.append([name, str(stats["n"])] + [cell(stats, m) for m in METRIC_NAMES])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if summary["overall"]["psnr"].get("n_capped"):
+        lines.append(f"({summary['overall']['psnr']['n_capped']} infinite PSNR values "
+                     f"(identical volumes) capped at {summary['psnr_cap_db']:g} dB)")
+    return "\n".join(lines)
