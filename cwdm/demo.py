@@ -43,7 +43,7 @@ class DemoConfig:
     batch_size: int = field(default=2, metadata={"help": "training batch size"})
     lr: float = field(default=2e-4, metadata={"help": "learning rate (higher than released: short run)"})
     ema_rate: float = field(default=0.99, metadata={"help": "EMA rate (short run)"})
-    train_minutes: float = field(default=6.0, metadata={"help": "training wall-time budget"})
+    train_minutes: float = field(default=5.0, metadata={"help": "training wall-time budget (minutes)"})
     max_steps: int = field(default=1_000_000, metadata={"help": "training step limit"})
     sampler: str = field(default="ddim", metadata={"help": "sampler for the test cases"})
     sampling_steps: int = field(default=10, metadata={"help": "network calls per case"})
