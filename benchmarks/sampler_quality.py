@@ -39,7 +39,14 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--replot", action="store_true", help="only redraw samplers.png from samplers.csv in --out")
     a = p.parse_args()
+    if a.replot:
+        with open(Path(a.out) / "samplers.csv", newline="") as fh:
+            rows = [{k: (v if k in ("setting", "sampler") else float(v)) for k, v in r.items()}
+                    for r in csv.DictReader(fh)]
+        plot(rows, Path(a.out) / "samplers.png")
+        return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -83,6 +90,7 @@ def plot(rows, path):
             ax.annotate(r["setting"], (r["calls_per_case"], r[key]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
         ax.set_xscale("log")
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("network calls per case")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
