@@ -15,7 +15,6 @@ Two kinds of file are accepted, always read with ``weights_only=True``:
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +42,42 @@ class LoadedModel:
     meta: Dict[str, Any] = field(default_factory=dict)
 
 
+def _not_a_checkpoint_reason(path: Path) -> Optional[str]:
+    """Why a file is obviously not a checkpoint (text, HTML, Git LFS pointer), from its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights (fetch them with `git lfs pull`)"
+    low = head.lstrip().lower()
+    if low.startswith((b"<!doctype", b"<html", b"<?xml")):
+        return "it is an HTML/XML page (a failed download?)"
+    if head[:2] != b"PK" and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        first = head.decode("ascii", "replace").strip().splitlines()[0][:80] if head.strip() else ""
+        return f"it is a text file ({first!r})"
+    return None
+
+
 def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     """Read a checkpoint file safely (``weights_only=True``); one-line errors for bad files."""
     path = Path(path)
     if not path.is_file():
         raise CwdmError(f"{path}: checkpoint file not found")
+    reason = _not_a_checkpoint_reason(path)
+    if reason:
+        raise CwdmError(f"{path}: not a PyTorch checkpoint: {reason}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CwdmError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        text = str(exc).strip()
+        if "Weights only load failed" in text:
+            detail = "it holds Python objects other than tensors, which cwdm refuses to unpickle"
+        elif isinstance(exc, (zipfile.BadZipFile, EOFError)) or "central directory" in text or "Invalid argument" in text:
+            detail = "the file is truncated or damaged"
+        else:
+            detail = (text.splitlines()[0] if text else type(exc).__name__)[:160]
+        raise CwdmError(f"{path}: not a readable PyTorch checkpoint ({detail})") from None
     if not isinstance(obj, dict):
         raise CwdmError(f"{path}: expected a state_dict or cwdm checkpoint, found {type(obj).__name__}")
     return obj

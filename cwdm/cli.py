@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config import add_arguments, from_args
+from .config import add_arguments, from_args, given_fields
 from .errors import CwdmError
 
 COMMANDS = {
@@ -63,6 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         cfg = from_args(module.CONFIG, args)
+        # which flags the user typed (commands that resume from a stored config need to know)
+        object.__setattr__(cfg, "_given", given_fields(args, module.CONFIG))
         status = module.run(cfg)
     except CwdmError as exc:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)

@@ -11,8 +11,9 @@ rank 0 writes logs and checkpoints.
 from __future__ import annotations
 
 import signal
+import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -60,6 +61,9 @@ class TrainConfig:
     log_interval: int = field(default=100, metadata={"help": "steps between TensorBoard scalars"})
     image_interval: int = field(default=5000, metadata={"help": "steps between TensorBoard images (0 = never)"})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes"})
+    check_data: str = field(default="header", metadata={
+        "help": "validation before training: header (fast: files, shapes, affines), full (also every voxel), none",
+        "choices": ["header", "full", "none"]})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the network (CUDA)"})
@@ -116,22 +120,57 @@ def resolve_resume(cfg: TrainConfig, run_dir: Path) -> Optional[Path]:
     return path
 
 
-def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path) -> TrainConfig:
-    """Architecture and target come from the checkpoint; a conflicting flag is an error."""
+def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path,
+                         given: Optional[set] = None) -> Tuple[TrainConfig, list]:
+    """The configuration of a resumed run, and notes on what the command line changed.
+
+    Every setting comes from the checkpoint unless its flag was given on the
+    command line (``given``; without it, a value different from the default
+    counts as given). Architecture, target and modalities cannot change: a
+    conflicting flag is an error.
+    """
     old = from_dict(TrainConfig, stored)
     defaults = TrainConfig()
-    for name in ARCH_FIELDS:
-        mine, theirs = getattr(cfg, name), getattr(old, name)
-        if mine != theirs and mine != getattr(defaults, name):
+    if given is None:
+        given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    merged, notes = {}, []
+    for f in fields(TrainConfig):
+        name, mine, theirs = f.name, getattr(cfg, f.name), getattr(old, f.name)
+        if name in ("resume", "run_dir") or (name in given and mine == theirs):
+            continue
+        if name not in given:
+            merged[name] = theirs
+        elif name in ARCH_FIELDS:
             raise CwdmError(f"{source}: the run was trained with {name} {theirs}, but {mine} was given")
-    return replace(cfg, **{name: getattr(old, name) for name in ARCH_FIELDS})
+        elif name not in ("max_steps", "max_minutes", "progress"):  # those change on every resume
+            notes.append(f"{name} {theirs} -> {mine}")
+    return replace(cfg, **merged), notes
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """One-line errors for values training cannot use."""
+    rules = [(cfg.max_steps >= 1, "--max_steps must be at least 1"),
+             (cfg.batch_size >= 1, "--batch_size must be at least 1"),
+             (cfg.lr > 0, "--lr must be positive"),
+             (cfg.weight_decay >= 0, "--weight_decay must be >= 0"),
+             (0 <= cfg.ema_rate < 1, "--ema_rate must be in [0, 1)"),
+             (cfg.save_interval >= 1, "--save_interval must be at least 1"),
+             (cfg.log_interval >= 1, "--log_interval must be at least 1"),
+             (cfg.image_interval >= 0, "--image_interval must be >= 0 (0 = never)"),
+             (cfg.keep_last >= 0, "--keep_last must be >= 0 (0 = keep all)"),
+             (cfg.num_workers >= 0, "--num_workers must be >= 0"),
+             (cfg.max_minutes is None or cfg.max_minutes > 0, "--max_minutes must be positive"),
+             (cfg.contr in cfg.modalities, f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")]
+    for ok, message in rules:
+        if not ok:
+            raise CwdmError(message)
 
 
 def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
     from .data import PairedVolumeDataset, discover_cases
 
     cases = discover_cases(cfg.data_dir, cfg.modalities)
-    dataset = PairedVolumeDataset(cases, cfg.contr, cfg.modalities, divisor, check="header",
+    dataset = PairedVolumeDataset(cases, cfg.contr, cfg.modalities, divisor, check=cfg.check_data,
                                   workers=max(1, cfg.num_workers))
     order = DataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
     return dataset, order
@@ -156,17 +195,32 @@ def train(cfg: TrainConfig) -> int:
 def _train(cfg: TrainConfig, info, device: torch.device) -> int:
     from .train_log import TrainLogger
 
+    from .checkpoint import check_state_dict, is_cwdm_checkpoint, read_checkpoint
+
+    validate_config(cfg)
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.contr)
     resume_path = resolve_resume(cfg, run_dir)
-    state = None
+    state, init_weights, notes = None, None, []
     if resume_path is not None:
-        from .checkpoint import read_checkpoint
-
         state = read_checkpoint(resume_path)
-        cfg = merge_resumed_config(cfg, state["train_config"], resume_path)
-    if cfg.contr not in cfg.modalities:
-        raise CwdmError(f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")
+        if is_cwdm_checkpoint(state):
+            cfg, changed = merge_resumed_config(cfg, state["train_config"], resume_path, getattr(cfg, "_given", None))
+            notes += [f"changed on resume: {c}" for c in changed]
+            validate_config(cfg)
+        else:  # a bare state_dict (e.g. released weights): fine-tune from it as a new run
+            if checkpoint_files(run_dir):
+                raise CwdmError(f"{resume_path} is a bare state_dict (weights only); starting a new run from it "
+                                f"needs an empty --run_dir, but {run_dir} already holds a run")
+            check_state_dict(state, cfg.model_config(), str(resume_path))
+            init_weights, state = state, None
+            notes.append(f"new run initialised from the weights of {resume_path} (bare state_dict: "
+                         f"fresh optimizer, step 0)")
     mcfg = cfg.model_config()
+    if state is not None and int(state["step"]) >= cfg.max_steps:
+        if info.is_main:
+            print(f"cwdm train: {resume_path} is already at step {state['step']} >= --max_steps {cfg.max_steps}; "
+                  f"nothing to do (raise --max_steps to train longer)", file=sys.stderr)
+        return 0
     dataset, order = _build_data(cfg, mcfg.image_divisor, info.rank, info.world_size)
 
     torch.manual_seed(cfg.seed)
@@ -175,6 +229,9 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + info.rank)
     step = 0
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+        ema.model.load_state_dict(init_weights)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
@@ -183,8 +240,8 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
         gen.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch_cpu"])
         step = int(state["step"])
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr
+        for group in optimizer.param_groups:  # a changed --lr / --weight_decay applies from now on
+            group["lr"], group["weight_decay"] = cfg.lr, cfg.weight_decay
     model.to(device, memory_format=memory_format(device))
     ema.model.to(device)
     _move_optimizer(optimizer, device)
@@ -196,6 +253,8 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
     schedule = linear_schedule()
 
     logger = TrainLogger(run_dir, cfg, mcfg, enabled=info.is_main, start_step=step, resumed_from=resume_path)
+    for note in notes:
+        logger.message(note)
 
     def snapshot() -> dict:
         return {"model_config": to_dict(mcfg), "train_config": to_dict(cfg), "target": cfg.contr,
@@ -217,7 +276,15 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
     model.train()
     with StopFlag() as stop:
         while step < cfg.max_steps:
-            target, cond = next(batches)
+            try:
+                target, cond = next(batches)
+            except CwdmError as exc:  # a bad volume found while loading (also from a worker process)
+                save()
+                logger.close()
+                text = str(exc)
+                text = text.rpartition("CwdmError: ")[2] if "CwdmError: " in text else text
+                raise CwdmError(f"{text.strip()} (checkpoint saved at step {step}; fix or remove the case, "
+                                f"then continue with --resume auto)") from None
             target = target.to(device, non_blocking=True)
             cond = cond.to(device, non_blocking=True)
             x0 = to_subbands(target).contiguous(memory_format=memory_format(device))

@@ -85,11 +85,11 @@ class TrainLogger:
 
     def saved(self, path: Path) -> None:
         if self.enabled:
-            self.bar.write(f"saved {path}")
+            self.bar.write(f"saved {path}", file=sys.stderr)
 
     def message(self, text: str) -> None:
         if self.enabled:
-            self.bar.write(text)
+            self.bar.write(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.enabled:

@@ -64,13 +64,29 @@ def test_newer_format_refused(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("content,match", [(b"not a checkpoint", "not a readable"), (None, "not found")])
+@pytest.mark.parametrize("content,match", [
+    (b"not a checkpoint", "text file"),
+    (b"https://example.org/brats_t2f_1200000.pt\n", "text file"),  # once a KeyError traceback in torch.load
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "Git LFS pointer"),
+    (b"<!DOCTYPE html><html><body>404</body></html>", "HTML"),
+    (b"", "empty"),
+    (None, "not found"),
+])
 def test_bad_files(tmp_path, content, match):
     path = tmp_path / "bad.pt"
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(CwdmError, match=match):
         load_model(path, config=TINY)
+
+
+def test_truncated_checkpoint(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(UNet.from_config(TINY).state_dict(), good)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CwdmError, match="truncated or damaged"):
+        load_model(bad, config=TINY)
 
 
 def test_pickled_code_is_not_executed(tmp_path):
@@ -80,5 +96,5 @@ def test_pickled_code_is_not_executed(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(CwdmError, match="not a readable"):
+    with pytest.raises(CwdmError, match="refuses to unpickle"):
         load_model(path, config=TINY)

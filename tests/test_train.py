@@ -164,3 +164,72 @@ def test_ddp_two_gloo_processes_only_rank0_writes(brats_root, tmp_path):
     state = read_checkpoint(checkpoint_files(run_dir)[-1])
     # two ranks with one sample each per step: the shared data order advanced over 3 steps
     assert state["data_order"] == {"epoch": 1, "offset": 1}
+
+
+def test_resume_keeps_the_runs_settings_unless_flags_are_given(brats_root, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    base = ["train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(run_dir),
+            "--num_workers", "0", "--progress", "False"]
+    assert cli(base + TINY_FLAGS + ["--lr", "2e-4", "--ema_rate", "0.9", "--max_steps", "2"]) == 0
+    # resume with neither the network nor the optimization flags: all come from the checkpoint
+    assert cli(base + ["--max_steps", "3", "--resume", "auto"]) == 0
+    state = read_checkpoint(checkpoint_files(run_dir)[-1])
+    assert state["step"] == 3
+    assert state["train_config"]["lr"] == 2e-4 and state["train_config"]["ema_rate"] == 0.9
+    assert state["optimizer"]["param_groups"][0]["lr"] == 2e-4
+    capsys.readouterr()
+    assert cli(base + ["--max_steps", "4", "--resume", "auto", "--lr", "1e-4"]) == 0
+    assert "lr 0.0002 -> 0.0001" in capsys.readouterr().err
+    assert read_checkpoint(checkpoint_files(run_dir)[-1])["optimizer"]["param_groups"][0]["lr"] == 1e-4
+
+
+def test_resume_when_already_done_changes_nothing(brats_root, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    train(cfg_for(brats_root, run_dir, max_steps=2))
+    before = (run_dir / "config.json").read_text()
+    capsys.readouterr()
+    assert train(cfg_for(brats_root, run_dir, max_steps=1, resume="auto")) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert (run_dir / "config.json").read_text() == before
+    assert [p.name for p in checkpoint_files(run_dir)] == ["ckpt_00000002.pt"]
+
+
+def test_new_run_from_a_bare_state_dict(brats_root, tmp_path):
+    train(cfg_for(brats_root, tmp_path / "a", max_steps=2))
+    bare = export_state_dict(checkpoint_files(tmp_path / "a")[-1], tmp_path / "bare.pt")
+    assert train(cfg_for(brats_root, tmp_path / "b", max_steps=1, resume=str(bare), lr=1e-12)) == 0
+    state = read_checkpoint(checkpoint_files(tmp_path / "b")[-1])
+    assert state["step"] == 1
+    init = torch.load(bare, weights_only=True)
+    # with a negligible learning rate the weights are still those of the state_dict
+    assert all(torch.allclose(state["model"][k], init[k], atol=1e-6) for k in init)
+    with pytest.raises(CwdmError, match="bare state_dict"):
+        train(cfg_for(brats_root, tmp_path / "b", max_steps=3, resume=str(bare)))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("save_interval", 0, "--save_interval"), ("batch_size", 0, "--batch_size"), ("lr", -1.0, "--lr"),
+    ("contr", "flair", "--contr flair"), ("max_steps", 0, "--max_steps")])
+def test_bad_values_refused_before_anything_is_written(brats_root, tmp_path, field, value, message):
+    with pytest.raises(CwdmError, match=message):
+        train(cfg_for(brats_root, tmp_path / "r", **{"max_steps": 1, field: value}))
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_voxels_found_during_training_save_and_give_one_line(make_brats_root, tmp_path, workers):
+    import nibabel as nib
+    import numpy as np
+
+    data = make_brats_root(cases=2)
+    bad = data / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t1c.nii.gz"
+    img = nib.load(str(bad))
+    vol = np.asarray(img.dataobj).copy()
+    vol[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(vol, img.affine), str(bad))
+    with pytest.raises(CwdmError) as info:
+        train(cfg_for(data, tmp_path / "r", max_steps=10, num_workers=workers))
+    msg = str(info.value)
+    assert "BraTS-GLI-00001-000-t1c.nii.gz" in msg and "checkpoint saved" in msg
+    assert "Traceback" not in msg and "\n" not in msg
+    assert checkpoint_files(tmp_path / "r")
