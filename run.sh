@@ -11,6 +11,8 @@ NPROC=${NPROC:-1}                 # processes (GPUs) for torchrun; 1 = plain pyt
 SEED=${SEED:-42}                 # randomness seed (training data order / sampling noise)
 CHANNELS=${CHANNELS:-64}             # base channels (64 for the released models)
 CHANNEL_MULT=${CHANNEL_MULT:-1 2 2 4 4}   # channel multiplier per level (released: 1 2 2 4 4)
+NUM_RES_BLOCKS=${NUM_RES_BLOCKS:-2}    # residual blocks per level (released: 2)
+NUM_GROUPS=${NUM_GROUPS:-32}    # GroupNorm groups (released: 32; must divide CHANNELS)
 ADDITIVE_SKIP=${ADDITIVE_SKIP:-False}     # True: average skips instead of concatenating (less memory)
 CONTR=${CONTR:-t1n}             # target contrast: t1n, t1c, t2w or t2f
 
@@ -41,7 +43,8 @@ else
   export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
   LAUNCH=(python -m cwdm)
 fi
-NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --additive_skips "$ADDITIVE_SKIP")
+NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$NUM_RES_BLOCKS"
+     --num_groups "$NUM_GROUPS" --additive_skips "$ADDITIVE_SKIP")
 SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED")
 
 case "$MODE" in

@@ -125,6 +125,10 @@ def auto(cfg: AutoConfig) -> int:
     groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
     # load (and so check) every needed checkpoint before any case is processed
     models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
+    if cfg.output_dir is not None and Path(cfg.output_dir).resolve() != Path(cfg.data_dir).resolve():
+        from .sample import check_output_dir
+
+        check_output_dir(cfg.output_dir, cfg.data_dir)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))

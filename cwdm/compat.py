@@ -70,6 +70,9 @@ def translate(command: str, argv: List[str], note=print) -> List[str]:
         if key in IGNORED:
             note(f"note: --{key} has no effect in cwdm and is ignored")
             continue
+        if key == "contr" and command == "auto":
+            note("note: --contr is not needed by cwdm auto (each case's missing modality is detected)")
+            continue
         if key == "use_ddim":
             if low in _TRUE:
                 out += ["--sampler", "ddim"]

@@ -395,7 +395,13 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
 
 
 def run(cfg: EvaluateConfig) -> int:
-    """``cwdm evaluate``: 0 when at least one pair was evaluated, else 1."""
+    """``cwdm evaluate``: 0 when every prediction was evaluated without problems, else 1.
+
+    Problems (a case on one side only, a shape mismatch, an unreadable file) do
+    not stop the evaluation: the reports cover every pair that could be
+    evaluated and list the problems; the exit status tells a script that some
+    were found, as ``cwdm sample`` and ``cwdm auto`` do.
+    """
     from .runtime import select_device
 
     device = select_device(cfg.device)
@@ -410,4 +416,4 @@ def run(cfg: EvaluateConfig) -> int:
     if not rows:
         print("cwdm evaluate: nothing was evaluated (see the warnings above)", file=sys.stderr)
         return 1
-    return 0
+    return 1 if summary["problems"] else 0

@@ -35,6 +35,8 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     """Write the model (or EMA) weights of a cwdm checkpoint as a bare state_dict."""
     if checkpoint is None or out is None:
         raise CwdmError("usage: cwdm export CHECKPOINT OUT.pt [--ema False]")
+    if Path(out).resolve() == Path(checkpoint).resolve():
+        raise CwdmError(f"{out}: the output would replace the training checkpoint it is exported from")
     obj = read_checkpoint(checkpoint)
     if not is_cwdm_checkpoint(obj):
         raise CwdmError(f"{checkpoint}: not a cwdm training checkpoint (already a bare state_dict?)")

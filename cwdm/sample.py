@@ -82,8 +82,8 @@ ALIASES = {"model_channels": ["num_channels"], "contr": ["target"]}
 
 
 def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags: ModelFlags,
-                  ema: bool, device: torch.device) -> Tuple[LoadedModel, str]:
-    """Load the checkpoint and settle the target contrast; refuse mismatches with one line."""
+                  ema: bool, device: torch.device) -> Tuple[LoadedModel, str, Tuple[str, ...]]:
+    """Load the checkpoint; settle the target contrast and the modalities; refuse mismatches in one line."""
     if path is None:
         raise CwdmError("--model_path is required (a released state_dict or a cwdm checkpoint)")
     conditions = len(modalities) - 1
@@ -93,12 +93,24 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
             raise CwdmError(f"{path}: checkpoint was trained to synthesize {loaded.target}, not {target}")
         target = target or loaded.target
         if loaded.modalities and list(loaded.modalities) != list(modalities):
-            raise CwdmError(f"{path}: checkpoint modalities {loaded.modalities} differ from {list(modalities)}")
+            if tuple(modalities) != MODALITIES:
+                raise CwdmError(f"{path}: checkpoint modalities {loaded.modalities} differ from --modalities "
+                                f"{list(modalities)}")
+            modalities = tuple(loaded.modalities)  # the checkpoint knows its task
     if target is None:
         raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
     if target not in modalities:
         raise CwdmError(f"target {target} is not one of the modalities {list(modalities)}")
-    return loaded, target
+    return loaded, target, tuple(modalities)
+
+
+def check_output_dir(output_dir: Path, data_dir: Path) -> None:
+    """Refuse an output folder that would put results in place of the input files."""
+    out, data = Path(output_dir).resolve(), Path(data_dir).resolve()
+    if out == data or data in out.parents:
+        raise CwdmError(f"--output_dir {output_dir} is (inside) the input folder {data_dir}: results would "
+                        f"replace or mix with the input scans; choose another folder "
+                        f"(cwdm auto completes case folders in place safely)")
 
 
 def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
@@ -179,14 +191,15 @@ def sample(cfg: SampleConfig) -> int:
     device = select_device(cfg.device, info)
     options = cfg.options()
     options.validate()
-    loaded, target = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
-    conditions = conditions_for(target, cfg.modalities)
+    check_output_dir(cfg.output_dir, cfg.data_dir)
+    loaded, target, modalities = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
+    conditions = conditions_for(target, modalities)
     synth = Synthesizer(loaded, len(conditions), device, options)
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     if cfg.num_samples != 1:
         say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
 
-    all_cases = discover_cases(cfg.data_dir, cfg.modalities)
+    all_cases = discover_cases(cfg.data_dir, modalities)
     cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say)
     bad = len(all_cases) - len(cases)
     out_root = Path(cfg.output_dir)
@@ -206,13 +219,13 @@ def sample(cfg: SampleConfig) -> int:
         f"{skipped} already done, {bad} unusable")
     done: List[str] = []
     if mine:
-        dataset = InferenceDataset(mine, target, cfg.modalities, loaded.config.image_divisor, check="none")
+        dataset = InferenceDataset(mine, target, modalities, loaded.config.image_divisor, check="none")
         bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
         with bar:
             done = synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size,
                                     lambda it: out_paths(it["name"], it["prefix"]), None, cfg.postprocess,
                                     cfg.overwrite, bar)
-    say(f"wrote {len(done)} cases to {out_root}; {skipped} skipped (already done), {bad} unusable")
+    say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable")
     return 0 if bad == 0 else 1
 
 

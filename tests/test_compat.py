@@ -53,7 +53,7 @@ def test_shim_script_runs_train(brats_root, tmp_path):
 
 
 def test_run_sh_train_then_sample(brats_root, tmp_path):
-    common = dict(CHANNELS=32, CHANNEL_MULT="1", DATA_DIR=brats_root, RUN_DIR=tmp_path / "run", CONTR="t1c",
+    common = dict(CHANNELS=16, CHANNEL_MULT="1 2", NUM_RES_BLOCKS=1, NUM_GROUPS=8, DATA_DIR=brats_root, RUN_DIR=tmp_path / "run", CONTR="t1c",
                   ITERATIONS=2, SAVE_INTERVAL=2)
     proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="train", **common), capture_output=True,
                           text=True, timeout=120, cwd=tmp_path)
@@ -66,3 +66,9 @@ def test_run_sh_train_then_sample(brats_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1c.nii.gz").is_file()
     assert "+ python -m cwdm sample" in proc.stderr
+
+
+def test_auto_drops_contr():
+    notes = []
+    assert translate("auto", ["--contr=t2f", "--data_dir=x"], note=notes.append) == ["auto", "--data_dir=x"]
+    assert notes and "--contr" in notes[0]

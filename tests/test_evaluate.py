@@ -148,17 +148,25 @@ def test_cli_without_montage_and_exit_status(dirs, tmp_path, capsys):
     out = tmp_path / "report"
     status = main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
                    "--no-montage", "--progress=false"])
-    assert status == 0
+    assert status == 1  # evaluated, but with problems (reported below)
     assert (out / "metrics.csv").is_file() and (out / "summary.json").is_file()
     assert not (out / "montages").exists()
     captured = capsys.readouterr()
     assert "overall" in captured.out and "SSIM" in captured.out
     assert captured.err.count("warning:") == 3
 
-    # --targets restricts the evaluated modalities
+    # --targets restricts the evaluated modalities (case-C without prediction is still a problem)
     assert main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
-                 "--no-montage", "--progress=false", "--targets", "t2w"]) == 0
+                 "--no-montage", "--progress=false", "--targets", "t2w"]) == 1
     assert _no_nan_json(out / "summary.json")["n_pairs"] == 1
+
+    # a clean pair of folders: exit status 0
+    clean_pred, clean_ref = tmp_path / "clean_pred", tmp_path / "clean_ref"
+    shutil.copytree(pred / "case-A", clean_pred / "case-A")
+    shutil.copytree(ref / "case-A", clean_ref / "case-A")
+    assert main(["evaluate", "--pred_dir", str(clean_pred), "--ref_dir", str(clean_ref),
+                 "--no-montage", "--progress=false"]) == 0
+    assert _no_nan_json(clean_pred / "evaluation" / "summary.json")["n_pairs"] == 1
 
     # only unmatched / broken predictions: nothing evaluated -> exit status 1, reports still written
     only_bad = tmp_path / "only_bad"

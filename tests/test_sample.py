@@ -168,3 +168,31 @@ def test_cases_are_split_across_torchrun_ranks(make_brats_root, tmp_path, ckpt):
         a = np.asarray(nib.load(str(out / name / f"{name}-t2f.nii.gz")).dataobj)
         b = np.asarray(nib.load(str(single / name / f"{name}-t2f.nii.gz")).dataobj)
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_output_dir_inside_the_input_is_refused(make_brats_root, tmp_path, ckpt, capsys):
+    data = make_brats_root(cases=1)
+    target = data / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f.nii.gz"
+    before = target.read_bytes()
+    for out in (data, data / "results"):
+        rc = cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST,
+                  "--overwrite"])
+        assert rc == 1
+        assert "input folder" in capsys.readouterr().err
+    assert target.read_bytes() == before and not (data / "results").exists()
+
+
+def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
+    import torch
+
+    from cwdm.checkpoint import FORMAT, FORMAT_VERSION
+
+    cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=16)
+    path = tmp_path / "ct.pt"
+    model = UNet.from_config(cfg)
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(cfg), "model": model.state_dict(),
+                "ema": None, "target": "ct", "modalities": ["mr", "ct"], "step": 1}, path)
+    data = make_brats_root(cases=1, modalities=("mr", "ct"))
+    out = tmp_path / "out"
+    assert cli(["sample", "--data_dir", str(data), "--model_path", str(path), "--output_dir", str(out), *FAST]) == 0
+    assert (out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-ct.nii.gz").is_file()

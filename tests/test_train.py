@@ -78,6 +78,9 @@ def test_checkpoint_round_trip_and_export(brats_root, tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in bare.values())
     model = UNet.from_config(loaded.config)
     model.load_state_dict(bare, strict=True)  # loads into the network built from the config
+    with pytest.raises(CwdmError, match="would replace the training checkpoint"):
+        export_state_dict(ckpts[-1], ckpts[-1], overwrite=True)
+    assert read_checkpoint(ckpts[-1])["step"] == 3
     for k, v in state["ema"].items():
         assert torch.equal(bare[k], v)
 
