@@ -22,25 +22,13 @@ from .errors import CwdmError
 from .runtime import dist_from_env, select_device
 from .samplers import SAMPLERS
 from .synthesis import SamplingOptions, Synthesizer, postprocess
-from .unet import UNetConfig, in_channels_for
+from .unet import NetworkFlags
 
 HELP = "synthesize the target contrast of every case of a folder (paired mode)"
 
 
-@dataclass
-class ModelFlags:
-    """Network configuration of a bare released state_dict (ignored for cwdm checkpoints)."""
-
-    model_channels: int = field(default=64, metadata={"help": "base channels of a bare state_dict"})
-    channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multipliers"})
-    num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
-    num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
-    additive_skips: bool = field(default=False, metadata={"help": "additive skips"})
-
-    def unet_config(self, num_conditions: int) -> UNetConfig:
-        return UNetConfig(model_channels=self.model_channels, channel_mult=self.channel_mult,
-                          num_res_blocks=self.num_res_blocks, in_channels=in_channels_for(num_conditions),
-                          num_groups=self.num_groups, additive_skips=self.additive_skips)
+class ModelFlags(NetworkFlags):
+    """Network configuration of a bare released state_dict (cwdm checkpoints carry their own)."""
 
 
 @dataclass

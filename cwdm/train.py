@@ -27,25 +27,19 @@ from .errors import CwdmError
 from .runtime import (autocast, cleanup_distributed, dist_from_env, init_distributed, memory_format,
                       select_device)
 from .train_state import EMA, DataOrder, checkpoint_files, latest_checkpoint, save_checkpoint
-from .unet import UNet, UNetConfig, in_channels_for
+from .unet import NetworkFlags, UNet, UNetConfig
 from .wavelet import to_subbands
 
 HELP = "train a conditional wavelet diffusion model for one target contrast"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(NetworkFlags):
     data_dir: Path = field(default=Path("data/training"), metadata={"help": "BraTS-layout training folder"})
     contr: str = field(default="t1n", metadata={"help": "target contrast to synthesize"})
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names (canonical order)"})
     run_dir: Optional[Path] = field(default=None, metadata={"help": "run directory (default runs/<contr>)"})
     resume: Optional[str] = field(default=None, metadata={"help": "checkpoint path, or 'auto' for the run's latest"})
-    # network (released defaults)
-    model_channels: int = field(default=64, metadata={"help": "base channels"})
-    channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multiplier per level"})
-    num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
-    num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
-    additive_skips: bool = field(default=False, metadata={"help": "average skips instead of concatenating"})
     use_checkpoint: bool = field(default=False, metadata={"help": "gradient checkpointing (less memory)"})
     # optimization
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate"})
@@ -70,9 +64,7 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def model_config(self) -> UNetConfig:
-        return UNetConfig(model_channels=self.model_channels, channel_mult=self.channel_mult,
-                          num_res_blocks=self.num_res_blocks, in_channels=in_channels_for(len(self.modalities) - 1),
-                          num_groups=self.num_groups, additive_skips=self.additive_skips)
+        return self.unet_config(len(self.modalities) - 1)
 
 
 CONFIG = TrainConfig

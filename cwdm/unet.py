@@ -72,6 +72,25 @@ def in_channels_for(num_conditions: int) -> int:
     return NUM_SUBBANDS * (1 + num_conditions)
 
 
+@dataclass
+class NetworkFlags:
+    """Network flags shared by the commands (defaults: the released network).
+
+    ``in_channels`` is not a flag: it follows from the number of conditions.
+    """
+
+    model_channels: int = field(default=64, metadata={"help": "base channels (released: 64)"})
+    channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multiplier per level"})
+    num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
+    num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
+    additive_skips: bool = field(default=False, metadata={"help": "average skips instead of concatenating (less memory)"})
+
+    def unet_config(self, num_conditions: int) -> UNetConfig:
+        return UNetConfig(model_channels=self.model_channels, channel_mult=tuple(self.channel_mult),
+                          num_res_blocks=self.num_res_blocks, in_channels=in_channels_for(num_conditions),
+                          num_groups=self.num_groups, additive_skips=self.additive_skips)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of timesteps.
 
