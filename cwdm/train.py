@@ -179,12 +179,14 @@ def train(cfg: TrainConfig) -> int:
     device = select_device(cfg.device, info)
     init_distributed(device, info)
     try:
-        return _train(cfg, info, device)
+        # signals are caught from the start, so one arriving before the first step still saves cleanly
+        with StopFlag() as stop:
+            return _train(cfg, info, device, stop)
     finally:
         cleanup_distributed()
 
 
-def _train(cfg: TrainConfig, info, device: torch.device) -> int:
+def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
     from .train_log import TrainLogger
 
     from .checkpoint import check_state_dict, is_cwdm_checkpoint, read_checkpoint
@@ -266,51 +268,50 @@ def _train(cfg: TrainConfig, info, device: torch.device) -> int:
     status = 0
     batches = iter(_loader(dataset, order, cfg, device))
     model.train()
-    with StopFlag() as stop:
-        while step < cfg.max_steps:
-            try:
-                target, cond = next(batches)
-            except CwdmError as exc:  # a bad volume found while loading (also from a worker process)
-                save()
-                logger.close()
-                text = str(exc)
-                text = text.rpartition("CwdmError: ")[2] if "CwdmError: " in text else text
-                raise CwdmError(f"{text.strip()} (checkpoint saved at step {step}; fix or remove the case, "
-                                f"then continue with --resume auto)") from None
-            target = target.to(device, non_blocking=True)
-            cond = cond.to(device, non_blocking=True)
-            x0 = to_subbands(target).contiguous(memory_format=memory_format(device))
-            c = to_subbands(cond).contiguous(memory_format=memory_format(device))
-            t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device, generator=gen)
-            noise = torch.randn(x0.shape, device=device, generator=gen)
-            try:
-                with autocast(device, cfg.bf16):
-                    loss, per_subband, pred = training_loss(net, schedule, x0, c, t, noise)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            except torch.cuda.OutOfMemoryError:
-                raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
-                                f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
-                                f"or a smaller --batch_size / --num_channels") from None
-            optimizer.step()
-            ema.update(model)
-            order.advance(x0.shape[0])
-            step += 1
-            logger.step(step, loss, per_subband, optimizer.param_groups[0]["lr"], x0.shape[0] * info.world_size,
-                        device, images=(cond, target, pred))
-            signum = _agree(stop.signal or 0, info, device)
-            if signum:
-                save()
-                status = 128 + signum
-                logger.message(f"stopped by signal {signum} at step {step}; checkpoint saved")
-                break
-            out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
-            if _agree(int(out_of_time), info, device):
-                save()
-                logger.message(f"time limit of {cfg.max_minutes} min reached at step {step}; checkpoint saved")
-                break
-            if step % cfg.save_interval == 0 or step == cfg.max_steps:
-                save()
+    while step < cfg.max_steps:
+        try:
+            target, cond = next(batches)
+        except CwdmError as exc:  # a bad volume found while loading (also from a worker process)
+            save()
+            logger.close()
+            text = str(exc)
+            text = text.rpartition("CwdmError: ")[2] if "CwdmError: " in text else text
+            raise CwdmError(f"{text.strip()} (checkpoint saved at step {step}; fix or remove the case, "
+                            f"then continue with --resume auto)") from None
+        target = target.to(device, non_blocking=True)
+        cond = cond.to(device, non_blocking=True)
+        x0 = to_subbands(target).contiguous(memory_format=memory_format(device))
+        c = to_subbands(cond).contiguous(memory_format=memory_format(device))
+        t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device, generator=gen)
+        noise = torch.randn(x0.shape, device=device, generator=gen)
+        try:
+            with autocast(device, cfg.bf16):
+                loss, per_subband, pred = training_loss(net, schedule, x0, c, t, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except torch.cuda.OutOfMemoryError:
+            raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
+                            f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
+                            f"or a smaller --batch_size / --num_channels") from None
+        optimizer.step()
+        ema.update(model)
+        order.advance(x0.shape[0])
+        step += 1
+        logger.step(step, loss, per_subband, optimizer.param_groups[0]["lr"], x0.shape[0] * info.world_size,
+                    device, images=(cond, target, pred))
+        signum = _agree(stop.signal or 0, info, device)
+        if signum:
+            save()
+            status = 128 + signum
+            logger.message(f"stopped by signal {signum} at step {step}; checkpoint saved")
+            break
+        out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
+        if _agree(int(out_of_time), info, device):
+            save()
+            logger.message(f"time limit of {cfg.max_minutes} min reached at step {step}; checkpoint saved")
+            break
+        if step % cfg.save_interval == 0 or step == cfg.max_steps:
+            save()
     logger.close()
     return status
 
