@@ -65,8 +65,12 @@ def init_distributed(device: torch.device, info: DistInfo) -> None:
 
 
 def cleanup_distributed() -> None:
+    """Wait for every rank (rank 0 may still be writing a checkpoint), then end the process group."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def autocast(device: torch.device, enabled: bool = True):
