@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Tuple
 from . import MODALITIES
 from .errors import CwdmError
 from .runtime import dist_from_env, select_device
-from .sample import (ModelFlags, SamplingFlags, items_of, progress_bar, resolve_model, synthesize_items,
-                     usable_cases)
+from .sample import (ModelFlags, SamplingFlags, check_output_dir, items_of, progress_bar, resolve_model,
+                     synthesize_items, usable_cases)
 from .synthesis import AUTO_THRESHOLD, Synthesizer
 
 HELP = "complete case folders that miss one modality (BraSyn use)"
@@ -119,16 +119,14 @@ def auto(cfg: AutoConfig) -> int:
     options = cfg.options()
     options.validate()
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
+    if cfg.output_dir is not None:
+        check_output_dir(cfg.output_dir, cfg.data_dir, in_place_ok=True)
     checkpoints = find_checkpoints(cfg)
     # each rank takes its share of the cases before looking at outputs other ranks may be writing
     cases = discover_cases(cfg.data_dir, cfg.modalities)[info.rank::info.world_size]
     groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
     # load (and so check) every needed checkpoint before any case is processed
     models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
-    if cfg.output_dir is not None and Path(cfg.output_dir).resolve() != Path(cfg.data_dir).resolve():
-        from .sample import check_output_dir
-
-        check_output_dir(cfg.output_dir, cfg.data_dir)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))

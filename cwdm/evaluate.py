@@ -215,6 +215,26 @@ def _fmt_shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def _load_matching(path: Path, shape: Sequence[int], against: str, consequence: str, problems: List[str],
+                   unreadable: Optional[str] = None) -> Optional[np.ndarray]:
+    """Load a volume that must have ``shape``; on failure append a problem line and return None.
+
+    The line names the file and says ``consequence`` (``unreadable`` replaces
+    it for a file that cannot be read); ``against`` names what the shape is
+    compared with.
+    """
+    try:
+        vol = _load(path)
+    except CwdmError as exc:
+        problems.append(f"{exc}; {unreadable or consequence}")
+        return None
+    if vol.shape != tuple(shape):
+        problems.append(f"{path}: shape {_fmt_shape(vol.shape)} differs from {against} "
+                        f"({_fmt_shape(shape)}); {consequence}")
+        return None
+    return vol
+
+
 def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_path: Optional[Path] = None,
                   device: Any = None) -> Tuple[Optional[Dict[str, Any]], List[str]]:
     """Metrics (and optionally the montage) of one pair.
@@ -241,27 +261,14 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
     for mod, path in rcase.files.items():
         if mod == pair.target:
             continue
-        try:
-            vol = _load(path)
-        except CwdmError as exc:
-            problems.append(f"{exc}; left out of the brain mask of {pair.case}/{pair.target}")
-            continue
-        if vol.shape != ref.shape:
-            problems.append(f"{path}: shape {_fmt_shape(vol.shape)} differs from {ref_path.name} "
-                            f"({_fmt_shape(ref.shape)}); left out of the brain mask")
-            continue
-        others[mod] = vol
+        vol = _load_matching(path, ref.shape, ref_path.name, "left out of the brain mask", problems,
+                             unreadable=f"left out of the brain mask of {pair.case}/{pair.target}")
+        if vol is not None:
+            others[mod] = vol
     seg = None
     if rcase.seg is not None:
-        try:
-            seg = _load(rcase.seg)
-            if seg.shape != ref.shape:
-                problems.append(f"{rcase.seg}: shape {_fmt_shape(seg.shape)} differs from {ref_path.name} "
-                                f"({_fmt_shape(ref.shape)}); tumour / non-tumour SSIM not computed")
-                seg = None
-        except CwdmError as exc:
-            problems.append(f"{exc}; tumour / non-tumour SSIM not computed")
-            seg = None
+        seg = _load_matching(rcase.seg, ref.shape, ref_path.name, "tumour / non-tumour SSIM not computed",
+                             problems)
 
     finite_refs = [v for v in (ref, *others.values()) if np.all(np.isfinite(v))]
     mask = M.brain_mask(*finite_refs) if finite_refs else None
@@ -273,15 +280,7 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
 
     std = None
     if pair.std is not None:
-        try:
-            std = _load(pair.std)
-            if std.shape != ref.shape:
-                problems.append(f"{pair.std}: shape {_fmt_shape(std.shape)} differs from the prediction "
-                                f"({_fmt_shape(pred.shape)}); uncertainty map ignored")
-                std = None
-        except CwdmError as exc:
-            problems.append(f"{exc}; uncertainty map ignored")
-            std = None
+        std = _load_matching(pair.std, pred.shape, "the prediction", "uncertainty map ignored", problems)
 
     row: Dict[str, Any] = {"case": pair.case, "target": pair.target}
     row.update(values)

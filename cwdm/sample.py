@@ -92,9 +92,14 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
     return loaded, target, tuple(modalities)
 
 
-def check_output_dir(output_dir: Path, data_dir: Path) -> None:
-    """Refuse an output folder that would put results in place of the input files."""
+def check_output_dir(output_dir: Path, data_dir: Path, in_place_ok: bool = False) -> None:
+    """Refuse an output folder that would put results in place of, or among, the input files.
+
+    ``in_place_ok`` accepts the input folder itself (``cwdm auto`` only adds missing files).
+    """
     out, data = Path(output_dir).resolve(), Path(data_dir).resolve()
+    if out == data and in_place_ok:
+        return
     if out == data or data in out.parents:
         raise CwdmError(f"--output_dir {output_dir} is (inside) the input folder {data_dir}: results would "
                         f"replace or mix with the input scans; choose another folder "

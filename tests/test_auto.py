@@ -87,3 +87,16 @@ def test_ambiguous_models_dir(make_brats_root, tmp_path, models, capsys):
     (models / "other_t1c.pt").write_bytes(b"x")
     assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), *FAST]) == 1
     assert "several checkpoints for t1c" in capsys.readouterr().err
+
+
+def test_auto_output_dir_inside_the_input_is_refused(make_brats_root, models, capsys):
+    data = make_brats_root(cases=1, missing={"BraTS-GLI-00000-000": ["t1n"]})
+    before = snapshot(data)
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir",
+                str(data / "completed"), *FAST]) == 1
+    assert "input folder" in capsys.readouterr().err
+    assert snapshot(data) == before and not (data / "completed").exists()
+    # the input folder itself is fine: only the missing file is added
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir", str(data), *FAST]) == 0
+    assert {str(p) for p in set(snapshot(data)) - set(before)} == {
+        "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz"}
