@@ -42,7 +42,7 @@ def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
 
 def _top_usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"usage: cwdm <command> [flags]   (cwdm <command> --help for its flags)", "", "commands:"]
+    lines = ["usage: cwdm <command> [flags]   (cwdm <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return "\n".join(lines)
 

@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from cwdm.diffusion import linear_schedule, make_denoiser
+from cwdm.diffusion import make_denoiser
 from cwdm.samplers import ddim, ddpm, network_calls, regression, run_sampler
 from refdata import tiny_model
 
