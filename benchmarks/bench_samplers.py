@@ -4,8 +4,8 @@
     python benchmarks/bench_samplers.py --size 224 224 160                      # released network, random weights
     python benchmarks/bench_samplers.py --checkpoint run/ckpt.pt --size 56 56 40  # a trained cwdm checkpoint
 
-Times one network call (forward + x0 clip, inference mode, bf16 autocast on
-CUDA) and derives per-case time for ddpm 1000, ddim 100/50/20/10/5 and
+Times one network call (forward + x0 clip, inference mode, ``--precision`` as in
+``cwdm sample``) and derives per-case time for ddpm 1000, ddim 100/50/20/10/5 and
 regression; ``--full`` also runs the samplers end to end to check the
 estimate (slow for 1000 steps on CPU).
 """
@@ -18,7 +18,7 @@ import torch
 
 from cwdm.checkpoint import load_model
 from cwdm.diffusion import make_denoiser
-from cwdm.runtime import autocast, memory_format, peak_memory_mb, select_device
+from cwdm.runtime import PRECISIONS, memory_format, peak_memory_mb, precision, select_device
 from cwdm.samplers import network_calls, run_sampler
 from cwdm.unet import RELEASED_CONFIG, UNet
 from cwdm.wavelet import to_subbands
@@ -32,6 +32,7 @@ def main():
     p.add_argument("--size", type=int, nargs=3, default=[224, 224, 160])
     p.add_argument("--device", default="auto")
     p.add_argument("--calls", type=int, default=3, help="timed network calls")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="as cwdm sample --precision")
     p.add_argument("--full", action="store_true", help="also time whole samplers (except ddpm 1000 on CPU)")
     a = p.parse_args()
     device = select_device(a.device)
@@ -45,7 +46,7 @@ def main():
     den = make_denoiser(model, cond)
     x = torch.randn(1, 8, *cond.shape[2:], device=device, generator=g)
     t = torch.tensor([500], device=device)
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), precision(device, a.precision):
         den(x, t)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -61,7 +62,7 @@ def main():
         row = {"sampler": name, "steps": steps, "calls": network_calls(name, steps),
                "estimated_s_per_case": round(per_call * network_calls(name, steps), 2)}
         if a.full and not (name == "ddpm" and device.type == "cpu"):
-            with torch.inference_mode(), autocast(device):
+            with torch.inference_mode(), precision(device, a.precision):
                 t0 = time.perf_counter()
                 run_sampler(name, den, x.shape, torch.Generator(device=device).manual_seed(1), steps=steps,
                             device=device)

@@ -43,14 +43,16 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
-from cwdm.diffusion import linear_schedule, make_denoiser, training_loss
+from cwdm.checkpoint import LoadedModel
+from cwdm.diffusion import linear_schedule, training_loss
 from cwdm.metrics import brasyn_normalize
 from cwdm.phantom import generate_case
 from cwdm.preprocess import grid_for, prepare_volume
-from cwdm.samplers import run_sampler
+from cwdm.runtime import precision
+from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
 from cwdm.train_state import EMA
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
-from cwdm.wavelet import from_subbands, to_subbands
+from cwdm.wavelet import to_subbands
 
 CONDITIONS = ("t1n", "t1c", "t2w")
 TARGET = "t2f"
@@ -108,77 +110,63 @@ def phantom_inputs(downsample, device):
     return cond, vols[TARGET]
 
 
-PATHS = {  # name: (tf32, channels_last, bf16, compile)
-    "fp32 exact (reference)": (False, False, False, False),
-    "fp32 + TF32": (True, False, False, False),
-    "fp32 channels-last": (False, True, False, False),
-    "bf16 autocast": (False, False, True, False),
-    "bf16 channels-last (cwdm CUDA default)": (False, True, True, False),
-    "bf16 channels-last compile": (False, True, True, True),
+PATHS = {  # name: (precision, channels_last, compile) -> cwdm sample --precision/--channels_last/--compile
+    "fp32 exact (cwdm default, = reference)": ("fp32", False, False),
+    "tf32": ("tf32", False, False),
+    "fp32 channels-last": ("fp32", True, False),
+    "bf16 autocast": ("bf16", False, False),
+    "bf16 channels-last": ("bf16", True, False),
+    "bf16 compile": ("bf16", False, True),
 }
 
 
-def set_tf32(on: bool) -> None:
-    torch.backends.cudnn.allow_tf32 = on
-    torch.backends.cuda.matmul.allow_tf32 = on
-
-
 def inference_rows(model, cond, target, args, device):
+    """Per-call and per-case (ddim 10, through cwdm's Synthesizer) numbers of each inference path."""
     rows, ref_out, ref_syn = [], None, None
     g = torch.Generator(device=device).manual_seed(1)
     cond_sb = to_subbands(cond)
     x = torch.randn(1, 8, *cond_sb.shape[2:], device=device, generator=g)
     t = torch.tensor([500], device=device)
-    mask = target > 0
-    for name, (tf32, cl, bf16, comp) in PATHS.items():
+    mask = torch.from_numpy(target > 0).to(device)
+    loaded = LoadedModel(model=model, config=RELEASED_CONFIG, kind="released", target=TARGET)
+    for name, (prec, cl, comp) in PATHS.items():
         if args.quick and comp:
             continue
         row = {"path": name}
         try:
-            set_tf32(tf32)
-            fmt = torch.channels_last_3d if cl else torch.contiguous_format
-            model = model.to(memory_format=fmt)
-            net = torch.compile(model) if comp else model
-            c = cond_sb.contiguous(memory_format=fmt)
-            xin = torch.cat([x, c], 1).contiguous(memory_format=fmt)
-            ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else torch.no_grad
+            opts = SamplingOptions(sampler="ddim", steps=10, precision=prec, channels_last=cl, compile=comp)
+            synth = Synthesizer(loaded, 3, device, opts)
+            xin = torch.cat([x, cond_sb], 1).contiguous(memory_format=synth.format)
             reset_peak()
-            with torch.inference_mode(), ctx():
+            with torch.inference_mode(), precision(device, prec):
                 t0 = time.perf_counter()
-                out = net(xin, t).float()
+                out = synth.net(xin, t).float()
                 sync()
                 row["first_call_s"] = round(time.perf_counter() - t0, 2)
-                times = timed(lambda: net(xin, t), args.repeats)
-                row["s_per_call"] = round(statistics.median(times), 4)
-                row["peak_mib_call"] = round(peak_mib())
-                if ref_out is None:
-                    ref_out = out
-                    row["output_abs_max"] = float(out.abs().max())
-                row["max_abs_diff_vs_fp32"] = float((out - ref_out).abs().max())
-                den = make_denoiser(net, c)
-                shape = (1, 8, *c.shape[2:])
-
-                def synth():
-                    gen = torch.Generator(device=device).manual_seed(7)
-                    x0 = run_sampler("ddim", den, shape, gen, steps=10, device=device)
-                    return from_subbands(x0.float())[0, 0].clamp(0, 1)
-
-                syn_times = timed(synth, 1, warmup=0)
-                syn = synth()
-            row["ddim10_s_per_case"] = round(syn_times[0], 3)
-            syn = torch.where(cond[0, 0] == 0, torch.zeros_like(syn), syn)
+                times = timed(lambda: synth.net(xin, t), args.repeats)
+            row["s_per_call"] = round(statistics.median(times), 4)
+            row["peak_mib_call"] = round(peak_mib())
+            if ref_out is None:
+                ref_out = out
+                row["output_abs_max"] = float(out.abs().max())
+            row["max_abs_diff_vs_fp32"] = float((out - ref_out).abs().max())
+            t0 = time.perf_counter()
+            synth(cond.cpu(), ["case"])
+            row["ddim10_first_case_s"] = round(time.perf_counter() - t0, 3)
+            t0 = time.perf_counter()
+            syn = synth(cond.cpu(), ["case"])[0][0].to(device)
+            row["ddim10_s_per_case"] = round(time.perf_counter() - t0, 3)
+            syn = postprocess(syn, cond[0, 0])
             if ref_syn is None:
                 ref_syn = syn
             row["ssim_vs_fp32_synthesis"] = float(tm_ssim(syn[None, None], ref_syn[None, None], data_range=1.0))
             tgt = torch.from_numpy(brasyn_normalize(target)).to(device)[None, None]
             pred = torch.from_numpy(brasyn_normalize(syn.cpu().numpy())).to(device)[None, None]
             row["ssim_vs_target"] = float(tm_ssim(pred, tgt))
-            row["mae_in_brain_vs_fp32"] = float((syn - ref_syn).abs()[torch.from_numpy(mask).to(device)].mean())
+            row["mae_in_brain_vs_fp32"] = float((syn - ref_syn).abs()[mask].mean())
         except Exception as exc:  # one failing path must not hide the others
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             traceback.print_exc()
-        finally:
-            set_tf32(False)
         rows.append(row)
         print(json.dumps(row), flush=True)
     ref = rows[0].get("ssim_vs_target")
@@ -188,22 +176,24 @@ def inference_rows(model, cond, target, args, device):
     return rows
 
 
-TRAIN_VARIANTS = {  # name: (bf16, use_checkpoint, additive_skips)
-    "bf16 (cwdm default)": (True, False, False),
-    "bf16 + grad checkpoint": (True, True, False),
-    "bf16 + additive skips": (True, False, True),
-    "fp32": (False, False, False),
+TRAIN_VARIANTS = {  # name: (bf16, use_checkpoint, additive_skips, channels_last)
+    "bf16 (cwdm default)": (True, False, False, False),
+    "bf16 channels-last": (True, False, False, True),
+    "bf16 + grad checkpoint": (True, True, False, False),
+    "bf16 + additive skips": (True, False, True, False),
+    "fp32 (TF32 off)": (False, False, False, False),
 }
 
 
 def training_rows(args, device, size):
     rows = []
     sched = linear_schedule()
-    for name, (bf16, ckpt, additive) in TRAIN_VARIANTS.items():
+    for name, (bf16, ckpt, additive, cl) in TRAIN_VARIANTS.items():
         row = {"training": name}
         try:
             cfg = UNetConfig(additive_skips=additive)
-            model = random_network(cfg, 0, use_checkpoint=ckpt).to(device, memory_format=torch.channels_last_3d)
+            fmt = torch.channels_last_3d if cl else torch.contiguous_format
+            model = random_network(cfg, 0, use_checkpoint=ckpt).to(device, memory_format=fmt)
             model.train()
             ema = EMA(model, 0.9999)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0)
@@ -212,8 +202,8 @@ def training_rows(args, device, size):
             cond = torch.rand(1, 3, *size, device=device, generator=g)
 
             def step():
-                x0 = to_subbands(target).contiguous(memory_format=torch.channels_last_3d)
-                c = to_subbands(cond).contiguous(memory_format=torch.channels_last_3d)
+                x0 = to_subbands(target).contiguous(memory_format=fmt)
+                c = to_subbands(cond).contiguous(memory_format=fmt)
                 t = torch.randint(0, 1000, (1,), device=device, generator=g)
                 noise = torch.randn(x0.shape, device=device, generator=g)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -224,7 +214,8 @@ def training_rows(args, device, size):
                 ema.update(model)
 
             reset_peak()
-            times = timed(step, args.repeats, warmup=2)
+            with precision(device, "fp32"):  # TF32 off: "fp32" means fp32; bf16 rows autocast inside
+                times = timed(step, args.repeats, warmup=2)
             row["s_per_step"] = round(statistics.median(times), 4)
             row["peak_mib_step"] = round(peak_mib())
             del model, ema, opt
@@ -245,16 +236,19 @@ def command_rows(device):
         data, run = Path(tmp, "data"), Path(tmp, "run")
         net = ["--model_channels", "16", "--channel_mult", "1", "2", "2", "--num_res_blocks", "1",
                "--num_groups", "8"]
+        sample = ["sample", "--data_dir", str(data), "--contr", "t2f", "--model_path",
+                  str(run / "checkpoints" / "ckpt_00000030.pt"), "--sampler", "ddim", "--sampling_steps", "10",
+                  "--device", device.type, "--progress", "False"]
         steps = [
             ("cwdm phantom", ["phantom", str(data), "--cases", "3", "--downsample", "4"]),
-            ("cwdm train (cuda, bf16, compile)", ["train", "--data_dir", str(data), "--contr", "t2f", "--run_dir",
-                                                  str(run), "--max_steps", "30", "--save_interval", "30",
-                                                  "--device", device.type, "--compile", str(device.type == "cuda"), "--progress", "False",
-                                                  "--batch_size", "2", "--num_workers", "0", *net]),
-            ("cwdm sample (cuda, ddim 10)", ["sample", "--data_dir", str(data), "--contr", "t2f", "--model_path",
-                                             str(run / "checkpoints" / "ckpt_00000030.pt"), "--output_dir",
-                                             str(Path(tmp, "out")), "--sampler", "ddim", "--sampling_steps", "10",
-                                             "--device", device.type, "--progress", "False"]),
+            ("cwdm train (bf16, 30 steps)", ["train", "--data_dir", str(data), "--contr", "t2f", "--run_dir",
+                                             str(run), "--max_steps", "30", "--save_interval", "30",
+                                             "--device", device.type, "--progress", "False",
+                                             "--batch_size", "2", "--num_workers", "0", *net]),
+            ("cwdm sample (fp32 exact, ddim 10)", [*sample, "--output_dir", str(Path(tmp, "out1"))]),
+            ("cwdm sample (bf16, compile, ensemble 2)", [*sample, "--output_dir", str(Path(tmp, "out2")),
+                                                         "--precision", "bf16", "--compile", "True",
+                                                         "--ensemble", "2"]),
         ]
         for name, argv in steps:
             t0 = time.perf_counter()
@@ -274,12 +268,14 @@ def table(result) -> str:
              f"size {'x'.join(map(str, result['size']))}, released config, random non-zero weights "
              f"(fp32 output max |y| = {result['inference'][0].get('output_abs_max', float('nan')) if result['inference'] else float('nan'):.3g})", "",
              "| inference path | s/call | first call s | peak MiB | max abs diff vs fp32 | ddim-10 s/case "
-             "| SSIM vs fp32 synthesis | SSIM-to-target change |", "|---|---|---|---|---|---|---|---|"]
+             "| first case s | SSIM vs fp32 synthesis | SSIM-to-target change |",
+             "|---|---|---|---|---|---|---|---|---|"]
     f = lambda r, k, fmt: (fmt.format(r[k]) if k in r else ("error" if "error" in r else "-"))  # noqa: E731
     for r in result["inference"]:
         lines.append(f"| {r['path']} | {f(r, 's_per_call', '{:.4f}')} | {f(r, 'first_call_s', '{:.1f}')} "
                      f"| {f(r, 'peak_mib_call', '{:.0f}')} | {f(r, 'max_abs_diff_vs_fp32', '{:.2e}')} "
-                     f"| {f(r, 'ddim10_s_per_case', '{:.3f}')} | {f(r, 'ssim_vs_fp32_synthesis', '{:.6f}')} "
+                     f"| {f(r, 'ddim10_s_per_case', '{:.3f}')} | {f(r, 'ddim10_first_case_s', '{:.1f}')} "
+                     f"| {f(r, 'ssim_vs_fp32_synthesis', '{:.6f}')} "
                      f"| {f(r, 'ssim_vs_target_change', '{:+.2e}')} |")
     lines += ["", "| training step (batch 1) | s/step | peak MiB |", "|---|---|---|"]
     for r in result["training"]:

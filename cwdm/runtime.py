@@ -73,6 +73,32 @@ def cleanup_distributed() -> None:
             dist.destroy_process_group()
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+"""Inference arithmetic: ``fp32`` exact float32 (TF32 off: the reference's numbers), ``tf32``
+(TF32 tensor cores for convolutions and matmuls, CUDA), ``bf16`` (bf16 autocast, CUDA)."""
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, name: str = "fp32"):
+    """Run network calls in the block with the arithmetic ``name`` (one of :data:`PRECISIONS`).
+
+    On CPU every choice runs plain float32 (bf16 is slower than fp32 on the CPUs measured).
+    The global TF32 switches are restored on exit.
+    """
+    if name not in PRECISIONS:
+        raise CwdmError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+    try:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=name == "bf16"):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA (when ``enabled``), a no-op context on CPU."""
     if enabled and device.type == "cuda":
@@ -80,9 +106,12 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels-last for 3D convolutions on CUDA, the default layout elsewhere."""
-    return torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+def memory_format(device: torch.device, channels_last: bool = False) -> torch.memory_format:
+    """channels-last for 3D convolutions on CUDA when ``channels_last``, the default layout otherwise.
+
+    (On an H100 at the released size, channels-last made inference slower: see docs/gpu_check_h100.md.)
+    """
+    return torch.channels_last_3d if channels_last and device.type == "cuda" else torch.contiguous_format
 
 
 def peak_memory_mb(device: torch.device) -> float:

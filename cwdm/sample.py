@@ -19,7 +19,7 @@ import torch
 from . import MODALITIES
 from .checkpoint import LoadedModel, load_model
 from .errors import CwdmError
-from .runtime import dist_from_env, select_device
+from .runtime import PRECISIONS, dist_from_env, select_device
 from .samplers import SAMPLERS
 from .synthesis import SamplingOptions, Synthesizer, postprocess
 from .unet import NetworkFlags
@@ -46,13 +46,19 @@ class SamplingFlags:
     overwrite: bool = field(default=False, metadata={"help": "redo cases whose output exists"})
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers reading cases"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA"})
+    precision: str = field(default="fp32", metadata={
+        "help": "arithmetic on CUDA: fp32 (exact, the reference's numbers), tf32 or bf16 (faster, not exact)",
+        "choices": list(PRECISIONS)})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last layout on CUDA (slower on H100)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the network (pays off over ~1000 calls)"})
+    ensemble_batch: int = field(default=0, metadata={"help": "ensemble members per network call (0 = all)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def options(self) -> SamplingOptions:
         return SamplingOptions(sampler=self.sampler, steps=self.sampling_steps, eta=self.eta,
                                ensemble=self.ensemble, seed=self.seed, clip_denoised=self.clip_denoised,
-                               bf16=self.bf16)
+                               precision=self.precision, channels_last=self.channels_last,
+                               compile=self.compile, ensemble_batch=self.ensemble_batch)
 
 
 @dataclass
@@ -208,7 +214,7 @@ def sample(cfg: SampleConfig) -> int:
     skipped = len(cases) - len(mine)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     say(f"cwdm sample: {target} from {conditions} with {options.sampler} "
-        f"({options.calls_per_case} network calls per case) on {device}{share}: {len(mine)} cases to do, "
+        f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: {len(mine)} cases to do, "
         f"{skipped} already done, {bad} unusable")
     done: List[str] = []
     if mine:

