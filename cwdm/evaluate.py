@@ -19,34 +19,32 @@ prediction or reference (any NaN/Inf voxel, all zero, constant, see
 :func:`cwdm.metrics.degenerate_reason`) is a problem too; its row is kept in
 ``metrics.csv`` with empty metric cells and the reason in ``problem``.
 
-Metrics (defined in :mod:`cwdm.metrics`, as the BraSyn challenge scores them):
-``ssim``, ``ssim_tumor``, ``ssim_non_tumor`` (the last two need a ``-seg``
-file), ``psnr``, ``mse``, ``mae`` (the prediction on the target's intensity
-scale, inside the brain mask: any reference volume of the case non-zero), and
-``ssim_tumor_region`` / ``ssim_non_tumor_region`` (region means of the SSIM
-map; not challenge scores).
+Metrics: :data:`cwdm.metrics.METRIC_NAMES`, defined in :mod:`cwdm.metrics` as
+the BraSyn challenge scores them (tumour scores need a ``-seg`` file; errors
+inside the brain mask: any reference volume of the case non-zero).
 
 Outputs in ``out_dir`` (default ``P/evaluation``), each written atomically
 (the statistics and the CSV / JSON writers are in :mod:`cwdm.evaluate_report`):
 
 * ``metrics.csv``: one row per (case, target) with the columns of
   :data:`CSV_FIELDS`. Floats are written with 10 significant digits, an
-  infinite PSNR (prediction identical to the reference after normalization,
-  ``mse == 0``) as ``inf`` (``float("inf")`` reads it back), an undefined value
+  infinite PSNR (prediction identical to the reference on the reference's
+  scale, ``mse == 0``) as ``inf`` (``float("inf")`` reads it back), an undefined value
   (no segmentation, empty region, degenerate volume) as an empty cell;
   ``has_std`` is ``True`` / ``False``; ``problem`` is empty for a scored pair.
 * ``summary.json``: ``{"per_target": {target: stats}, "overall": stats,
   "problems": [...], "skipped": [...], "psnr_cap_db": 100.0, ...}`` where
-  ``stats = {"n": rows, "<metric>": {"n", "mean", "std", "median"}, ...}``.
+  ``stats = {"n": rows, "n_unscored": degenerate rows, "<metric>": {"n",
+  "mean", "std", "median"}, ...}``.
   Statistics use the finite values of a metric only (``n`` counts them;
   ``std`` is the population standard deviation, ``ddof=0``), except PSNR:
   infinite PSNR values are first capped at :data:`~cwdm.metrics.PSNR_CAP_DB`
   (100 dB) and counted in ``psnr.n_capped``. The file never holds ``NaN`` or
   ``Infinity``: a statistic without values is ``null``.
-* ``montages/<case>-<target>.png`` (unless ``--no-montage``): axial / coronal /
-  sagittal mid-slices through the brain centre (rows) of each condition
-  present in ``R``, the reference, the synthesis, the absolute error of the
-  (prediction on the target's scale) and the std map when present (columns).
+* ``montages/<case>-<target>.png`` (unless ``--no-montage``; none for a
+  degenerate pair): mid-slices through the brain centre (rows) of each
+  condition in ``R``, the reference, the synthesis (on the reference's scale),
+  their absolute error and the std map when present (columns).
 
 Exit status (:func:`run`) 0 when every pair was scored without problems, 1 otherwise.
 """
@@ -282,7 +280,7 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
     try:
         row.update(M.case_metrics(pred, ref, mask, seg, device=device))
     except M.DegenerateVolume as exc:
-        bad = ref_path if str(exc).startswith("reference") else pair.pred
+        bad = ref_path if exc.volume == "reference" else pair.pred
         row.update(dict.fromkeys(M.METRIC_NAMES, float("nan")), problem=str(exc))
         problems.append(f"{bad}: {exc}; {pair.case}/{pair.target} not scored (empty metric cells)")
 

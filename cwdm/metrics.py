@@ -59,7 +59,14 @@ METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region"
 
 
 class DegenerateVolume(ValueError):
-    """A volume that cannot be scored (NaN/Inf, all zero, constant, coinciding percentiles)."""
+    """A volume that cannot be scored (NaN/Inf, all zero, constant, coinciding percentiles).
+
+    ``volume`` says which one: ``"prediction"`` or ``"reference"``.
+    """
+
+    def __init__(self, volume: str, reason: str):
+        super().__init__(f"{volume} is degenerate: {reason}")
+        self.volume = volume
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -276,8 +283,8 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
         undefined, ``inf`` PSNR for identical volumes).
 
     Raises:
-        DegenerateVolume: ``pred`` or ``ref`` cannot be scored (the message
-            starts with ``prediction`` or ``reference``).
+        DegenerateVolume: ``pred`` or ``ref`` cannot be scored (its
+            ``volume`` is ``"prediction"`` or ``"reference"``).
         ValueError: shapes differ.
     """
     p = _to_numpy(pred)
@@ -287,7 +294,7 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
     for name, vol in (("reference", r), ("prediction", p)):
         why = degenerate_reason(vol)
         if why is not None:
-            raise DegenerateVolume(f"{name} is degenerate: {why}")
+            raise DegenerateVolume(name, why)
     brain = (r != 0) if brain_mask is None else _check_mask(brain_mask, r.shape, "brain mask")
     tumor = None if seg is None else (_check_mask(_to_numpy(seg) > 0, r.shape, "segmentation"))
     bounds = normalization_bounds(r)
