@@ -6,6 +6,7 @@ set -euo pipefail
 
 # ---- general settings ----------------------------------------------------------------
 MODE=${MODE:-train}            # train | sample | auto | dropout | evaluate | demo
+PYTHON=${PYTHON:-}             # python with cwdm installed; empty: the one the `cwdm` command runs, else python3
 GPU=${GPU:-0}                   # GPU to use (ignored without CUDA); several GPUs: set NPROC
 NPROC=${NPROC:-1}                 # processes (GPUs) for torchrun; 1 = plain python
 SEED=${SEED:-42}                 # randomness seed (training data order / sampling noise)
@@ -36,12 +37,38 @@ SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the refe
 ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
 
 # -------------------------------------------------------------------------------------------
+# PYTHON default: the interpreter of the installed `cwdm` command, so no environment has to be
+# activated. Its first line is `#!/path/python`, `#!/usr/bin/env python`, or `#!/bin/sh` (pip's
+# launcher for long paths, interpreter on the `'''exec'` line); anything else (a pyenv shim): python3.
+cwdm_python() {
+  local entry line rest interp=""
+  local -a words
+  entry=$(command -v cwdm 2>/dev/null) || { echo python3; return; }
+  IFS= read -r line < "$entry" || true
+  if [ "$line" = "#!/bin/sh" ]; then
+    rest=$(sed -n 2p "$entry")
+    rest=${rest#"'''exec' "}
+    if [ "${rest:0:1}" = '"' ]; then rest=${rest#\"}; interp=${rest%%\"*}; else interp=${rest%% *}; fi
+  elif [ "${line:0:2}" = "#!" ]; then
+    read -r -a words <<< "${line:2}"
+    if [ "${#words[@]}" -gt 1 ] && [ "${words[0]##*/}" = env ]; then interp=${words[1]}; else interp=${words[0]:-}; fi
+  fi
+  case "${interp##*/}" in
+    python*|pypy*) echo "$interp" ;;
+    *) echo python3 ;;
+  esac
+}
+PYTHON=${PYTHON:-$(cwdm_python)}
+if ! "$PYTHON" -c "import cwdm" >/dev/null 2>&1; then
+  echo "run.sh: '$PYTHON' cannot import cwdm; set PYTHON to the python of the environment where cwdm is installed" >&2
+  exit 2
+fi
 if [ "$NPROC" -gt 1 ]; then
   export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((NPROC - 1)))}
-  LAUNCH=(torchrun --standalone --nproc_per_node "$NPROC" -m cwdm)
+  LAUNCH=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m cwdm)
 else
   export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$GPU}
-  LAUNCH=(python -m cwdm)
+  LAUNCH=("$PYTHON" -m cwdm)
 fi
 NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$NUM_RES_BLOCKS"
      --num_groups "$NUM_GROUPS" --additive_skips "$ADDITIVE_SKIP")
@@ -58,11 +85,11 @@ case "$MODE" in
   auto)
     CMD=("${LAUNCH[@]}" auto --data_dir "$AUTO_DIR" --models_dir "$MODELS_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
   dropout)
-    CMD=(python -m cwdm dropout "$VAL_DIR" "$AUTO_DIR") ;;
+    CMD=("$PYTHON" -m cwdm dropout "$VAL_DIR" "$AUTO_DIR") ;;
   evaluate)
-    CMD=(python -m cwdm evaluate --pred_dir "$OUTPUT_DIR" --ref_dir "$VAL_DIR") ;;
+    CMD=("$PYTHON" -m cwdm evaluate --pred_dir "$OUTPUT_DIR" --ref_dir "$VAL_DIR") ;;
   demo)
-    CMD=(python -m cwdm demo) ;;
+    CMD=("$PYTHON" -m cwdm demo) ;;
   *)
     echo "run.sh: unknown MODE '$MODE' (train, sample, auto, dropout, evaluate, demo)" >&2; exit 2 ;;
 esac

@@ -13,37 +13,40 @@ case folder of the same name in ``R``. A file of ``P`` that is byte-for-byte
 the reference file (a condition copied next to the synthesis, as in a case
 folder completed in place by ``cwdm auto``) is skipped and listed under
 "skipped". A case or (case, target) present on one side only, a shape
-mismatch, or an unreadable / non-finite file is a *problem*: a warning line
-on stderr and an entry of the "problems" list of ``summary.json``, never a crash.
+mismatch or an unreadable file is a *problem*: a warning line on stderr and an
+entry of the "problems" list of ``summary.json``, never a crash. A degenerate
+prediction or reference (any NaN/Inf voxel, all zero, constant, see
+:func:`cwdm.metrics.degenerate_reason`) is a problem too; its row is kept in
+``metrics.csv`` with empty metric cells and the reason in ``problem``.
 
-Metrics (see :mod:`cwdm.metrics` for the exact BraSyn protocol): ``ssim``,
-``ssim_tumor``, ``ssim_non_tumor`` (need a ``-seg`` file), ``psnr``, ``mse``,
-``mae`` on percentile-normalized volumes, errors inside the brain mask (any
-reference volume of the case non-zero).
+Metrics: :data:`cwdm.metrics.METRIC_NAMES`, defined in :mod:`cwdm.metrics` as
+the BraSyn challenge scores them (tumour scores need a ``-seg`` file; errors
+inside the brain mask: any reference volume of the case non-zero).
 
 Outputs in ``out_dir`` (default ``P/evaluation``), each written atomically
 (the statistics and the CSV / JSON writers are in :mod:`cwdm.evaluate_report`):
 
 * ``metrics.csv``: one row per (case, target) with the columns of
   :data:`CSV_FIELDS`. Floats are written with 10 significant digits, an
-  infinite PSNR (prediction identical to the reference after normalization,
-  ``mse == 0``) as ``inf`` (``float("inf")`` reads it back), an undefined value
-  (no segmentation, empty region) as an empty cell; ``has_std`` is ``True`` /
-  ``False``.
+  infinite PSNR (prediction identical to the reference on the reference's
+  scale, ``mse == 0``) as ``inf`` (``float("inf")`` reads it back), an undefined value
+  (no segmentation, empty region, degenerate volume) as an empty cell;
+  ``has_std`` is ``True`` / ``False``; ``problem`` is empty for a scored pair.
 * ``summary.json``: ``{"per_target": {target: stats}, "overall": stats,
   "problems": [...], "skipped": [...], "psnr_cap_db": 100.0, ...}`` where
-  ``stats = {"n": rows, "<metric>": {"n", "mean", "std", "median"}, ...}``.
+  ``stats = {"n": rows, "n_unscored": degenerate rows, "<metric>": {"n",
+  "mean", "std", "median"}, ...}``.
   Statistics use the finite values of a metric only (``n`` counts them;
   ``std`` is the population standard deviation, ``ddof=0``), except PSNR:
   infinite PSNR values are first capped at :data:`~cwdm.metrics.PSNR_CAP_DB`
   (100 dB) and counted in ``psnr.n_capped``. The file never holds ``NaN`` or
   ``Infinity``: a statistic without values is ``null``.
-* ``montages/<case>-<target>.png`` (unless ``--no-montage``): axial / coronal /
-  sagittal mid-slices through the brain centre (rows) of each condition
-  present in ``R``, the reference, the synthesis, the absolute error of the
-  normalized volumes and the std map when present (columns).
+* ``montages/<case>-<target>.png`` (unless ``--no-montage``; none for a
+  degenerate pair): mid-slices through the brain centre (rows) of each
+  condition in ``R``, the reference, the synthesis (on the reference's scale),
+  their absolute error and the std map when present (columns).
 
-Exit status 0 when at least one pair was evaluated, 1 otherwise.
+Exit status (:func:`run`) 0 when every pair was scored without problems, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -60,10 +63,10 @@ import numpy as np
 from . import MODALITIES
 from .errors import CwdmError
 from .evaluate_report import (CSV_FIELDS, CSV_NAME, SUMMARY_NAME, format_table,  # noqa: F401  (public API)
-                              summarize, write_csv, write_json)
+                              summarize, write_csv, write_json, write_pair_montage)
 
 HELP = ("SSIM (whole / tumour / non-tumour), PSNR, MSE and MAE of synthesized volumes "
-        "against references (BraSyn protocol), with CSV/JSON reports and PNG montages")
+        "against references (as the BraSyn challenge scores them), with CSV/JSON reports and PNG montages")
 
 MONTAGE_DIR = "montages"
 DEFAULT_OUT = "evaluation"
@@ -240,8 +243,9 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
     """Metrics (and optionally the montage) of one pair.
 
     Returns:
-        (row dict with :data:`CSV_FIELDS` keys, or None if the pair could not
-        be evaluated; problem lines).
+        (row dict with :data:`CSV_FIELDS` keys -- metrics ``nan`` and
+        ``problem`` set when a volume is degenerate --, or None if the pair
+        could not be read; problem lines).
     """
     from . import metrics as M
 
@@ -272,48 +276,25 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
 
     finite_refs = [v for v in (ref, *others.values()) if np.all(np.isfinite(v))]
     mask = M.brain_mask(*finite_refs) if finite_refs else None
+    row: Dict[str, Any] = {"case": pair.case, "target": pair.target, "problem": ""}
     try:
-        values = M.case_metrics(pred, ref, mask, seg, device=device)
-    except ValueError as exc:
-        bad = pair.pred if not np.all(np.isfinite(pred)) else ref_path
-        return None, problems + [f"{bad}: {exc}; {pair.case}/{pair.target} not evaluated"]
+        row.update(M.case_metrics(pred, ref, mask, seg, device=device))
+    except M.DegenerateVolume as exc:
+        bad = ref_path if exc.volume == "reference" else pair.pred
+        row.update(dict.fromkeys(M.METRIC_NAMES, float("nan")), problem=str(exc))
+        problems.append(f"{bad}: {exc}; {pair.case}/{pair.target} not scored (empty metric cells)")
 
     std = None
     if pair.std is not None:
         std = _load_matching(pair.std, pred.shape, "the prediction", "uncertainty map ignored", problems)
-
-    row: Dict[str, Any] = {"case": pair.case, "target": pair.target}
-    row.update(values)
     row["has_std"] = std is not None
 
-    if montage_path is not None:
+    if montage_path is not None and not row["problem"]:
         try:
-            _write_montage(montage_path, pair, modalities, others, ref, pred, mask, std)
+            write_pair_montage(montage_path, pair.case, pair.target, modalities, others, ref, pred, mask, std)
         except Exception as exc:  # a failed picture must not lose the metrics
             problems.append(f"{montage_path}: montage not written ({type(exc).__name__}: {exc})")
     return row, problems
-
-
-def _write_montage(path: Path, pair: Pair, modalities: Sequence[str], others: Dict[str, np.ndarray],
-                   ref: np.ndarray, pred: np.ndarray, mask: Optional[np.ndarray],
-                   std: Optional[np.ndarray]) -> None:
-    from . import metrics as M
-    from .data import conditions_for
-    from .montage import save_montage, volume_center
-
-    pn = M.brasyn_normalize(pred)
-    rn = M.brasyn_normalize(ref)
-    err = np.abs(pn - rn)
-    inside = err[mask] if mask is not None and mask.any() else err.ravel()
-    emax = max(float(np.percentile(inside, 99.5)), 1e-3) if inside.size else 1.0
-    cols: List[tuple] = [(m, others[m]) for m in conditions_for(pair.target, modalities) if m in others]
-    cols += [(f"reference {pair.target}", rn, {"vmin": 0.0, "vmax": 1.0}),
-             (f"synthesis {pair.target}", pn, {"vmin": 0.0, "vmax": 1.0}),
-             ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax})]
-    if std is not None:
-        cols.append(("std", std, {"cmap": "viridis"}))
-    center = volume_center(mask) if mask is not None else volume_center(ref)
-    save_montage(path, cols, center=center, title=f"{pair.case}  {pair.target}")
 
 
 # ----------------------------------------------------------------------------- driver
@@ -335,8 +316,9 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
 
     Returns:
         (rows: one dict per evaluated pair with the :data:`CSV_FIELDS` keys --
-        floats may be ``nan``/``inf`` --, summary: the ``summary.json`` dict
-        before JSON sanitizing).
+        floats may be ``nan``/``inf``; a degenerate pair has ``nan`` metrics
+        and a ``problem`` --, summary: the ``summary.json`` dict before JSON
+        sanitizing).
 
     Raises:
         CwdmError: a folder is missing, or the report folder cannot be created.
@@ -394,9 +376,10 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
 
 
 def run(cfg: EvaluateConfig) -> int:
-    """``cwdm evaluate``: 0 when every prediction was evaluated without problems, else 1.
+    """``cwdm evaluate``: 0 when every prediction was scored without problems, else 1.
 
-    Problems (a case on one side only, a shape mismatch, an unreadable file) do
+    Problems (a case on one side only, a shape mismatch, an unreadable file, a
+    degenerate prediction such as an all-zero volume) do
     not stop the evaluation: the reports cover every pair that could be
     evaluated and list the problems; the exit status tells a script that some
     were found, as ``cwdm sample`` and ``cwdm auto`` do.

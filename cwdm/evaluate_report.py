@@ -1,8 +1,9 @@
-"""Reports of ``cwdm evaluate``: statistics, ``metrics.csv`` / ``summary.json``, printed table.
+"""Reports of ``cwdm evaluate``: statistics, ``metrics.csv`` / ``summary.json``, printed table, montages.
 
 Holds the per-metric statistics of the evaluated rows (:func:`summarize`),
 the sanitizing of values for CSV and JSON, the atomic writers of
-:data:`CSV_NAME` / :data:`SUMMARY_NAME` and :func:`format_table`. The file
+:data:`CSV_NAME` / :data:`SUMMARY_NAME`, :func:`format_table` and the PNG
+montage of one pair (:func:`write_pair_montage`). The file
 formats are described in the docstring of :mod:`cwdm.evaluate`, which discovers
 and evaluates the (prediction, reference) pairs and re-exports these names.
 """
@@ -13,15 +14,18 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import MODALITIES
+from .metrics import CHALLENGE_METRICS, METRIC_NAMES
 
 CSV_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
-CSV_FIELDS = ("case", "target", "ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae", "has_std")
+CSV_FIELDS = ("case", "target") + METRIC_NAMES + ("has_std", "problem")
+"""Columns of ``metrics.csv``: case, target, ssim, ssim_tumor, ssim_non_tumor, psnr, mse, mae,
+ssim_tumor_region, ssim_non_tumor_region, has_std, problem."""
 
 
 def _finite(values: Sequence[Any]) -> List[float]:
@@ -37,9 +41,9 @@ def _stats(values: List[float]) -> Dict[str, Any]:
 
 
 def _group_stats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    from .metrics import METRIC_NAMES, PSNR_CAP_DB
+    from .metrics import PSNR_CAP_DB
 
-    out: Dict[str, Any] = {"n": len(rows)}
+    out: Dict[str, Any] = {"n": len(rows), "n_unscored": sum(1 for r in rows if r.get("problem"))}
     for name in METRIC_NAMES:
         vals = [r.get(name) for r in rows]
         if name == "psnr":
@@ -55,7 +59,7 @@ def _group_stats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 def summarize(rows: Sequence[Dict[str, Any]], problems: Sequence[str] = (),
               skipped: Sequence[str] = (), modalities: Sequence[str] = MODALITIES) -> Dict[str, Any]:
     """The ``summary.json`` content for ``rows`` (see the :mod:`cwdm.evaluate` docstring)."""
-    from .metrics import METRIC_NAMES, PSNR_CAP_DB
+    from .metrics import PSNR_CAP_DB
 
     order = {m: i for i, m in enumerate(modalities)}
     targets = sorted({r["target"] for r in rows}, key=lambda t: (order.get(t, len(order)), t))
@@ -117,9 +121,7 @@ def write_json(path: Path, data: Dict[str, Any]) -> None:
 
 
 def format_table(summary: Dict[str, Any]) -> str:
-    """The summary as a text table: one line per target and one overall, mean ± std per metric."""
-    from .metrics import METRIC_NAMES
-
+    """The summary as a text table: one line per target and one overall, mean ± std per challenge metric."""
     heads = {"ssim": "SSIM", "ssim_tumor": "SSIM tumour", "ssim_non_tumor": "SSIM non-tumour",
              "psnr": "PSNR dB", "mse": "MSE", "mae": "MAE"}
     fmt = {"psnr": "{:.2f}", "mse": "{:.2e}"}
@@ -132,9 +134,10 @@ def format_table(summary: Dict[str, Any]) -> str:
         return f"{f.format(s['mean'])} ± {f.format(s['std'])}"
 
     groups = list(summary["per_target"].items()) + [("overall", summary["overall"])]
-    table = [["target", "n"] + [heads[m] for m in METRIC_NAMES]]
+    table = [["target", "n"] + [heads[m] for m in CHALLENGE_METRICS]]
     for name, stats in groups:
-        table.append([name, str(stats["n"])] + [cell(stats, m) for m in METRIC_NAMES])
+        n = str(stats["n"]) + (f" ({stats['n_unscored']} unscored)" if stats.get("n_unscored") else "")
+        table.append([name, n] + [cell(stats, m) for m in CHALLENGE_METRICS])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -142,3 +145,37 @@ def format_table(summary: Dict[str, Any]) -> str:
         lines.append(f"({summary['overall']['psnr']['n_capped']} infinite PSNR values "
                      f"(identical volumes) capped at {summary['psnr_cap_db']:g} dB)")
     return "\n".join(lines)
+
+
+def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[str],
+                       others: Dict[str, np.ndarray], ref: np.ndarray, pred: np.ndarray,
+                       mask: Optional[np.ndarray], std: Optional[np.ndarray]) -> None:
+    """PNG montage of one pair: the conditions, reference, synthesis, |error| and std columns.
+
+    Args:
+        others: the case's other (X, Y, Z) reference volumes by modality (the
+            conditions of ``target`` among them are shown, in canonical order).
+        ref, pred: the true and synthesized (X, Y, Z) volumes (raw intensities);
+            both are shown on the reference's [0, 1] scale (the scale of
+            PSNR / MSE / MAE), the error is their absolute difference.
+        mask: boolean (X, Y, Z) brain mask (slice centre, error colour range) or None.
+        std: (X, Y, Z) uncertainty map or None.
+    """
+    from .data import conditions_for
+    from .metrics import brasyn_normalize, normalization_bounds
+    from .montage import save_montage, volume_center
+
+    bounds = normalization_bounds(ref)
+    rn = brasyn_normalize(ref, bounds=bounds)
+    pn = brasyn_normalize(pred, bounds=bounds)
+    err = np.abs(pn - rn)
+    inside = err[mask] if mask is not None and mask.any() else err.ravel()
+    emax = max(float(np.percentile(inside, 99.5)), 1e-3) if inside.size else 1.0
+    cols: List[tuple] = [(m, others[m]) for m in conditions_for(target, modalities) if m in others]
+    cols += [(f"reference {target}", rn, {"vmin": 0.0, "vmax": 1.0}),
+             (f"synthesis {target}", pn, {"vmin": 0.0, "vmax": 1.0}),
+             ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax})]
+    if std is not None:
+        cols.append(("std", std, {"cmap": "viridis"}))
+    center = volume_center(mask) if mask is not None else volume_center(ref)
+    save_montage(path, cols, center=center, title=f"{case}  {target}")

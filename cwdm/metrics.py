@@ -1,44 +1,49 @@
-"""Image-quality metrics of a synthesized volume against its reference (BraSyn protocol).
+"""Image-quality metrics of a synthesized volume against its reference, as the BraSyn challenge scores them.
 
-Normalization (:func:`brasyn_normalize`): each volume -- prediction and
-reference *separately* -- is clipped to its own 0.5 % / 99.5 % percentiles
-(``np.percentile`` over all voxels, background included; a negative lower
-percentile is raised to 0, the challenge's "strictly positive" rule) and
-min-max scaled to [0, 1].
+Every array below is one (X, Y, Z) volume (nibabel order); tensors and arrays
+with leading axes of size 1 (e.g. (1, 1, X, Y, Z)) are accepted too.
 
-SSIM (:func:`ssim_3d`): ``torchmetrics``' structural similarity with its
-defaults (Gaussian kernel 11, sigma 1.5, k1 0.01, k2 0.03, data range from
-the data, i.e. 1 for normalized volumes) on the whole 3D volume as a
-(1, 1, X, Y, Z) float32 tensor. ``ssim`` is the mean of the SSIM map over the
-whole volume (exactly torchmetrics' value); ``ssim_tumor`` is the mean of the
-same map where the segmentation is > 0 and ``ssim_non_tumor`` its mean inside
-the brain mask where the segmentation is 0. (The official BraSyn script
-computes two SSIM maps on tumour-only / non-tumour-only masked images; here a
-single map of the unmasked volumes is split, so values near the tumour border
-see the real neighbourhood.)
+Normalization (:func:`brasyn_normalize`): ``lo, hi = np.percentile(v, [0.5,
+99.5])`` over all voxels (background included), a negative ``lo`` becomes 0,
+then ``(clip(v, lo, hi) - lo) / (hi - lo)``.
 
-Errors (:func:`masked_errors`): ``mse``, ``mae`` and ``psnr = 10 log10(1 / mse)``
-(data range 1) over the voxels of the brain mask of the normalized volumes.
-The brain mask (:func:`brain_mask`) is every voxel where any of the case's
-reference volumes is non-zero.
+The challenge's scores (:func:`case_metrics`, pinned by
+``tests/data/reference/brasyn_metrics.npz``):
 
-Infinite and undefined values: identical volumes have ``mse == 0`` and
-``psnr == inf``; these functions return ``math.inf`` as is. A metric that
-cannot be computed (empty mask, no segmentation) is ``nan``. How the files
-written by ``cwdm evaluate`` spell them is documented in :mod:`cwdm.evaluate`
-(CSV: ``inf`` / empty cell; JSON: never ``Infinity``/``NaN``, PSNR statistics
-capped at :data:`PSNR_CAP_DB`).
+* ``ssim``: torchmetrics' SSIM with its defaults (3D Gaussian kernel 11,
+  sigma 1.5, data range from the inputs, mean of the whole map) of the
+  prediction and the target, each normalized with its *own* percentiles.
+* ``ssim_tumor``: the same SSIM of the *masked volumes* ``pred * m`` and
+  ``target * m`` (``m = seg > 0``), mean over the whole volume, data range of
+  the masked volumes; ``ssim_non_tumor``: the same with ``1 - m``.
+* ``psnr``, ``mse``, ``mae`` (BraTS inpainting convention): the target
+  normalized with its percentiles, the prediction clipped and scaled with the
+  *target's* ``lo, hi``; errors over the brain voxels (any reference volume
+  non-zero, :func:`brain_mask`); ``psnr = 10 log10(1 / mse)`` (torchmetrics
+  ``PeakSignalNoiseRatio(data_range=1.0)``).
+
+Not challenge scores (not comparable with leaderboards): ``ssim_tumor_region``
+and ``ssim_non_tumor_region``, the mean of the whole-volume SSIM map inside the
+tumour / inside the brain outside the tumour.
+
+Degenerate volumes (:func:`degenerate_reason`: NaN/Inf voxels, all zero,
+constant, or percentiles that coincide) cannot be scored; :func:`case_metrics`
+raises :class:`DegenerateVolume` for them. Identical volumes have ``mse == 0``
+and ``psnr == inf`` (returned as is); a metric that cannot be computed (no
+segmentation, empty region) is ``nan``. How ``cwdm evaluate`` writes them is
+documented in :mod:`cwdm.evaluate`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["PERCENTILES", "PSNR_CAP_DB", "METRIC_NAMES", "brasyn_normalize", "brain_mask",
-           "ssim_3d", "masked_errors", "case_metrics"]
+__all__ = ["PERCENTILES", "PSNR_CAP_DB", "METRIC_NAMES", "CHALLENGE_METRICS", "DegenerateVolume",
+           "normalization_bounds", "brasyn_normalize", "degenerate_reason", "brain_mask", "ssim_3d",
+           "masked_errors", "case_metrics"]
 
 PERCENTILES = (0.5, 99.5)
 """Lower / upper clipping percentiles of :func:`brasyn_normalize`."""
@@ -46,8 +51,22 @@ PERCENTILES = (0.5, 99.5)
 PSNR_CAP_DB = 100.0
 """Cap (dB) applied to PSNR values before summary statistics (``mse == 0`` gives inf)."""
 
-METRIC_NAMES = ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae")
+CHALLENGE_METRICS = ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae")
+"""The scores defined as the challenge defines them (see the module docstring)."""
+
+METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region")
 """Keys of :func:`case_metrics`' result, in report order."""
+
+
+class DegenerateVolume(ValueError):
+    """A volume that cannot be scored (NaN/Inf, all zero, constant, coinciding percentiles).
+
+    ``volume`` says which one: ``"prediction"`` or ``"reference"``.
+    """
+
+    def __init__(self, volume: str, reason: str):
+        super().__init__(f"{volume} is degenerate: {reason}")
+        self.volume = volume
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -60,35 +79,80 @@ def _to_numpy(x: Any) -> np.ndarray:
     return arr
 
 
-def brasyn_normalize(vol: np.ndarray, percentiles=PERCENTILES, strictly_positive: bool = True) -> np.ndarray:
-    """Clip ``vol`` to its own percentiles and scale it to [0, 1] (float32).
+def _nonfinite_count(arr: np.ndarray) -> int:
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
 
-    ``lo, hi = np.percentile(vol, percentiles)`` over all voxels; with
-    ``strictly_positive`` a negative ``lo`` becomes 0. The result is
-    ``(clip(vol, lo, hi) - lo) / (hi - lo)``. A volume with ``hi <= lo``
-    (constant, or all values at or below 0 with ``strictly_positive``) gives
-    all zeros.
+
+def normalization_bounds(vol: Any, percentiles=PERCENTILES, strictly_positive: bool = True) -> Tuple[float, float]:
+    """``(lo, hi)`` of :func:`brasyn_normalize` for an (X, Y, Z) volume: its percentiles, negative ``lo`` -> 0.
 
     Raises:
         ValueError: ``vol`` is empty or holds NaN/Inf.
     """
-    arr = _to_numpy(vol).astype(np.float64, copy=False)
+    arr = _to_numpy(vol)
     if arr.size == 0:
         raise ValueError("cannot normalize an empty volume")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"volume holds {int(arr.size - np.count_nonzero(np.isfinite(arr)))} "
-                         f"non-finite voxels (NaN/Inf)")
-    lo, hi = (float(v) for v in np.percentile(arr, list(percentiles)))
+    bad = _nonfinite_count(arr)
+    if bad:
+        raise ValueError(f"volume holds {bad} non-finite voxels (NaN/Inf)")
+    lo, hi = (float(v) for v in np.percentile(arr.astype(np.float64, copy=False), list(percentiles)))
     if strictly_positive and lo < 0:
         lo = 0.0
+    return lo, hi
+
+
+def brasyn_normalize(vol: Any, percentiles=PERCENTILES, strictly_positive: bool = True,
+                     bounds: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """Clip an (X, Y, Z) volume to ``[lo, hi]`` and scale it to [0, 1]; (X, Y, Z) float32.
+
+    ``lo, hi`` are the volume's own :func:`normalization_bounds` unless
+    ``bounds`` gives them (e.g. the target's, to scale a prediction as the
+    challenge's PSNR does). The result is ``(clip(vol, lo, hi) - lo) / (hi -
+    lo)``; with ``hi <= lo`` (constant volume, or all values <= 0 with
+    ``strictly_positive``) it is all zeros.
+
+    Raises:
+        ValueError: ``vol`` is empty or holds NaN/Inf.
+    """
+    arr = _to_numpy(vol)
+    if bounds is None:
+        lo, hi = normalization_bounds(arr, percentiles, strictly_positive)
+    else:
+        lo, hi = (float(b) for b in bounds)
+        bad = _nonfinite_count(arr)
+        if bad:
+            raise ValueError(f"volume holds {bad} non-finite voxels (NaN/Inf)")
     if not hi > lo:
         return np.zeros(arr.shape, dtype=np.float32)
-    out = (np.clip(arr, lo, hi) - lo) / (hi - lo)
+    out = (np.clip(arr.astype(np.float64, copy=False), lo, hi) - lo) / (hi - lo)
     return out.astype(np.float32)
 
 
+def degenerate_reason(vol: Any) -> Optional[str]:
+    """Why an (X, Y, Z) volume cannot be scored, or None when it can.
+
+    Degenerate: any NaN/Inf voxel, all zero, constant, or 0.5 / 99.5
+    percentiles that coincide after the negative-``lo`` rule (normalization
+    undefined, e.g. fewer than 0.5 % of the voxels above 0).
+    """
+    arr = _to_numpy(vol)
+    if arr.size == 0:
+        return "empty volume"
+    bad = _nonfinite_count(arr)
+    if bad:
+        return f"{bad} non-finite voxels (NaN/Inf)"
+    vmin, vmax = float(arr.min()), float(arr.max())
+    if vmin == vmax:
+        return "all zero" if vmax == 0 else f"constant (every voxel {vmax:g})"
+    lo, hi = normalization_bounds(arr)
+    if not hi > lo:
+        return (f"its {PERCENTILES[0]:g} / {PERCENTILES[1]:g} percentiles coincide after clipping at 0 "
+                f"(lo {lo:g}, hi {hi:g}): normalization undefined")
+    return None
+
+
 def brain_mask(*volumes: Any) -> np.ndarray:
-    """Boolean mask of the voxels where any of ``volumes`` is non-zero."""
+    """Boolean (X, Y, Z) mask of the voxels where any of the (X, Y, Z) ``volumes`` is non-zero."""
     if not volumes:
         raise ValueError("brain_mask needs at least one volume")
     mask: Optional[np.ndarray] = None
@@ -100,9 +164,7 @@ def brain_mask(*volumes: Any) -> np.ndarray:
     return mask  # type: ignore[return-value]
 
 
-def _masked_mean(values: np.ndarray, mask: Optional[np.ndarray]) -> float:
-    if mask is None:
-        return float(values.mean(dtype=np.float64)) if values.size else math.nan
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
     sel = values[mask]
     return float(sel.mean(dtype=np.float64)) if sel.size else math.nan
 
@@ -118,23 +180,28 @@ def _check_mask(mask: Any, shape, name: str) -> Optional[np.ndarray]:
 
 def ssim_3d(pred: Any, ref: Any, mask_tumor: Any = None, mask_brain: Any = None,
             device: Any = None) -> Dict[str, float]:
-    """3D SSIM of two (already normalized) volumes, and its tumour / non-tumour split.
+    """The challenge's SSIM scores of two (already normalized) volumes, and the region means of its map.
 
     Args:
         pred, ref: (X, Y, Z) arrays or tensors of the same shape (normally the
-            outputs of :func:`brasyn_normalize`); computed in float32 with
+            outputs of :func:`brasyn_normalize`, each with its own bounds);
+            computed as (1, 1, X, Y, Z) float32 tensors with
             ``torchmetrics.functional.image.structural_similarity_index_measure``
-            defaults.
+            defaults (``data_range=None``: taken from the inputs).
         mask_tumor: boolean (X, Y, Z) tumour mask (``seg > 0``), or None.
         mask_brain: boolean (X, Y, Z) brain mask, or None (whole volume); only
-            restricts ``ssim_non_tumor``.
-        device: torch device for the SSIM computation (None: CPU). A full
-            BraTS volume (240 x 240 x 155) takes about 30 s and 4 GB on 2 CPU cores.
+            restricts ``ssim_non_tumor_region``.
+        device: torch device for the SSIM computation (None: CPU). With a
+            tumour mask three SSIM maps are computed; one full BraTS volume
+            (240 x 240 x 155) takes about 30 s and 4 GB per map on 2 CPU cores.
 
     Returns:
-        ``{"ssim": mean of the SSIM map, "ssim_tumor": its mean over
-        mask_tumor, "ssim_non_tumor": its mean over mask_brain & ~mask_tumor}``;
-        the last two are ``nan`` without ``mask_tumor`` or when their region is empty.
+        ``ssim`` (mean of the SSIM map of ``pred`` and ``ref``),
+        ``ssim_tumor`` (SSIM of ``pred * m`` and ``ref * m``, ``m`` the tumour
+        mask), ``ssim_non_tumor`` (the same with ``1 - m``),
+        ``ssim_tumor_region`` (mean of the ``ssim`` map over the tumour) and
+        ``ssim_non_tumor_region`` (its mean over ``mask_brain & ~m``). All but
+        ``ssim`` are ``nan`` without ``mask_tumor`` or when their region is empty.
     """
     import torch
     from torchmetrics.functional.image import structural_similarity_index_measure
@@ -148,15 +215,21 @@ def ssim_3d(pred: Any, ref: Any, mask_tumor: Any = None, mask_brain: Any = None,
     dev = torch.device("cpu") if device is None else torch.device(device)
     pt = torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))[None, None].to(dev)
     rt = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float32))[None, None].to(dev)
+    out = dict.fromkeys(("ssim", "ssim_tumor", "ssim_non_tumor", "ssim_tumor_region", "ssim_non_tumor_region"),
+                        math.nan)
     with torch.no_grad():
         value, full = structural_similarity_index_measure(pt, rt, return_full_image=True)
-    smap = full[0, 0].cpu().numpy()
-    del pt, rt, full
-    out = {"ssim": float(value), "ssim_tumor": math.nan, "ssim_non_tumor": math.nan}
-    if tumor is not None:
-        out["ssim_tumor"] = _masked_mean(smap, tumor)
-        healthy = ~tumor if brain is None else (brain & ~tumor)
-        out["ssim_non_tumor"] = _masked_mean(smap, healthy)
+        out["ssim"] = float(value)
+        smap = full[0, 0].cpu().numpy()
+        del full
+        if tumor is not None:
+            m = torch.from_numpy(tumor.astype(np.float32))[None, None].to(dev)
+            for key, weight, region in (("ssim_tumor", m, tumor), ("ssim_non_tumor", 1.0 - m, ~tumor)):
+                if region.any():
+                    out[key] = float(structural_similarity_index_measure(pt * weight, rt * weight))
+            out["ssim_tumor_region"] = _masked_mean(smap, tumor)
+            healthy = ~tumor if brain is None else (brain & ~tumor)
+            out["ssim_non_tumor_region"] = _masked_mean(smap, healthy)
     return out
 
 
@@ -164,13 +237,13 @@ def masked_errors(pred: Any, ref: Any, mask: Any = None) -> Dict[str, float]:
     """MSE, MAE and PSNR (data range 1) of ``pred`` against ``ref`` over ``mask``.
 
     Args:
-        pred, ref: (X, Y, Z) volumes of the same shape, normally normalized to [0, 1].
+        pred, ref: (X, Y, Z) volumes of the same shape, normally in [0, 1].
         mask: boolean (X, Y, Z) mask of the voxels to use; None uses every voxel.
 
     Returns:
-        ``{"psnr", "mse", "mae"}`` as floats (accumulated in float64).
-        ``psnr`` is ``inf`` when ``mse == 0``; all three are ``nan`` for an
-        empty mask.
+        ``{"psnr", "mse", "mae"}`` as floats (accumulated in float64),
+        ``psnr = 10 log10(1 / mse)``: ``inf`` when ``mse == 0``; all three are
+        ``nan`` for an empty mask.
     """
     p = _to_numpy(pred)
     r = _to_numpy(ref)
@@ -192,16 +265,17 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
                  device: Any = None) -> Dict[str, float]:
     """All metrics of one synthesized volume, from raw (un-normalized) volumes.
 
-    ``pred`` and ``ref`` are normalized separately with :func:`brasyn_normalize`;
-    SSIM is computed on the whole volume (:func:`ssim_3d`) and PSNR/MSE/MAE
-    inside ``brain_mask`` (:func:`masked_errors`).
+    SSIM (:func:`ssim_3d`) on ``pred`` and ``ref`` each normalized with its
+    own percentiles; PSNR/MSE/MAE (:func:`masked_errors`) inside
+    ``brain_mask`` on ``ref`` normalized with its percentiles and ``pred``
+    clipped and scaled with the same (the reference's) bounds.
 
     Args:
         pred: synthesized (X, Y, Z) volume.
         ref: true (X, Y, Z) volume of the same shape.
-        brain_mask: boolean mask (any reference volume non-zero, see
+        brain_mask: boolean (X, Y, Z) mask (any reference volume non-zero, see
             :func:`cwdm.metrics.brain_mask`); None uses ``ref != 0``.
-        seg: segmentation (X, Y, Z) or None; tumour = ``seg > 0``.
+        seg: (X, Y, Z) segmentation or None; tumour = ``seg > 0``.
         device: torch device of the SSIM computation (None: CPU).
 
     Returns:
@@ -209,16 +283,22 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
         undefined, ``inf`` PSNR for identical volumes).
 
     Raises:
-        ValueError: shapes differ, or a volume holds NaN/Inf.
+        DegenerateVolume: ``pred`` or ``ref`` cannot be scored (its
+            ``volume`` is ``"prediction"`` or ``"reference"``).
+        ValueError: shapes differ.
     """
     p = _to_numpy(pred)
     r = _to_numpy(ref)
     if p.shape != r.shape:
         raise ValueError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
+    for name, vol in (("reference", r), ("prediction", p)):
+        why = degenerate_reason(vol)
+        if why is not None:
+            raise DegenerateVolume(name, why)
     brain = (r != 0) if brain_mask is None else _check_mask(brain_mask, r.shape, "brain mask")
     tumor = None if seg is None else (_check_mask(_to_numpy(seg) > 0, r.shape, "segmentation"))
-    pn = brasyn_normalize(p)
-    rn = brasyn_normalize(r)
-    out = ssim_3d(pn, rn, mask_tumor=tumor, mask_brain=brain, device=device)
-    out.update(masked_errors(pn, rn, brain))
+    bounds = normalization_bounds(r)
+    rn = brasyn_normalize(r, bounds=bounds)
+    out = ssim_3d(brasyn_normalize(p), rn, mask_tumor=tumor, mask_brain=brain, device=device)
+    out.update(masked_errors(brasyn_normalize(p, bounds=bounds), rn, brain))
     return {k: out[k] for k in METRIC_NAMES}

@@ -52,20 +52,65 @@ def test_shim_script_runs_train(brats_root, tmp_path):
     assert len(checkpoint_files(run_dir)) == 1
 
 
+def _hostile_bin(tmp_path, entry_point=None):
+    """A bin folder whose `python`/`python3` are not the interpreter with cwdm (they fail loudly),
+    optionally with a `cwdm` entry point as pip writes it (``entry_point`` is its text)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("python", "python3"):
+        fake = bin_dir / name
+        fake.write_text("#!/bin/sh\necho \"wrong python: $0\" >&2\nexit 97\n")
+        fake.chmod(0o755)
+    if entry_point is not None:
+        (bin_dir / "cwdm").write_text(entry_point)
+        (bin_dir / "cwdm").chmod(0o755)
+    return f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
+
+
+PIP_ENTRY = "from cwdm.cli import main\nimport sys\nsys.exit(main())\n"
+SH_LAUNCHER = "#!/bin/sh\n" + "'" * 3 + "exec' \"{exe}\" \"$0\" \"$@\"\n' " + "'" * 3 + "\n"  # pip, long paths
+
+
 def test_run_sh_train_then_sample(brats_root, tmp_path):
+    """No environment activated: python/python3 on PATH are wrong ones; run.sh must use the
+    interpreter of the installed `cwdm` command (train) or the PYTHON setting (sample)."""
     common = dict(CHANNELS=16, CHANNEL_MULT="1 2", NUM_RES_BLOCKS=1, NUM_GROUPS=8, DATA_DIR=brats_root, RUN_DIR=tmp_path / "run", CONTR="t1c",
                   ITERATIONS=2, SAVE_INTERVAL=2)
-    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="train", **common), capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+    path = _hostile_bin(tmp_path, f"#!{sys.executable}\n" + PIP_ENTRY)
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="train", PATH=path, **common),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"+ {sys.executable} -m cwdm train" in proc.stderr
     ckpt = checkpoint_files(tmp_path / "run")[-1]
+    path = _hostile_bin(tmp_path / "other")  # no cwdm command at all: the PYTHON setting decides
     proc = subprocess.run(["bash", str(ROOT / "run.sh")],
                           env=_env(MODE="sample", VAL_DIR=brats_root, MODEL_PATH=ckpt, OUTPUT_DIR=tmp_path / "out",
-                                   SAMPLER="ddim", SAMPLING_STEPS=2, **common),
+                                   SAMPLER="ddim", SAMPLING_STEPS=2, PATH=path, PYTHON=sys.executable, **common),
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1c.nii.gz").is_file()
-    assert "+ python -m cwdm sample" in proc.stderr
+    assert f"+ {sys.executable} -m cwdm sample" in proc.stderr
+
+
+@pytest.mark.parametrize("launcher", ["shebang", "env", "sh", "none"])
+def test_run_sh_python_of_the_entry_point(tmp_path, launcher):
+    """The entry-point forms pip writes; without a cwdm command run.sh falls back to python3 and
+    says in one line that it cannot import cwdm."""
+    entry = {"shebang": f"#!{sys.executable}\n" + PIP_ENTRY,
+             "env": f"#!/usr/bin/env {sys.executable}\n" + PIP_ENTRY,
+             "sh": SH_LAUNCHER.format(exe=sys.executable) + PIP_ENTRY,
+             "none": None}[launcher]
+    env = _env(MODE="evaluate", PATH=_hostile_bin(tmp_path, entry), OUTPUT_DIR=tmp_path / "nope",
+               VAL_DIR=tmp_path / "nope2")
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    if launcher == "none":
+        assert proc.returncode == 2 and "'python3' cannot import cwdm" in proc.stderr
+        assert "+ " not in proc.stderr
+        return
+    # the right interpreter ran cwdm: a one-line user error about the missing folder
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"+ {sys.executable} -m cwdm evaluate" in proc.stderr and "does not exist" in proc.stderr
 
 
 def test_auto_drops_contr():

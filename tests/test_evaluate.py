@@ -110,6 +110,8 @@ def test_evaluate_dirs_end_to_end(dirs):
     assert table[1]["psnr"] == "inf" and float(table[1]["psnr"]) == math.inf
     assert table[1]["ssim_tumor"] == "" and table[1]["ssim_non_tumor"] == ""
     assert table[0]["has_std"] == "True" and table[1]["has_std"] == "False"
+    assert table[0]["problem"] == "" and table[1]["problem"] == ""
+    assert float(table[0]["ssim_tumor_region"]) == pytest.approx(a["ssim_tumor_region"], rel=1e-8)
 
     # JSON: no NaN/Infinity, PSNR statistics capped, problems and skipped listed
     data = _no_nan_json(out / "summary.json")
@@ -210,3 +212,49 @@ def test_help_via_python_m():
     assert res.returncode == 0, res.stderr
     for flag in ("--pred_dir", "--ref_dir", "--out_dir", "--modalities", "--montage"):
         assert flag in res.stdout
+
+
+def test_degenerate_predictions_are_problems_with_empty_cells(tmp_path, capsys):
+    """All-zero, constant, NaN and Inf predictions are never scored (an all-zero one used to get SSIM ~0.76)."""
+    ref, pred, out = tmp_path / "ref", tmp_path / "pred", tmp_path / "out"
+    kinds = {"case-0": "good", "case-1": "zero", "case-2": "constant", "case-3": "nan", "case-4": "inf",
+             "case-5": "bad reference"}
+    for seed, (name, kind) in enumerate(kinds.items(), start=1):
+        vols = _ref_case(ref, name, seed)
+        p = vols["t2w"] + 10.0
+        if kind == "zero":
+            p = np.zeros(SHAPE)
+        elif kind == "constant":
+            p = np.full(SHAPE, 250.0)
+        elif kind in ("nan", "inf"):
+            p[3, 4, 5] = np.nan if kind == "nan" else np.inf
+        elif kind == "bad reference":
+            bad = vols["t2w"].copy()
+            bad[16, 16, 12] = np.nan
+            _save(ref / name / f"{name}-t2w.nii.gz", bad)
+        _save(pred / name / f"{name}-t2w.nii.gz", p)
+    status = main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
+                   "--progress=false"])
+    assert status == 1
+    err = capsys.readouterr().err
+    with open(out / "metrics.csv", newline="") as fh:
+        table = {r["case"]: r for r in csv.DictReader(fh)}
+    assert sorted(table) == sorted(kinds)  # every pair keeps its row
+    good = table["case-0"]
+    assert good["problem"] == "" and 0.5 < float(good["ssim"]) <= 1.0 and float(good["psnr"]) > 10
+    why = {"case-1": "all zero", "case-2": "constant", "case-3": "non-finite", "case-4": "non-finite",
+           "case-5": "reference is degenerate"}
+    for name, fragment in why.items():
+        row = table[name]
+        assert fragment in row["problem"], row
+        for metric in ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae"):
+            assert row[metric] == "", (name, metric)
+        bad_file = f"{name}-t2w.nii.gz"
+        assert any(bad_file in line and fragment in line and "not scored" in line
+                   for line in err.splitlines() if line.startswith("warning:")), (name, err)
+    assert any(str(ref / "case-5" / "case-5-t2w.nii.gz") in line for line in err.splitlines())
+    data = _no_nan_json(out / "summary.json")
+    assert len(data["problems"]) == 5 and data["overall"]["n"] == 6 and data["overall"]["n_unscored"] == 5
+    assert data["overall"]["ssim"]["n"] == 1  # statistics only over the scored pair
+    assert data["overall"]["ssim"]["mean"] == pytest.approx(float(good["ssim"]), rel=1e-8)
+    assert sorted(p.name for p in (out / "montages").iterdir()) == ["case-0-t2w.png"]

@@ -1,4 +1,4 @@
-"""Metrics of the BraSyn protocol: normalization, SSIM (+ tumour split), masked errors."""
+"""Metrics of the BraSyn challenge: normalization, SSIM (+ tumour / non-tumour), errors on the target's scale."""
 
 import math
 
@@ -10,6 +10,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from cwdm import metrics as M
+from refdata import REF
 
 SHAPE = (32, 32, 24)
 
@@ -70,20 +71,106 @@ def test_brain_mask_is_union_of_non_zero():
     assert m.dtype == bool and int(m.sum()) == 2 and m[1, 2, 3] and m[4, 5, 6]
 
 
+# ----------------------------------------------------------------------------- the challenge's values
+
+def _reference_case(i):
+    with np.load(REF / "brasyn_metrics.npz") as d:
+        return {k[len(f"case{i}_"):]: d[k] for k in d.files if k.startswith(f"case{i}_")}
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_reference_cases_reproduce_the_official_scores(i):
+    c = _reference_case(i)
+    res = M.case_metrics(c["prediction"], c["target"], c["brain"], c["seg"])
+    for key in ("ssim", "ssim_tumor", "ssim_non_tumor"):
+        assert res[key] == pytest.approx(float(c[key]), abs=1e-5), key
+    assert res["psnr"] == pytest.approx(float(c["psnr_refnorm"]), abs=1e-3)
+    assert res["mse"] == pytest.approx(float(c["mse_refnorm"]), rel=1e-5)
+    # the tumour score is not the tumour's share of the whole-volume map (the old, wrong definition)
+    assert abs(res["ssim_tumor_region"] - float(c["ssim_tumor"])) > 0.05
+
+
+def test_reference_ssim_is_the_mean_of_the_whole_map():
+    """torchmetrics < 1.4.2 dropped a border of the map before the mean: that would fail here."""
+    c = _reference_case(0)
+    res = M.ssim_3d(M.brasyn_normalize(c["prediction"]), M.brasyn_normalize(c["target"]))
+    assert res["ssim"] == pytest.approx(float(c["ssim"]), abs=1e-5)
+    assert all(math.isnan(res[k]) for k in res if k != "ssim")  # no tumour mask: no split
+
+
+def test_masked_ssim_takes_the_data_range_of_the_masked_volumes():
+    ref, brain, _ = _phantom(seed=7)
+    tumor = brain.copy()
+    tumor[:, 16:, :] = False  # a large "tumour": half of the brain
+    ref[tumor] = 0.3 + 0.2 * ref[tumor]  # the masked target stays well below 1 ...
+    rng = np.random.default_rng(8)
+    pred = ref + np.where(tumor, rng.normal(0, 0.03, SHAPE), 0.0)
+    pn, rn = M.brasyn_normalize(pred), M.brasyn_normalize(ref)
+    assert max((rn * tumor).max(), (pn * tumor).max()) < 0.9  # ... and so does the prediction
+    res = M.ssim_3d(pn, rn, mask_tumor=tumor)
+    m = torch.from_numpy(tumor.astype(np.float32))[None, None]
+    pt, rt = torch.from_numpy(pn)[None, None], torch.from_numpy(rn)[None, None]
+    own_range = float(structural_similarity_index_measure(pt * m, rt * m))
+    unit_range = float(structural_similarity_index_measure(pt * m, rt * m, data_range=1.0))
+    assert res["ssim_tumor"] == pytest.approx(own_range, abs=1e-6)
+    assert abs(own_range - unit_range) > 5e-4  # the data range matters (tolerance above: 1e-6)
+
+
 # ----------------------------------------------------------------------------- identical volumes
 
 def test_identical_volumes_give_ssim_one_and_infinite_psnr():
     ref, brain, seg = _phantom()
     res = M.case_metrics(ref * 37.0, ref * 37.0, brain, seg)
     assert set(res) == set(M.METRIC_NAMES)
-    assert res["ssim"] == pytest.approx(1.0, abs=1e-5)
-    assert res["ssim_tumor"] == pytest.approx(1.0, abs=1e-5)
-    assert res["ssim_non_tumor"] == pytest.approx(1.0, abs=1e-5)
+    for key in ("ssim", "ssim_tumor", "ssim_non_tumor", "ssim_tumor_region", "ssim_non_tumor_region"):
+        assert res[key] == pytest.approx(1.0, abs=1e-5), key
     assert res["mse"] == 0.0 and res["mae"] == 0.0
     assert res["psnr"] == math.inf
-    # normalization is per volume: a rescaled prediction is still perfect
-    res2 = M.case_metrics(ref * 5.0 + 0.0, ref, brain, seg)
-    assert res2["mse"] == pytest.approx(0.0, abs=1e-12) and res2["ssim"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_scaled_prediction_is_judged_on_the_targets_scale():
+    """PSNR/MSE scale the prediction with the target's percentiles: a 1.7x brighter prediction is poor."""
+    ref, brain, seg = _phantom(seed=9)
+    ref = ref * 500.0
+    pred = ref * 1.7
+    res = M.case_metrics(pred, ref, brain, seg)
+    # independent computation: numpy percentiles of the target, clip both to them, errors over the brain
+    lo, hi = np.percentile(ref.astype(np.float64), [0.5, 99.5])
+    lo = max(lo, 0.0)
+    tn = (np.clip(ref.astype(np.float64), lo, hi) - lo) / (hi - lo)
+    pn = (np.clip(pred.astype(np.float64), lo, hi) - lo) / (hi - lo)
+    mse = np.mean((pn - tn)[brain] ** 2)
+    assert res["mse"] == pytest.approx(mse, rel=1e-5)
+    assert res["mae"] == pytest.approx(np.mean(np.abs(pn - tn)[brain]), rel=1e-5)
+    assert res["psnr"] == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
+    assert res["psnr"] < 30.0  # per-volume normalization of the prediction gave ~150 dB here
+    # SSIM normalizes each volume with its own percentiles: the structure is still perfect
+    assert res["ssim"] == pytest.approx(1.0, abs=1e-5)
+    # a darker prediction is not clipped away either
+    assert M.case_metrics(ref * 0.5, ref, brain, seg)["psnr"] < 30.0
+
+
+# ----------------------------------------------------------------------------- degenerate volumes
+
+@pytest.mark.parametrize("kind, fragment", [("zero", "all zero"), ("constant", "constant"),
+                                            ("nan", "non-finite"), ("inf", "non-finite"),
+                                            ("sparse", "percentiles coincide")])
+def test_degenerate_predictions_are_refused(kind, fragment):
+    ref, brain, seg = _phantom(seed=10)
+    pred = {"zero": np.zeros(SHAPE), "constant": np.full(SHAPE, 0.4), "nan": ref.copy(), "inf": ref.copy(),
+            "sparse": np.zeros(SHAPE)}[kind]
+    if kind == "nan":
+        pred[5, 5, 5] = np.nan
+    elif kind == "inf":
+        pred[5, 5, 5] = -np.inf
+    elif kind == "sparse":
+        pred[0, 0, :3] = 1.0  # 3 non-zero voxels: 99.5 percentile is 0
+    assert fragment in M.degenerate_reason(pred)
+    with pytest.raises(M.DegenerateVolume, match=f"prediction is degenerate: .*{fragment}"):
+        M.case_metrics(pred, ref, brain, seg)
+    with pytest.raises(M.DegenerateVolume, match="reference is degenerate"):
+        M.case_metrics(ref, pred, brain, seg)
+    assert M.degenerate_reason(ref) is None and M.degenerate_reason(ref - 0.5) is None
 
 
 # ----------------------------------------------------------------------------- known perturbation
@@ -137,21 +224,26 @@ def test_tumour_split_uses_the_segmentation():
     pred = ref.copy()
     pred[tumor] = rng.uniform(0.2, 0.8, size=int(tumor.sum()))
     res = M.case_metrics(pred, ref, brain, seg)
-    assert res["ssim_tumor"] < 0.3
-    assert res["ssim_non_tumor"] > 0.85
-    assert res["ssim_tumor"] < res["ssim"] < 1.0
+    # the masked volumes are zero (identical) outside the tumour, so a small tumour moves the
+    # challenge's tumour score little; the region mean of the map shows the damage plainly
+    assert res["ssim_tumor"] < 0.995 and res["ssim_tumor_region"] < 0.3
+    assert res["ssim_non_tumor"] > 0.99  # the non-tumour masked volumes are (nearly) identical
+    assert res["ssim_non_tumor_region"] > 0.85  # the map near the tumour sees the corrupted voxels
+    assert res["ssim_tumor_region"] < res["ssim"] < 1.0
 
     # corrupt only brain far from the tumour (beyond the SSIM window): the tumour stays near perfect
     far = brain & ~binary_dilation(tumor, iterations=7)
     pred2 = ref.copy()
     pred2[far] = rng.uniform(0.2, 0.8, size=int(far.sum()))
     res2 = M.case_metrics(pred2, ref, brain, seg)
-    assert res2["ssim_tumor"] > 0.95
-    assert res2["ssim_non_tumor"] < 0.85 and res2["ssim_non_tumor"] < res["ssim_non_tumor"] - 0.05
+    assert res2["ssim_tumor"] > res["ssim_tumor"] and res2["ssim_tumor_region"] > 0.95
+    assert res2["ssim_non_tumor"] < 0.9 and res2["ssim_non_tumor"] < res["ssim_non_tumor"] - 0.05
+    assert res2["ssim_non_tumor_region"] < res["ssim_non_tumor_region"] - 0.05
 
-    # an all-zero segmentation: no tumour region
+    # an all-zero segmentation: no tumour region; the non-tumour score is then the whole-volume one
     res3 = M.case_metrics(pred, ref, brain, np.zeros(SHAPE))
-    assert math.isnan(res3["ssim_tumor"]) and not math.isnan(res3["ssim_non_tumor"])
+    assert math.isnan(res3["ssim_tumor"]) and math.isnan(res3["ssim_tumor_region"])
+    assert res3["ssim_non_tumor"] == pytest.approx(res3["ssim"], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- agreement with torchmetrics
@@ -169,15 +261,20 @@ def test_ssim_equals_torchmetrics_and_map_means():
     assert 0.3 < expected < 0.99  # a non-trivial value
 
     tumor = seg > 0
+    m = torch.from_numpy(tumor.astype(np.float32))[None, None]
     res = M.ssim_3d(pn, rn, mask_tumor=tumor, mask_brain=brain)
     smap = full[0, 0].numpy().astype(np.float64)
     assert res["ssim"] == pytest.approx(expected, abs=1e-6)
-    assert res["ssim_tumor"] == pytest.approx(smap[tumor].mean(), abs=1e-6)
-    assert res["ssim_non_tumor"] == pytest.approx(smap[brain & ~tumor].mean(), abs=1e-6)
+    assert res["ssim_tumor"] == pytest.approx(float(StructuralSimilarityIndexMeasure()(pt * m, rt * m)), abs=1e-6)
+    assert res["ssim_non_tumor"] == pytest.approx(
+        float(StructuralSimilarityIndexMeasure()(pt * (1 - m), rt * (1 - m))), abs=1e-6)
+    assert res["ssim_tumor_region"] == pytest.approx(smap[tumor].mean(), abs=1e-6)
+    assert res["ssim_non_tumor_region"] == pytest.approx(smap[brain & ~tumor].mean(), abs=1e-6)
     # tensors (with batch/channel axes) are accepted too
     assert M.ssim_3d(pt, rt)["ssim"] == pytest.approx(expected, abs=1e-6)
     # case_metrics normalizes the raw volumes itself
     assert M.case_metrics(pred, ref, brain, seg)["ssim"] == pytest.approx(expected, abs=1e-6)
     # without a brain mask the non-tumour region is the whole rest of the volume
     res_nb = M.ssim_3d(pn, rn, mask_tumor=tumor)
-    assert res_nb["ssim_non_tumor"] == pytest.approx(smap[~tumor].mean(), abs=1e-6)
+    assert res_nb["ssim_non_tumor_region"] == pytest.approx(smap[~tumor].mean(), abs=1e-6)
+    assert res_nb["ssim_non_tumor"] == pytest.approx(res["ssim_non_tumor"], abs=1e-7)
