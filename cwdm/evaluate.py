@@ -291,7 +291,7 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
 
     if montage_path is not None and not row["problem"]:
         try:
-            write_pair_montage(montage_path, pair.case, pair.target, modalities, others, ref, pred, mask, std)
+            write_pair_montage(montage_path, pair.case, pair.target, modalities, others, ref, pred, mask, std, seg)
         except Exception as exc:  # a failed picture must not lose the metrics
             problems.append(f"{montage_path}: montage not written ({type(exc).__name__}: {exc})")
     return row, problems

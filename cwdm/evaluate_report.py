@@ -149,7 +149,8 @@ def format_table(summary: Dict[str, Any]) -> str:
 
 def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[str],
                        others: Dict[str, np.ndarray], ref: np.ndarray, pred: np.ndarray,
-                       mask: Optional[np.ndarray], std: Optional[np.ndarray]) -> None:
+                       mask: Optional[np.ndarray], std: Optional[np.ndarray],
+                       seg: Optional[np.ndarray] = None) -> None:
     """PNG montage of one pair: the conditions, reference, synthesis, |error| and std columns.
 
     Args:
@@ -160,22 +161,30 @@ def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[
             PSNR / MSE / MAE), the error is their absolute difference.
         mask: boolean (X, Y, Z) brain mask (slice centre, error colour range) or None.
         std: (X, Y, Z) uncertainty map or None.
+        seg: (X, Y, Z) label map or None; the slices go through the tumour's
+            centre of mass when it has labels, else through the brain's centre.
+    Error and std maps are zero outside the brain mask and carry colour bars.
     """
     from .data import conditions_for
     from .metrics import brasyn_normalize, normalization_bounds
-    from .montage import save_montage, volume_center
+    from .montage import mask_centroid, save_montage, volume_center
 
     bounds = normalization_bounds(ref)
     rn = brasyn_normalize(ref, bounds=bounds)
     pn = brasyn_normalize(pred, bounds=bounds)
     err = np.abs(pn - rn)
+    if mask is not None:
+        err = np.where(mask, err, 0.0)
+        std = None if std is None else np.where(mask, std, 0.0)
     inside = err[mask] if mask is not None and mask.any() else err.ravel()
     emax = max(float(np.percentile(inside, 99.5)), 1e-3) if inside.size else 1.0
     cols: List[tuple] = [(m, others[m]) for m in conditions_for(target, modalities) if m in others]
     cols += [(f"reference {target}", rn, {"vmin": 0.0, "vmax": 1.0}),
              (f"synthesis {target}", pn, {"vmin": 0.0, "vmax": 1.0}),
-             ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax})]
+             ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax,
+                               "colorbar": "|error| (fraction of the reference range)"})]
     if std is not None:
-        cols.append(("std", std, {"cmap": "viridis"}))
-    center = volume_center(mask) if mask is not None else volume_center(ref)
+        cols.append(("std", std, {"cmap": "viridis", "colorbar": "ensemble std (output intensity)"}))
+    center = (mask_centroid(seg) if seg is not None else None) or \
+        (volume_center(mask) if mask is not None else volume_center(ref))
     save_montage(path, cols, center=center, title=f"{case}  {target}")

@@ -54,7 +54,7 @@ PSNR_CAP_DB = 100.0
 CHALLENGE_METRICS = ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae")
 """The scores defined as the challenge defines them (see the module docstring)."""
 
-METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region")
+METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region", "mae_tumor", "mae_non_tumor")
 """Keys of :func:`case_metrics`' result, in report order."""
 
 
@@ -300,5 +300,9 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
     bounds = normalization_bounds(r)
     rn = brasyn_normalize(r, bounds=bounds)
     out = ssim_3d(brasyn_normalize(p), rn, mask_tumor=tumor, mask_brain=brain, device=device)
-    out.update(masked_errors(brasyn_normalize(p, bounds=bounds), rn, brain))
+    pn = brasyn_normalize(p, bounds=bounds)
+    out.update(masked_errors(pn, rn, brain))
+    # where the errors are: inside the tumour, and in the brain outside it (nan without a seg)
+    out["mae_tumor"] = masked_errors(pn, rn, tumor)["mae"] if tumor is not None else math.nan
+    out["mae_non_tumor"] = masked_errors(pn, rn, brain & ~tumor)["mae"] if tumor is not None else math.nan
     return {k: out[k] for k in METRIC_NAMES}

@@ -19,9 +19,17 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["PLANES", "volume_center", "mid_slices", "save_montage"]
+__all__ = ["PLANES", "mask_centroid", "volume_center", "mid_slices", "save_montage"]
 
 PLANES = ("axial", "coronal", "sagittal")
+
+
+def mask_centroid(mask: np.ndarray) -> Optional[Tuple[int, int, int]]:
+    """Centre of mass (rounded voxel index) of the non-zero voxels of ``mask`` (X, Y, Z); None if empty."""
+    idx = np.argwhere(np.asarray(mask) > 0)
+    if idx.size == 0:
+        return None
+    return tuple(int(round(c)) for c in idx.mean(axis=0))  # type: ignore[return-value]
 
 
 def volume_center(*volumes: np.ndarray) -> Tuple[int, int, int]:
@@ -78,6 +86,8 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
             ``vmin``/``vmax`` in the kwargs a column is shown between its own
             0.5 / 99.5 percentiles; the default colour map is ``gray``
             (e.g. pass ``{"cmap": "magma", "vmin": 0}`` for an error map).
+            A ``"colorbar": "label"`` entry in the kwargs draws a colour
+            bar with that label (units) under the column.
         center: voxel (x, y, z) the three planes go through; default
             :func:`volume_center` of all columns.
         title: optional figure title.
@@ -113,6 +123,7 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for j, (col, vol) in enumerate(zip(columns, vols)):
         kwargs: Dict[str, Any] = dict(col[2]) if len(col) == 3 and col[2] else {}
+        bar_label = kwargs.pop("colorbar", None)
         kwargs.setdefault("cmap", "gray")
         if "vmin" not in kwargs or "vmax" not in kwargs:
             lo, hi = _display_range(vol)
@@ -121,7 +132,12 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
         slices = mid_slices(vol, center)
         for i, plane in enumerate(PLANES):
             ax = axes[i][j]
-            ax.imshow(slices[plane], interpolation="nearest", aspect="equal", **kwargs)
+            image = ax.imshow(slices[plane], interpolation="nearest", aspect="equal", **kwargs)
+            if bar_label is not None and i == nrows - 1:
+                bar = fig.colorbar(image, ax=[axes[r][j] for r in range(nrows)], orientation="horizontal",
+                                   fraction=0.04, pad=0.02)
+                bar.set_label(str(bar_label), color="white", fontsize=8)
+                bar.ax.tick_params(colors="white", labelsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
@@ -132,7 +148,8 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
                 ax.set_ylabel(plane, color="white", fontsize=9)
     if title:
         fig.suptitle(title, color="white", fontsize=10)
-    fig.tight_layout()
+    if not any(len(col) == 3 and col[2] and "colorbar" in col[2] for col in columns):
+        fig.tight_layout()  # (tight_layout cannot place colour bars that span several axes)
     out = Path(path)
     with atomic_write(out, "wb") as fh:
         fig.savefig(fh, format="png", facecolor=fig.get_facecolor())
