@@ -158,7 +158,9 @@ def auto(cfg: AutoConfig) -> int:
         with bar:
             written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
                                         cfg.threshold, cfg.postprocess, cfg.overwrite, bar)
-    say(f"completed {len(written)} cases; {complete} were already complete; "
+    where = (f"into the case folders of {cfg.data_dir}" if cfg.output_dir is None
+             else f"under {cfg.output_dir}/<case>/")
+    say(f"completed {len(written)} cases (files written {where}); {complete} were already complete; "
         f"{unfixable + failed} could not be completed")
     return 0 if unfixable + failed == 0 else 1
 
