@@ -32,7 +32,9 @@ HELP = "complete case folders that miss one modality (BraSyn use)"
 class AutoConfig(SamplingFlags, ModelFlags):
     data_dir: Path = field(default=Path("data/pseudo_validation"), metadata={"help": "folder of case folders"})
     output_dir: Optional[Path] = field(default=None, metadata={"help": "write here instead of into the case folders"})
-    models_dir: Optional[Path] = field(default=None, metadata={"help": "folder with one checkpoint per contrast"})
+    models_dir: Optional[Path] = field(default=None, metadata={"help": "folder with one checkpoint per contrast, "
+                                                    "named as published (t1_gen.pt, t1ce_gen.pt, t2_gen.pt, "
+                                                    "flair_gen.pt) or brats_<contrast>_*.pt"})
     model_t1n: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1n"})
     model_t1c: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1c"})
     model_t2w: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t2w"})
