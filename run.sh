@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # ---- general settings ----------------------------------------------------------------
-MODE=${MODE:-train}            # train | sample | auto | dropout | evaluate | demo
+MODE=${MODE:-train}            # train | sample | auto | dropout | evaluate | demo (training / sampling: the reference's names)
 PYTHON=${PYTHON:-}             # python with cwdm installed; empty: the one the `cwdm` command runs, else python3
 GPU=${GPU:-0}                   # GPU to use (ignored without CUDA); several GPUs: set NPROC
 NPROC=${NPROC:-1}                 # processes (GPUs) for torchrun; 1 = plain python
@@ -74,6 +74,10 @@ NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$
      --num_groups "$NUM_GROUPS" --additive_skips "$ADDITIVE_SKIP")
 SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED")
 
+case "$MODE" in  # the reference's spellings
+  training) MODE=train ;;
+  sampling) MODE=sample ;;
+esac
 case "$MODE" in
   train)
     CMD=("${LAUNCH[@]}" train --data_dir "$DATA_DIR" --contr "$CONTR" --run_dir "$RUN_DIR" "${NET[@]}"

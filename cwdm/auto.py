@@ -12,7 +12,6 @@ are reported and skipped. Exit status 0 only if every case ends up complete.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from . import MODALITIES
 from .errors import CwdmError
+from .naming import contrast_of_checkpoint
 from .runtime import dist_from_env, select_device
 from .sample import (ModelFlags, SamplingFlags, check_output_dir, items_of, progress_bar, resolve_model,
                      synthesize_items, usable_cases)
@@ -32,7 +32,9 @@ HELP = "complete case folders that miss one modality (BraSyn use)"
 class AutoConfig(SamplingFlags, ModelFlags):
     data_dir: Path = field(default=Path("data/pseudo_validation"), metadata={"help": "folder of case folders"})
     output_dir: Optional[Path] = field(default=None, metadata={"help": "write here instead of into the case folders"})
-    models_dir: Optional[Path] = field(default=None, metadata={"help": "folder with one checkpoint per contrast"})
+    models_dir: Optional[Path] = field(default=None, metadata={"help": "folder with one checkpoint per contrast, "
+                                                    "named as published (t1_gen.pt, t1ce_gen.pt, t2_gen.pt, "
+                                                    "flair_gen.pt) or brats_<contrast>_*.pt"})
     model_t1n: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1n"})
     model_t1c: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1c"})
     model_t2w: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t2w"})
@@ -49,23 +51,27 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 def find_checkpoints(cfg: AutoConfig) -> Dict[str, Path]:
     """Modality -> checkpoint, from ``--model_<m>`` flags first, then ``--models_dir``.
 
-    In ``models_dir`` a checkpoint belongs to modality ``m`` when ``m`` is one
-    of the words of its file name (split at non-alphanumerics), e.g.
-    ``brats_t1n_1200000.pt``; two candidates for one modality is an error.
+    In ``models_dir`` a checkpoint belongs to the contrast its name says
+    (:func:`cwdm.naming.contrast_of_checkpoint`): the published names
+    ``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``, or a name
+    with the modality as one of its words, e.g. ``brats_t1n_1200000.pt``;
+    two candidates for one modality is an error.
     """
     found: Dict[str, Path] = {}
     if cfg.models_dir is not None:
         folder = Path(cfg.models_dir)
         if not folder.is_dir():
             raise CwdmError(f"{folder}: --models_dir is not a folder")
-        files = sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
-        for mod in cfg.modalities:
-            hits = [p for p in files if mod.lower() in re.split(r"[^0-9a-z]+", p.stem.lower())]
+        by_mod: Dict[str, List[Path]] = {}
+        for p in sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES):
+            mod = contrast_of_checkpoint(p, cfg.modalities)
+            if mod is not None:
+                by_mod.setdefault(mod, []).append(p)
+        for mod, hits in by_mod.items():
             if len(hits) > 1:
                 raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
-                                f"pass --model_{mod} to choose")
-            if hits:
-                found[mod] = hits[0]
+                                f"keep one or pass --model_{mod} to choose")
+            found[mod] = hits[0]
     for mod in cfg.modalities:
         explicit = getattr(cfg, f"model_{mod}", None)
         if explicit is not None:
@@ -87,7 +93,10 @@ def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path
     complete = unfixable = 0
     for case in cases:
         missing = [m for m in case.missing(modalities) if m not in case.duplicates]
-        if case.duplicates:
+        if case.problems:
+            report(f"skipping {case.name}: " + "; ".join(case.problems))
+            unfixable += 1
+        elif case.duplicates:
             report(f"skipping {case.name}: duplicate files for {', '.join(case.duplicates)}")
             unfixable += 1
         elif not missing:
@@ -108,7 +117,7 @@ def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path
 
 def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:
     folder = case.folder if out_dir is None else Path(out_dir) / case.name
-    return folder / f"{case.prefix}-{modality}.nii.gz"
+    return folder / case.file_name(modality)
 
 
 def auto(cfg: AutoConfig) -> int:
@@ -151,7 +160,9 @@ def auto(cfg: AutoConfig) -> int:
         with bar:
             written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
                                         cfg.threshold, cfg.postprocess, cfg.overwrite, bar)
-    say(f"completed {len(written)} cases; {complete} were already complete; "
+    where = (f"into the case folders of {cfg.data_dir}" if cfg.output_dir is None
+             else f"under {cfg.output_dir}/<case>/")
+    say(f"completed {len(written)} cases (files written {where}); {complete} were already complete; "
         f"{unfixable + failed} could not be completed")
     return 0 if unfixable + failed == 0 else 1
 

@@ -3,10 +3,10 @@
 Two kinds of file are accepted, always read with ``weights_only=True``:
 
 * a **bare state_dict** as released by the reference implementation (an
-  ordered dict of tensors). Its configuration is not stored, so the caller's
-  :class:`UNetConfig` is used (default: the released one); every dimension
-  that can be read off the tensors is checked first, so a mismatch gives one
-  line such as ``checkpoint has in_channels 32, config expects 24``.
+  ordered dict of tensors). Its configuration is not stored, but all of it
+  except ``num_groups`` is read off the tensors (:func:`infer_config`); flags
+  the user gave that contradict the file are all listed in one line such as
+  ``checkpoint has in_channels 32, config expects 24``.
 * a **cwdm checkpoint**: a dict with ``format == FORMAT`` holding
   ``model_config`` (dict), ``model`` and optionally ``ema`` (state_dicts),
   ``target`` and ``modalities``, plus training state (see :mod:`cwdm.train`).
@@ -16,15 +16,16 @@ Two kinds of file are accepted, always read with ``weights_only=True``:
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
 from .config import from_dict
 from .errors import CwdmError
 from .unet import RELEASED_CONFIG, UNet, UNetConfig
+from .wavelet import NUM_SUBBANDS
 
 FORMAT = "cwdm-checkpoint"
 FORMAT_VERSION = 1
@@ -87,26 +88,91 @@ def is_cwdm_checkpoint(obj: Dict[str, Any]) -> bool:
     return obj.get("format") == FORMAT
 
 
-def _shape_facts(sd: Dict[str, torch.Tensor]) -> Dict[str, int]:
-    """Configuration values that can be read off a state_dict's tensor shapes."""
-    facts = {}
-    if "input_blocks.0.0.weight" in sd:
-        w = sd["input_blocks.0.0.weight"]
-        facts["model_channels"], facts["in_channels"] = int(w.shape[0]), int(w.shape[1])
-    if "out.2.weight" in sd:
-        facts["out_channels"] = int(sd["out.2.weight"].shape[0])
-    return facts
+NETWORK_FIELDS = ("model_channels", "channel_mult", "num_res_blocks", "in_channels", "out_channels",
+                  "additive_skips")
+"""The configuration values a state_dict's tensors determine (all but num_groups and dropout)."""
 
 
-def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str) -> None:
-    """Raise a one-line :class:`CwdmError` if ``sd`` cannot be loaded into ``UNet(cfg)``."""
+def _blocks(sd: Dict[str, torch.Tensor], prefix: str) -> List[int]:
+    """Sorted distinct indices ``i`` of the keys ``<prefix>.<i>.*``."""
+    return sorted({int(k.split(".")[1]) for k in sd if k.startswith(prefix + ".") and k.split(".")[1].isdigit()})
+
+
+def infer_config(sd: Dict[str, torch.Tensor], num_groups: int = 32, source: str = "checkpoint") -> UNetConfig:
+    """The :class:`UNetConfig` a state_dict in the released layout was built with.
+
+    Read off the tensors: model_channels and in_channels (first convolution),
+    out_channels (last convolution), the number of levels (upsampling blocks
+    + 1), num_res_blocks (decoder blocks per level - 1), channel_mult (the
+    width of each level's first encoder block) and additive_skips (the width
+    of the first decoder block: the bottom width, or twice it when skips are
+    concatenated). ``num_groups`` cannot be read off and is taken as given.
+    """
     if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CwdmError(f"{source}: not a network state_dict (expected a dict of tensors)")
-    for name, value in _shape_facts(sd).items():
-        expected = getattr(cfg, name)
-        if value != expected:
-            raise CwdmError(f"{source}: checkpoint has {name} {value}, config expects {expected}")
-    reference = UNet.from_config(cfg).state_dict()
+    try:
+        first, last = sd["input_blocks.0.0.weight"], sd["out.2.weight"]
+        model_channels, in_channels, out_channels = int(first.shape[0]), int(first.shape[1]), int(last.shape[0])
+        decoder = _blocks(sd, "output_blocks")
+        levels = 1 + sum(1 for i in decoder if any(k.startswith(f"output_blocks.{i}.1.") for k in sd))
+        if not decoder or len(decoder) % levels or len(decoder) // levels < 2:
+            raise ValueError(f"{len(decoder)} decoder blocks do not split into {levels} levels")
+        num_res_blocks = len(decoder) // levels - 1
+        widths = [int(sd[f"input_blocks.{1 + level * (num_res_blocks + 1)}.0.out_layers.3.weight"].shape[0])
+                  for level in range(levels)]
+        if any(w % model_channels for w in widths):
+            raise ValueError(f"level widths {widths} are not multiples of {model_channels}")
+        channel_mult = tuple(w // model_channels for w in widths)
+        additive = int(sd["output_blocks.0.0.in_layers.2.weight"].shape[1]) == widths[-1]
+    except (KeyError, IndexError, ValueError) as exc:
+        detail = f"no tensor {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CwdmError(f"{source}: not a cWDM U-Net state_dict (cannot read its layout: {detail})") from None
+    return UNetConfig(model_channels=model_channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks,
+                      in_channels=in_channels, out_channels=out_channels, additive_skips=additive,
+                      num_groups=num_groups)
+
+
+def _show(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def _contradictions(found: UNetConfig, cfg: UNetConfig, names) -> List[str]:
+    """``checkpoint has X a, config expects b`` for every field of ``names`` that differs."""
+    out = []
+    for name in names:
+        mine, theirs = getattr(found, name), getattr(cfg, name)
+        if mine != theirs:
+            text = f"checkpoint has {name} {_show(mine)}, config expects {_show(theirs)}"
+            if name == "in_channels" and mine % NUM_SUBBANDS == 0 and theirs % NUM_SUBBANDS == 0:
+                text += (f" (the network takes {mine // NUM_SUBBANDS - 1} conditions, the modalities give "
+                         f"{theirs // NUM_SUBBANDS - 1})")
+            out.append(text)
+    return out
+
+
+def _build(cfg: UNetConfig, source: str, inferred: bool) -> UNet:
+    try:
+        return UNet.from_config(cfg)
+    except CwdmError as exc:
+        if not inferred:
+            raise
+        raise CwdmError(f"{source}: {exc}; the network read from the file has model_channels "
+                        f"{cfg.model_channels}, channel_mult {_show(cfg.channel_mult)}: pass --num_groups "
+                        f"with a divisor of {cfg.model_channels} (the one value a state_dict does not record)") from None
+
+
+def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,
+                     names=NETWORK_FIELDS) -> None:
+    """Raise one one-line :class:`CwdmError` if ``sd`` cannot be loaded into ``UNet(cfg)``.
+
+    Every field of ``names`` that the tensors contradict is listed in the one message.
+    """
+    found = infer_config(sd, cfg.num_groups, source)
+    wrong = _contradictions(found, cfg, names)
+    if wrong:
+        raise CwdmError(f"{source}: " + "; ".join(wrong))
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        reference = _build(cfg, source, inferred=False).state_dict()
     missing = [k for k in reference if k not in sd]
     unexpected = [k for k in sd if k not in reference]
     if missing or unexpected:
@@ -125,12 +191,18 @@ def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str) 
 
 
 def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool = True,
-               device: str | torch.device = "cpu") -> LoadedModel:
+               device: str | torch.device = "cpu", given: Optional[Iterable[str]] = None) -> LoadedModel:
     """Build the network from a checkpoint file, in eval mode on ``device``.
 
-    :param config: the configuration of a bare state_dict (default: released);
-        for a cwdm checkpoint it is ignored, the stored one is used.
+    :param config: the caller's configuration. For a bare state_dict the
+        network is read from the tensors (:func:`infer_config`) with
+        ``config.num_groups`` (default 32), and the fields of ``config`` named
+        in ``given`` (default: all of them), plus ``in_channels`` (the number
+        of conditions), must agree with the file: every contradiction is
+        listed in one error. For a cwdm checkpoint it is ignored, the stored
+        configuration is used.
     :param ema: use the EMA weights of a cwdm checkpoint when it has them.
+    :param given: the network fields the user chose explicitly.
     """
     obj = read_checkpoint(path)
     if is_cwdm_checkpoint(obj):
@@ -142,8 +214,18 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
         sd = obj["ema"] if ema and obj.get("ema") is not None else obj["model"]
         kind, target, modalities = "cwdm", obj.get("target"), obj.get("modalities")
     else:
-        cfg = config or RELEASED_CONFIG
         sd, kind, target, modalities = obj, "released", None, None
+        cfg = infer_config(sd, config.num_groups if config is not None else RELEASED_CONFIG.num_groups, str(path))
+        if config is not None:
+            names = NETWORK_FIELDS if given is None else [n for n in NETWORK_FIELDS
+                                                         if n in set(given) | {"in_channels"}]
+            wrong = _contradictions(cfg, config, names)
+            if wrong:
+                raise CwdmError(f"{path}: the network flags contradict the file: " + "; ".join(wrong)
+                                + " (a bare state_dict's network is read from its tensors: drop those flags)")
+            cfg = replace(cfg, dropout=config.dropout)
+        with torch.device("meta"):
+            _build(cfg, str(path), inferred=True)  # a clear message when --num_groups does not fit
     check_state_dict(sd, cfg, str(path))
     model = UNet.from_config(cfg)
     model.load_state_dict(sd, strict=True)

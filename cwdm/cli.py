@@ -5,18 +5,25 @@ Each sub-command lives in its own module, which exposes a dataclass config
 ``ALIASES`` dict (extra flag spellings, e.g. the reference's names) and a
 one-line ``HELP``. Only the module of the chosen command is imported, so
 ``cwdm phantom`` does not pay for importing the network code.
+
+Flags are matched exactly (no abbreviations); ``--data-dir`` is read as
+``--data_dir``; an unknown flag is one line with the nearest known one; every
+output destination is checked (:func:`cwdm.nifti_io.check_destination`)
+before the command starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from . import __version__
 from .config import add_arguments, from_args, given_fields
 from .errors import CwdmError
+from .nifti_io import check_destination
 
 COMMANDS = {
     "train": ("cwdm.train", "train a conditional wavelet diffusion model for one target contrast"),
@@ -31,13 +38,86 @@ COMMANDS = {
 }
 
 
+# extra flag spellings kept here, not in the command modules: field -> aliases
+EXTRA_ALIASES: Dict[str, Dict[str, List[str]]] = {"demo": {"out": ["output_dir"]}}
+
+# what each command writes: (config field, flag named in messages, "dir" or "file")
+DESTINATIONS = {
+    "train": [("run_dir", "--run_dir", "dir")],
+    "sample": [("output_dir", "--output_dir", "dir")],
+    "auto": [("output_dir", "--output_dir", "dir")],
+    "export": [("out", "OUT", "file")],
+    "evaluate": [("out_dir", "--out_dir", "dir")],
+    "dropout": [("dst", "DST", "dir")],
+    "phantom": [("out", "OUT", "dir")],
+    "demo": [("out", "--output_dir", "dir")],
+}
+
+
+class UsageError(Exception):
+    """A command line argparse cannot read (printed as one line, exit status 2)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """``argparse`` without prefix matching whose errors are one line, not a usage dump."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
 def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
     """Parser for one sub-command and the imported command module."""
     module_name, help_text = COMMANDS[command]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"cwdm {command}", description=getattr(module, "HELP", help_text))
-    add_arguments(parser, module.CONFIG, getattr(module, "ALIASES", None))
+    parser = CommandParser(prog=f"cwdm {command}", description=getattr(module, "HELP", help_text))
+    aliases = {k: list(v) for k, v in (getattr(module, "ALIASES", None) or {}).items()}
+    for name, extra in EXTRA_ALIASES.get(command, {}).items():
+        aliases[name] = aliases.get(name, []) + extra
+    add_arguments(parser, module.CONFIG, aliases)
     return parser, module
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> List[str]:
+    return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+
+
+def normalize_flags(argv: List[str], known: List[str]) -> List[str]:
+    """``--data-dir`` -> ``--data_dir`` (and ``--no-x-y`` -> ``--no-x_y``) when only the latter is a flag."""
+    known_set, out = set(known), []
+    for token in argv:
+        key, eq, value = token.partition("=")
+        if token.startswith("--") and len(key) > 2 and key not in known_set:
+            plain = "--" + key[2:].replace("-", "_")
+            for candidate in (plain, "--no-" + plain[5:] if plain.startswith("--no_") else plain):
+                if candidate in known_set:
+                    token = candidate + eq + value
+                    break
+        out.append(token)
+    return out
+
+
+def unknown_flag_message(extras: List[str], known: List[str]) -> str:
+    """One line for arguments argparse did not take: the first unknown flag and the nearest known one."""
+    flags = [t.partition("=")[0] for t in extras if t.startswith("-") and t != "-"]
+    if not flags:
+        return f"unexpected argument {extras[0]!r}"
+    shown = [k for k in known if not k.startswith("--no-")]
+    close = difflib.get_close_matches(flags[0], shown, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    more = f" (and {len(flags) - 1} more)" if len(flags) > 1 else ""
+    return f"unknown flag {flags[0]}{more}{hint}"
+
+
+def check_destinations(command: str, cfg) -> None:
+    """Refuse (one line, before any work) every output of ``command`` that cannot be written."""
+    for name, flag, kind in DESTINATIONS.get(command, []):
+        value = getattr(cfg, name, None)
+        if value is not None:
+            check_destination(value, flag, kind, overwrite=bool(getattr(cfg, "overwrite", True)))
 
 
 def _top_usage() -> str:
@@ -60,11 +140,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cwdm: error: unknown command {command!r}\n{_top_usage()}", file=sys.stderr)
         return 2
     parser, module = build_parser(command)
-    args = parser.parse_args(argv[1:])
+    known = _flag_names(parser)
+    try:
+        args, extras = parser.parse_known_args(normalize_flags(argv[1:], known))
+        if extras:
+            raise UsageError(unknown_flag_message(extras, known))
+    except UsageError as exc:
+        print(f"cwdm {command}: error: {exc} (cwdm {command} --help lists the flags)", file=sys.stderr)
+        return 2
     try:
         cfg = from_args(module.CONFIG, args)
         # which flags the user typed (commands that resume from a stored config need to know)
         object.__setattr__(cfg, "_given", given_fields(args, module.CONFIG))
+        check_destinations(command, cfg)
         status = module.run(cfg)
     except CwdmError as exc:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)

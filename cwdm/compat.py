@@ -12,12 +12,17 @@ thin shims over :func:`translate`, so commands written for the reference
   with a note;
 * ``--use_ddim=True`` selects ``--sampler ddim``; ``--sampling_steps=0`` means
   the default 1000 ddpm steps, as in the reference.
+* ``sample_auto.py`` works like the reference's auto mode: results go into the
+  case folders (``--output_dir`` is ignored with a note), and ``--model_path``
+  names the folder holding one checkpoint per contrast (``--models_dir``).
 """
 
 from __future__ import annotations
 
 import sys
 from typing import List, Optional, Tuple
+
+from pathlib import Path
 
 from .cli import main as cwdm_main
 from .errors import CwdmError
@@ -73,6 +78,9 @@ def translate(command: str, argv: List[str], note=print) -> List[str]:
         if key == "contr" and command == "auto":
             note("note: --contr is not needed by cwdm auto (each case's missing modality is detected)")
             continue
+        if command == "auto" and key in ("model_path", "output_dir"):
+            out += _auto_path_flag(key, value, note)
+            continue
         if key == "use_ddim":
             if low in _TRUE:
                 out += ["--sampler", "ddim"]
@@ -81,6 +89,24 @@ def translate(command: str, argv: List[str], note=print) -> List[str]:
             continue  # reference: 0 means the full 1000-step schedule
         out.append(f"--{key}" if value is None else f"--{key}={value}")
     return out
+
+
+def _auto_path_flag(key: str, value: Optional[str], note) -> List[str]:
+    """``sample_auto.py``'s ``--model_path`` (a folder of checkpoints) and ``--output_dir`` (ignored)."""
+    if key == "output_dir":
+        note(f"note: --output_dir {value} is ignored: as in the reference's auto mode, each synthesized "
+             f"modality is written into its case folder")
+        return []
+    path = Path(value or "")
+    if path.is_dir():
+        return [f"--models_dir={path}"]
+    if path.is_file():
+        raise CwdmError(f"--model_path {path} is one checkpoint, but auto mode completes each case's missing "
+                        f"contrast and needs one checkpoint per contrast: pass the folder holding them "
+                        f"(t1_gen.pt, t1ce_gen.pt, t2_gen.pt, flair_gen.pt or brats_<contrast>_*.pt) as "
+                        f"--model_path, or run `cwdm auto --model_t1n A --model_t1c B --model_t2w C --model_t2f D`")
+    raise CwdmError(f"--model_path {path}: no such folder (auto mode needs the folder holding one checkpoint "
+                    f"per contrast)")
 
 
 def main(command: str, argv: Optional[List[str]] = None) -> int:

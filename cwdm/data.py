@@ -1,11 +1,9 @@
-"""Case discovery, validation and the training / inference datasets.
+"""Case validation and the training / inference datasets.
 
-A data root holds one folder per case; a case folder holds
-``<case>-<modality>.nii.gz`` files (``.nii`` is accepted too), e.g.
-``BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz``, and optionally
-``<case>-seg.nii.gz``. The modality is the text after the last ``-`` before
-the extension. Modality names are configurable (default
-:data:`cwdm.MODALITIES` = t1n, t1c, t2w, t2f) so other tasks reuse this code.
+Case folders are found by :func:`cwdm.cases.discover_cases` (re-exported
+here): ``<case>/<case>-<modality>.nii.gz`` files, or the BraTS 2021 names.
+Modality names are configurable (default :data:`cwdm.MODALITIES` = t1n, t1c,
+t2w, t2f) so other tasks reuse this code.
 
 Validation (:func:`validate_case`, :func:`check_cases`) reports every problem
 as one line naming the file, before any work starts. The datasets yield
@@ -21,164 +19,38 @@ torch is imported lazily (only when an item is loaded), so ``cwdm check`` and
 
 from __future__ import annotations
 
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import MODALITIES
+from .cases import SEG, Case, conditions_for, discover_cases
 from .errors import CwdmError
-from .nifti_io import is_nifti, load_header, load_nifti, nifti_stem
+from .nifti_io import load_header, load_nifti
 from .preprocess import Grid, clip_and_normalize, grid_for
 
 __all__ = ["SEG", "Case", "discover_cases", "conditions_for", "validate_case", "validate_cases",
            "check_cases", "PairedVolumeDataset", "InferenceDataset", "collate_list"]
 
-SEG = "seg"
 AFFINE_ATOL = 1e-3
 MAX_LISTED_PROBLEMS = 20
 CHECK_LEVELS = ("full", "header", "none")
 
 
-@dataclass
-class Case:
-    """One case folder.
-
-    Attributes:
-        name: the folder name (cases are sorted by it).
-        folder: the case folder.
-        files: modality -> file, only for modalities present exactly once,
-            in canonical modality order.
-        seg: the ``-seg`` file, if any.
-        prefix: the file-name prefix before ``-<modality>`` (the folder name
-            if no file is present); outputs are named ``<prefix>-<modality>.nii.gz``.
-        duplicates: modality (or ``seg``) -> all its files, when there are
-            several (a problem: the modality is then not in ``files``).
-        others: NIfTI files whose name matches no modality (ignored).
-    """
-
-    name: str
-    folder: Path
-    files: Dict[str, Path]
-    seg: Optional[Path] = None
-    prefix: str = ""
-    duplicates: Dict[str, List[Path]] = field(default_factory=dict)
-    others: List[Path] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.folder = Path(self.folder)
-        if not self.prefix:
-            self.prefix = self.name
-
-    @property
-    def present(self) -> Tuple[str, ...]:
-        """Modalities present exactly once, in canonical order."""
-        return tuple(self.files)
-
-    def missing(self, modalities: Sequence[str] = MODALITIES) -> List[str]:
-        """Modalities of ``modalities`` that are not (unambiguously) present."""
-        return [m for m in modalities if m not in self.files]
-
-    def path_for(self, modality: str) -> Path:
-        """Where ``modality`` is / would be written: ``folder/<prefix>-<modality>.nii.gz``."""
-        return self.folder / f"{self.prefix}-{modality}.nii.gz"
-
-
-def _parse_modality(path: Path) -> Tuple[str, str]:
-    """(prefix, modality) of ``<prefix>-<modality>.nii[.gz]``; modality is '' without '-'."""
-    stem = nifti_stem(path)
-    prefix, sep, modality = stem.rpartition("-")
-    return (prefix, modality) if sep else (stem, "")
-
-
-def _scan_case(folder: Path, modalities: Sequence[str]) -> Optional[Case]:
-    """Build a :class:`Case` from a folder; None if it holds no NIfTI file."""
-    names = {m.lower(): m for m in modalities}
-    found: Dict[str, List[Path]] = {}
-    prefixes: List[str] = []
-    others: List[Path] = []
-    niftis = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
-    if not niftis:
-        return None
-    for p in niftis:
-        prefix, mod = _parse_modality(p)
-        key = names.get(mod.lower(), SEG if mod.lower() == SEG else None)
-        if key is None:
-            others.append(p)
-            continue
-        found.setdefault(key, []).append(p)
-        if key != SEG:
-            prefixes.append(prefix)
-    files = {m: found[m][0] for m in modalities if len(found.get(m, [])) == 1}
-    duplicates = {m: v for m, v in found.items() if len(v) > 1}
-    seg_files = found.get(SEG, [])
-    seg = seg_files[0] if len(seg_files) == 1 else None
-    prefix = Counter(prefixes).most_common(1)[0][0] if prefixes else folder.name
-    return Case(name=folder.name, folder=folder, files=files, seg=seg, prefix=prefix,
-                duplicates=duplicates, others=others)
-
-
-def discover_cases(root: Any, modalities: Sequence[str] = MODALITIES) -> List[Case]:
-    """All case folders of ``root`` (sub-folders holding NIfTI files), sorted by name.
-
-    Hidden folders/files (starting with ``.``) and folders without NIfTI files
-    are skipped. Problems inside a case (duplicates, missing modalities) are
-    recorded on the :class:`Case` and reported by :func:`validate_case`.
-
-    Raises:
-        CwdmError: ``root`` is missing, not a folder, or holds no case folder.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise CwdmError(f"{root}: data folder does not exist")
-    if not root.is_dir():
-        raise CwdmError(f"{root}: not a folder (expected a folder with one sub-folder per case)")
-    _check_modalities(modalities)
-    cases = []
-    for sub in sorted(root.iterdir(), key=lambda p: p.name):
-        if sub.name.startswith(".") or not sub.is_dir():
-            continue
-        case = _scan_case(sub, modalities)
-        if case is not None:
-            cases.append(case)
-    if not cases:
-        loose = [p for p in root.iterdir() if p.is_file() and is_nifti(p)]
-        hint = (f"; it holds {len(loose)} NIfTI files directly: put each case in its own "
-                f"sub-folder, or pass the folder that contains the case folders") if loose else ""
-        raise CwdmError(f"{root}: no case folders with NIfTI files found{hint}")
-    return cases
-
-
-def _check_modalities(modalities: Sequence[str]) -> None:
-    mods = list(modalities)
-    if not mods:
-        raise CwdmError("no modality names given")
-    bad = [m for m in mods if not m or "-" in m or m.lower() == SEG]
-    if bad or len({m.lower() for m in mods}) != len(mods):
-        raise CwdmError(f"invalid modality names {mods}: names must be unique, non-empty, "
-                        f"without '-', and not '{SEG}'")
-
-
-def conditions_for(target: str, modalities: Sequence[str] = MODALITIES) -> List[str]:
-    """The condition modalities for ``target``: the others, in canonical order.
-
-    ``conditions_for("t1c") == ["t1n", "t2w", "t2f"]``.
-    """
-    mods = list(modalities)
-    if target not in mods:
-        raise CwdmError(f"unknown target modality {target!r}; expected one of {', '.join(mods)}")
-    return [m for m in mods if m != target]
-
-
 def _presence_problems(case: Case, required: Sequence[str]) -> List[str]:
-    """Problems found without reading files: duplicates, missing required modalities."""
-    problems = [f"{case.folder}: {len(paths)} files for modality {mod} "
+    """Problems found without reading files: the folder's own, duplicates, no recognized
+    modality at all, missing required modalities."""
+    problems = list(case.problems)
+    if not case.files and not case.duplicates and not case.problems and not required:
+        found = ", ".join(p.name for p in case.others[:4]) or "no modality file"
+        problems.append(f"{case.folder}: no file with a known modality name (found {found}; expected "
+                        f"{case.prefix}-<modality>.nii.gz)")
+    problems += [f"{case.folder}: {len(paths)} files for modality {mod} "
                 f"({', '.join(p.name for p in paths)}); keep exactly one"
                 for mod, paths in case.duplicates.items()]
-    problems += [f"{case.folder}: missing required modality {mod} (no {case.prefix}-{mod}.nii.gz)"
+    problems += [f"{case.folder}: missing required modality {mod} (no {case.file_name(mod)})"
                  for mod in required if mod not in case.files and mod not in case.duplicates]
     return problems
 

@@ -3,7 +3,7 @@
 The result is the plain ordered dict of tensors that the reference
 implementation saves and loads (``model.load_state_dict(torch.load(path))``),
 so a model trained with cwdm runs there, and in ``cwdm sample --model_path``
-with the matching network flags.
+(which reads the network from the tensors; only ``--num_groups`` must match).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@
   file kinds (CSV, JSON, ``torch.save``): either the old file or the complete
   new one is there, never a half-written file, and no temporary file is left
   behind after an error.
+* :func:`check_destination` refuses, in one line and before any work, an
+  output folder or file that cannot be written (a file where a folder is
+  wanted, a parent that is a file, a read-only place).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from .errors import CwdmError
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti", "nifti_stem", "load_header", "load_nifti",
-           "save_nifti_like", "atomic_path", "atomic_write"]
+           "save_nifti_like", "atomic_path", "atomic_write", "check_destination"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -129,6 +132,45 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise CwdmError(f"{path}: is a folder, cannot write a file there")
     if path.exists() and not overwrite:
         raise CwdmError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def check_destination(path: PathLike, flag: str, kind: str = "dir", overwrite: bool = True) -> None:
+    """Raise a one-line :class:`CwdmError` if ``path`` cannot be written; nothing is created.
+
+    ``kind="dir"``: ``path`` is an output folder; it may be missing if it can
+    be created (its nearest existing ancestor is a writable folder).
+    ``kind="file"``: ``path`` is an output file; its folder must exist and be
+    writable, and an existing file is refused unless ``overwrite``.
+    ``flag`` names the option in the message (``--output_dir``).
+    """
+    path = Path(path)
+    if kind not in ("dir", "file"):
+        raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
+    if kind == "file":
+        if path.is_dir():
+            raise CwdmError(f"{flag} {path}: is a folder, expected a file name")
+        folder = path.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise CwdmError(f"{flag} {path}: {folder} {what}")
+        if path.exists() and not overwrite:
+            raise CwdmError(f"{flag} {path}: already exists (use --overwrite to replace it)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CwdmError(f"{flag} {path}: folder {folder} is not writable")
+        return
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise CwdmError(f"{flag} {path}: is a file (or a dangling link), not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CwdmError(f"{flag} {path}: folder is not writable")
+        return
+    ancestor = path.absolute().parent
+    while not (ancestor.exists() or ancestor.is_symlink()):
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is not writable")
 
 
 def _temp_name(path: Path) -> Path:

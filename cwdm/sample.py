@@ -19,6 +19,7 @@ import torch
 from . import MODALITIES
 from .checkpoint import LoadedModel, load_model
 from .errors import CwdmError
+from .naming import canonical_contrast, contrast_of_checkpoint
 from .runtime import PRECISIONS, dist_from_env, select_device
 from .samplers import SAMPLERS
 from .synthesis import SamplingOptions, Synthesizer, postprocess
@@ -80,8 +81,11 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
     """Load the checkpoint; settle the target contrast and the modalities; refuse mismatches in one line."""
     if path is None:
         raise CwdmError("--model_path is required (a released state_dict or a cwdm checkpoint)")
+    target = canonical_contrast(target, modalities)  # --contr flair -> t2f (BraTS 2021 names)
     conditions = len(modalities) - 1
-    loaded = load_model(path, config=flags.unet_config(conditions), ema=ema, device="cpu")
+    given = getattr(flags, "_given", None)  # network flags the user typed: checked against a bare state_dict
+    loaded = load_model(path, config=flags.unet_config(conditions), ema=ema, device="cpu",
+                        given=set(given) if given is not None else set())
     if loaded.kind == "cwdm":
         if target is not None and loaded.target not in (None, target):
             raise CwdmError(f"{path}: checkpoint was trained to synthesize {loaded.target}, not {target}")
@@ -91,6 +95,15 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
                 raise CwdmError(f"{path}: checkpoint modalities {loaded.modalities} differ from --modalities "
                                 f"{list(modalities)}")
             modalities = tuple(loaded.modalities)  # the checkpoint knows its task
+    if loaded.kind == "released":
+        named = contrast_of_checkpoint(Path(path), modalities)
+        if target is None and named is not None:
+            target = named
+            print(f"note: {path}: synthesizing {named}, as the file name says (pass --contr to choose)",
+                  file=sys.stderr)
+        elif named is not None and target is not None and named != target:
+            print(f"warning: {path}: the file name says it synthesizes {named}, but {target} was asked for",
+                  file=sys.stderr)
     if target is None:
         raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
     if target not in modalities:

@@ -24,6 +24,8 @@ from . import MODALITIES
 from .config import from_dict, to_dict
 from .diffusion import linear_schedule, training_loss
 from .errors import CwdmError
+from .naming import canonical_contrast
+from .nifti_io import check_destination
 from .runtime import (autocast, cleanup_distributed, dist_from_env, init_distributed, memory_format,
                       select_device)
 from .train_state import EMA, DataOrder, checkpoint_files, latest_checkpoint, save_checkpoint
@@ -193,8 +195,10 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
 
     from .checkpoint import check_state_dict, is_cwdm_checkpoint, read_checkpoint
 
+    cfg.contr = canonical_contrast(cfg.contr, cfg.modalities)  # --contr flair -> t2f (BraTS 2021 names)
     validate_config(cfg)
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.contr)
+    check_destination(run_dir, "--run_dir")
     resume_path = resolve_resume(cfg, run_dir)
     state, init_weights, notes = None, None, []
     if resume_path is not None:

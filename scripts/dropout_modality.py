@@ -23,7 +23,7 @@ from cwdm.cli import main as cwdm_main  # noqa: E402
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="dropout_modality.py",
+        prog="dropout_modality.py", allow_abbrev=False,
         description="drop one modality per case (reference pseudo-validation split); "
                     "see `cwdm dropout --help` for the other flags")
     parser.add_argument("src", nargs="?", help="input folder (same as --input_dir)")

@@ -3,7 +3,9 @@ import hashlib
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
+from conftest import write_brats_root
 from cwdm.cli import main as cli
 from test_sample import FAST, make_checkpoint
 
@@ -100,3 +102,49 @@ def test_auto_output_dir_inside_the_input_is_refused(make_brats_root, models, ca
     assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir", str(data), *FAST]) == 0
     assert {str(p) for p in set(snapshot(data)) - set(before)} == {
         "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz"}
+
+
+PUBLISHED = {"t1_gen.pt": "t1n", "t1ce_gen.pt": "t1c", "t2_gen.pt": "t2w", "flair_gen.pt": "t2f"}
+
+
+@pytest.fixture
+def published(tmp_path):
+    """Bare state_dicts (tiny networks) under the published file names, as downloaded."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for i, name in enumerate(PUBLISHED):
+        sd = torch.load(make_checkpoint(tmp_path / f"tmp{i}.pt", seed=i), weights_only=True)["ema"]
+        torch.save(sd, folder / name)
+    return folder
+
+
+def test_auto_with_the_published_file_names(make_brats_root, published, capsys):
+    data = make_brats_root(cases=4, missing={f"BraTS-GLI-{i:05d}-000": [m] for i, m in enumerate(PUBLISHED.values())})
+    before = snapshot(data)
+    # only num_groups is given: the rest of each network is read from its tensors
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(published), "--num_groups", "4", *FAST]) == 0
+    new = {str(p) for p in set(snapshot(data)) - set(before)}
+    assert new == {f"BraTS-GLI-{i:05d}-000/BraTS-GLI-{i:05d}-000-{m}.nii.gz" for i, m in enumerate(PUBLISHED.values())}
+    assert "t1n x1, t1c x1, t2w x1, t2f x1" in capsys.readouterr().err
+
+
+def test_published_name_and_brats_name_for_one_contrast(make_brats_root, published, capsys):
+    data = make_brats_root(cases=1, missing={"BraTS-GLI-00000-000": ["t2f"]})
+    (published / "brats_t2f_1200000.pt").write_bytes((published / "flair_gen.pt").read_bytes())
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(published), "--num_groups", "4", *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "several checkpoints for t2f (brats_t2f_1200000.pt, flair_gen.pt)" in err
+
+
+def test_auto_completes_brats2021_cases_in_their_own_naming(tmp_path, models, capsys):
+    case = tmp_path / "data" / "BraTS2021_00000"
+    write_brats_root(tmp_path / "tmp", cases=["x"], missing={"x": ["t2f"]})
+    case.mkdir(parents=True)
+    for old, new in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w"), ("seg", "seg")):
+        (tmp_path / "tmp" / "x" / f"x-{new}.nii.gz").rename(case / f"BraTS2021_00000_{old}.nii.gz")
+    assert cli(["auto", "--data_dir", str(tmp_path / "data"), "--models_dir", str(models), *FAST]) == 0
+    assert (case / "BraTS2021_00000_flair.nii.gz").is_file()
+    assert len(list(case.iterdir())) == 5
+    err = capsys.readouterr().err
+    assert err.count("BraTS 2021 file names") == 1

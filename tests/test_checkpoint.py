@@ -1,10 +1,12 @@
+import json
+
 import pytest
 import torch
 
-from cwdm.checkpoint import FORMAT, FORMAT_VERSION, load_model
+from cwdm.checkpoint import FORMAT, FORMAT_VERSION, infer_config, load_model
 from cwdm.config import to_dict
 from cwdm.errors import CwdmError
-from cwdm.unet import UNet, UNetConfig
+from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
 from refdata import REF, npz, tiny_config
 
 TINY = UNetConfig(**tiny_config())
@@ -21,7 +23,16 @@ def test_bare_released_state_dict_with_config():
 
 
 def test_bare_state_dict_with_released_default_config_is_refused_clearly():
-    with pytest.raises(CwdmError, match=r"checkpoint has model_channels 16, config expects 64"):
+    # the released configuration given explicitly: every contradiction in one line
+    with pytest.raises(CwdmError) as info:
+        load_model(REF / "unet_tiny.pt", config=UNetConfig())
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "checkpoint has model_channels 16, config expects 64" in msg
+    assert "checkpoint has channel_mult 1 2, config expects 1 2 2 4 4" in msg
+    assert "checkpoint has num_res_blocks 1, config expects 2" in msg
+    # nothing given: the network is read from the file; only num_groups (default 32) must fit
+    with pytest.raises(CwdmError, match=r"unet_tiny.pt: .*divisible by num_groups \(32\).*pass --num_groups"):
         load_model(REF / "unet_tiny.pt")
 
 
@@ -32,11 +43,61 @@ def test_in_channels_mismatch_message(tmp_path):
 
 
 def test_structure_mismatch_is_one_line(tmp_path):
-    cfg = UNetConfig(**{**tiny_config(), "num_res_blocks": 2})
+    cfg = UNetConfig(**{**tiny_config(), "num_res_blocks": 2, "additive_skips": True})
     with pytest.raises(CwdmError) as info:
         load_model(REF / "unet_tiny.pt", config=cfg)
     msg = str(info.value)
-    assert "\n" not in msg and "missing tensors" in msg and "unet_tiny.pt" in msg
+    assert "\n" not in msg and "unet_tiny.pt" in msg
+    assert "checkpoint has num_res_blocks 1, config expects 2" in msg
+    assert "checkpoint has additive_skips False, config expects True" in msg
+
+
+def test_tensors_that_are_not_a_unet_are_refused(tmp_path):
+    sd = UNet.from_config(TINY).state_dict()
+    del sd["out.2.weight"]
+    torch.save(sd, tmp_path / "cut.pt")
+    with pytest.raises(CwdmError, match=r"cut.pt: not a cWDM U-Net state_dict .*out.2.weight"):
+        load_model(tmp_path / "cut.pt")
+
+
+# --- bare state_dicts: the network is read from the tensors ---------------------------
+
+def test_released_layout_is_inferred():
+    layout = json.loads((REF / "unet_full_layout.json").read_text())
+    sd = {k: torch.empty(v, device="meta") for k, v in layout.items()}
+    assert infer_config(sd) == RELEASED_CONFIG
+    assert infer_config(sd, num_groups=16).num_groups == 16
+
+
+def test_tiny_reference_is_inferred_and_runs_with_only_num_groups():
+    # the user says only what the file cannot: num_groups
+    loaded = load_model(REF / "unet_tiny.pt", config=UNetConfig(num_groups=8), given={"num_groups"})
+    assert loaded.config == TINY
+    ref = npz("unet_tiny_io")
+    with torch.no_grad():
+        y = loaded.model(torch.from_numpy(ref["x"]), torch.from_numpy(ref["t"]))
+    assert (y - torch.from_numpy(ref["y"])).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("mult,blocks,additive,conditions", [((1, 2), 1, False, 3), ((1, 2, 4), 2, True, 1),
+                                                             ((2, 2), 3, False, 2), ((1,), 1, True, 3)])
+def test_inference_of_other_layouts(mult, blocks, additive, conditions):
+    cfg = UNetConfig(model_channels=8, channel_mult=mult, num_res_blocks=blocks, additive_skips=additive,
+                     in_channels=8 * (1 + conditions), num_groups=4)
+    with torch.device("meta"):
+        sd = UNet.from_config(cfg).state_dict()
+    assert infer_config(sd, num_groups=4) == cfg
+
+
+def test_explicit_flags_that_contradict_the_file_are_listed_together():
+    flags = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=3, num_groups=8, in_channels=24)
+    with pytest.raises(CwdmError) as info:
+        load_model(REF / "unet_tiny.pt", config=flags, given={"model_channels", "channel_mult", "num_res_blocks"})
+    msg = str(info.value)
+    assert "checkpoint has model_channels 16, config expects 32" in msg
+    assert "checkpoint has num_res_blocks 1, config expects 3" in msg
+    assert "checkpoint has in_channels 32, config expects 24 (the network takes 3 conditions" in msg
+    assert "channel_mult" not in msg  # given, but it agrees
 
 
 def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):

@@ -117,3 +117,50 @@ def test_auto_drops_contr():
     notes = []
     assert translate("auto", ["--contr=t2f", "--data_dir=x"], note=notes.append) == ["auto", "--data_dir=x"]
     assert notes and "--contr" in notes[0]
+
+
+def test_sample_auto_model_path_and_output_dir(tmp_path):
+    notes = []
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    out = translate("auto", ["--data_dir=d", f"--model_path={folder}", "--output_dir", "res", "--contr=t2f"],
+                    note=notes.append)
+    assert out == ["auto", "--data_dir=d", f"--models_dir={folder}"]
+    assert any("--output_dir res is ignored" in n and "case folder" in n for n in notes)
+    one = folder / "flair_gen.pt"
+    one.write_bytes(b"x")
+    with pytest.raises(CwdmError, match="one checkpoint per contrast.*--model_t1n"):
+        translate("auto", [f"--model_path={one}"], note=lambda m: None)
+    with pytest.raises(CwdmError, match="no such folder"):
+        translate("auto", [f"--model_path={tmp_path / 'nowhere'}"], note=lambda m: None)
+    # the other commands keep --model_path / --output_dir as they are
+    assert translate("sample", [f"--model_path={one}", "--output_dir=r"], note=lambda m: None) == \
+        ["sample", f"--model_path={one}", "--output_dir=r"]
+
+
+def test_sample_auto_shim_writes_into_the_case_folders(make_brats_root, tmp_path):
+    from test_sample import make_checkpoint
+
+    data = make_brats_root(cases=2, missing={"BraTS-GLI-00001-000": ["t1c"]})
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    make_checkpoint(folder / "brats_t1c_1200000.pt", target="t1c")
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_auto.py"), f"--data_dir={data}",
+                           f"--model_path={folder}", f"--output_dir={results}", "--dims=3", "--use_ddim=True",
+                           "--sampling_steps=2", "--contr=t1c", "--progress=False", "--num_workers=0"],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (data / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t1c.nii.gz").is_file()
+    assert not results.exists()
+    assert f"into the case folders of {data}" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("mode,command", [("training", "train"), ("sampling", "sample")])
+def test_run_sh_reference_mode_names(tmp_path, mode, command):
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")],
+                          env=_env(MODE=mode, DATA_DIR=tmp_path / "none", VAL_DIR=tmp_path / "none",
+                                   MODEL_PATH=tmp_path / "m.pt", RUN_DIR=tmp_path / "run", OUTPUT_DIR=tmp_path / "o"),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert f"+ python -m cwdm {command} " in proc.stderr
+    assert proc.returncode == 1 and "unknown MODE" not in proc.stderr

@@ -127,8 +127,39 @@ def test_released_state_dict_refusals(make_brats_root, tmp_path, capsys):
             "--output_dir", str(tmp_path / "o"), *FAST]
     assert cli(base + TINY_FLAGS) == 1
     assert "pass --contr" in capsys.readouterr().err
-    assert cli(base + ["--contr", "t1c"]) == 1  # released default config: 64 channels
-    assert "checkpoint has model_channels 16, config expects 64" in capsys.readouterr().err
+    assert cli(base + ["--contr", "t1c"]) == 1  # network read from the file; num_groups 32 does not fit
+    assert "pass --num_groups" in capsys.readouterr().err
+    # explicit flags that contradict the file: all of them in one line, before any work
+    assert cli(base + ["--contr", "t1c", "--num_channels", "64", "--num_res_blocks", "2", "--num_groups", "8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "checkpoint has model_channels 16, config expects 64" in err
+    assert "checkpoint has num_res_blocks 1, config expects 2" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_released_state_dict_needs_only_num_groups(make_brats_root, tmp_path, capsys):
+    data = make_brats_root(cases=1)
+    out = tmp_path / "out"
+    rc = cli(["sample", "--data_dir", str(data), "--model_path", str(REF / "unet_tiny.pt"), "--contr", "flair",
+              "--output_dir", str(out), *FAST, "--num_groups", "8", "--sampler", "regression"])
+    assert rc == 0
+    assert (out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f.nii.gz").is_file()  # flair = t2f
+
+
+@pytest.mark.parametrize("name,contr,says", [("flair_gen.pt", "t1c", "t2f"), ("brats_t2w_1200000.pt", "t1n", "t2w")])
+def test_file_name_and_contr_disagree_warns(make_brats_root, tmp_path, capsys, name, contr, says):
+    data = make_brats_root(cases=1)
+    path = tmp_path / name
+    path.write_bytes((REF / "unet_tiny.pt").read_bytes())
+    args = ["sample", "--data_dir", str(data), "--model_path", str(path), "--output_dir", str(tmp_path / "o"),
+            *FAST, "--num_groups", "8", "--sampler", "regression"]
+    assert cli(args + ["--contr", contr]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "file name says" in line]
+    assert len(warnings) == 1 and f"synthesizes {says}, but {contr}" in warnings[0]
+    # without --contr the name decides
+    assert cli(args + ["--output_dir", str(tmp_path / "o2")]) == 0
+    assert (tmp_path / "o2" / "BraTS-GLI-00000-000" / f"BraTS-GLI-00000-000-{says}.nii.gz").is_file()
 
 
 def test_bad_case_is_reported_and_rest_complete(make_brats_root, tmp_path, ckpt, capsys):

@@ -212,7 +212,7 @@ def test_new_run_from_a_bare_state_dict(brats_root, tmp_path):
 
 @pytest.mark.parametrize("field,value,message", [
     ("save_interval", 0, "--save_interval"), ("batch_size", 0, "--batch_size"), ("lr", -1.0, "--lr"),
-    ("contr", "flair", "--contr flair"), ("max_steps", 0, "--max_steps")])
+    ("contr", "pd", "--contr pd"), ("max_steps", 0, "--max_steps")])
 def test_bad_values_refused_before_anything_is_written(brats_root, tmp_path, field, value, message):
     with pytest.raises(CwdmError, match=message):
         train(cfg_for(brats_root, tmp_path / "r", **{"max_steps": 1, field: value}))

@@ -1,0 +1,127 @@
+"""The command line as documented: output destinations checked first, exact flags, one-line errors."""
+
+import os
+
+import pytest
+
+from cwdm.cli import build_parser, main as cli, normalize_flags
+from cwdm.config import from_args
+from cwdm.errors import CwdmError
+from cwdm.nifti_io import check_destination
+from test_sample import FAST
+
+ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def afile(tmp_path):
+    path = tmp_path / "afile.txt"
+    path.write_text("not a folder")
+    return path
+
+
+# --- every output destination, before any work ------------------------------------------
+
+def _commands(tmp_path, dest):
+    missing_model = str(tmp_path / "no_such_model.pt")  # loading it would fail differently
+    return {
+        "sample": ["sample", "--data_dir", str(tmp_path), "--model_path", missing_model, "--contr", "t2f",
+                   "--output_dir", str(dest), *FAST],
+        "auto": ["auto", "--data_dir", str(tmp_path), "--model_t2f", missing_model, "--output_dir", str(dest), *FAST],
+        "demo --out": ["demo", "--out", str(dest)],
+        "demo --output_dir": ["demo", "--output_dir", str(dest)],
+        "train": ["train", "--data_dir", str(tmp_path / "no_data"), "--run_dir", str(dest), "--max_steps", "1"],
+        "export": ["export", missing_model, str(dest)],
+    }
+
+
+@pytest.mark.parametrize("command", ["sample", "auto", "demo --out", "demo --output_dir", "train"])
+@pytest.mark.parametrize("where", ["is_a_file", "parent_is_a_file"])
+def test_folder_destinations_checked_first(tmp_path, afile, capsys, command, where):
+    dest = afile if where == "is_a_file" else afile / "sub" / "out"
+    assert cli(_commands(tmp_path, dest)[command]) == 1
+    err = one_line_error(capsys, str(afile))
+    assert ("is a file" in err) and "no_such_model" not in err and "no_data" not in err
+    assert afile.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("where", ["parent_is_a_file", "parent_missing", "is_a_folder", "exists"])
+def test_export_destination_checked_first(tmp_path, afile, capsys, where):
+    dest = {"parent_is_a_file": afile / "x.pt", "parent_missing": tmp_path / "nowhere" / "x.pt",
+            "is_a_folder": tmp_path, "exists": afile}[where]
+    assert cli(_commands(tmp_path, dest)["export"]) == 1
+    err = one_line_error(capsys, str(dest))
+    assert "no_such_model" not in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_missing_but_creatable_folder_passes_and_is_not_created(tmp_path):
+    check_destination(tmp_path / "a" / "b", "--output_dir")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.skipif(ROOT_USER, reason="root writes into read-only folders")
+def test_read_only_parent_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(CwdmError, match="not writable"):
+            check_destination(locked / "out", "--output_dir")
+        with pytest.raises(CwdmError, match="not writable"):
+            check_destination(locked, "--output_dir")
+        with pytest.raises(CwdmError, match="not writable"):
+            check_destination(locked / "x.pt", "OUT", kind="file")
+        assert cli(_commands(tmp_path, locked / "out")["sample"]) == 1
+        one_line_error(capsys, "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+# --- flags -----------------------------------------------------------------------------
+
+def test_no_prefix_matching_and_did_you_mean(tmp_path, capsys):
+    assert cli(["sample", "--num_chan", "16"]) == 2
+    one_line_error(capsys, "unknown flag --num_chan", "did you mean --num_channels?")
+    assert cli(["train", "--data_dri=x"]) == 2
+    one_line_error(capsys, "unknown flag --data_dri", "did you mean --data_dir?")
+    assert cli(["check", str(tmp_path), "--zzzzzz"]) == 2
+    err = one_line_error(capsys, "unknown flag --zzzzzz")
+    assert "did you mean" not in err and "usage:" not in err
+    assert cli(["sample", "--sampler", "fast"]) == 2
+    one_line_error(capsys, "invalid choice")
+
+
+@pytest.mark.parametrize("command,extra", [("train", []), ("sample", []), ("auto", []), ("evaluate", ["--pred_dir", "p"]),
+                                           ("demo", [])])
+def test_dash_and_underscore_spellings(command, extra):
+    parser, module = build_parser(command)
+    known = [s for a in parser._actions for s in a.option_strings]
+    flag = "--ref-dir" if command == "evaluate" else ("--output-dir" if command == "demo" else "--data-dir")
+    args = parser.parse_args(normalize_flags(extra + [flag, "somewhere"], known))
+    name = {"evaluate": "ref_dir", "demo": "out"}.get(command, "data_dir")
+    assert str(getattr(from_args(module.CONFIG, args), name)) == "somewhere"
+
+
+def test_dash_spelling_through_main(tmp_path, capsys):
+    # the data folder is read (and found missing): the flag itself was accepted
+    assert cli(["check", str(tmp_path / "nowhere"), "--header-only"]) == 1
+    one_line_error(capsys, "nowhere: data folder does not exist")
+    assert cli(["sample", "--data-dir", str(tmp_path / "nowhere"), "--model-path", str(tmp_path / "m.pt"),
+                "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 1
+    one_line_error(capsys, "m.pt: checkpoint file not found")
+
+
+def test_demo_output_dir_alias():
+    parser, module = build_parser("demo")
+    assert from_args(module.CONFIG, parser.parse_args(["--output_dir", "x"])).out.name == "x"
+    assert from_args(module.CONFIG, parser.parse_args(["--out", "y"])).out.name == "y"
