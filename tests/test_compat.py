@@ -162,5 +162,5 @@ def test_run_sh_reference_mode_names(tmp_path, mode, command):
                           env=_env(MODE=mode, DATA_DIR=tmp_path / "none", VAL_DIR=tmp_path / "none",
                                    MODEL_PATH=tmp_path / "m.pt", RUN_DIR=tmp_path / "run", OUTPUT_DIR=tmp_path / "o"),
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert f"+ python -m cwdm {command} " in proc.stderr
+    assert f" -m cwdm {command} " in proc.stderr
     assert proc.returncode == 1 and "unknown MODE" not in proc.stderr
