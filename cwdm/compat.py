@@ -33,7 +33,7 @@ FIXED = {"dims": "3", "learn_sigma": "false", "predict_xstart": "true", "noise_s
          "rescale_timesteps": "false", "rescale_learned_sigmas": "false", "attention_resolutions": "",
          "model": "unet"}
 IGNORED = {"dataset", "num_heads", "devices", "renormalize", "image_size", "mode", "use_fp16", "resume_step",
-           "lr_anneal_steps", "in_channels", "sample_schedule", "microbatch", "fp16_scale_growth", "data_mode",
+           "in_channels", "sample_schedule", "microbatch", "fp16_scale_growth", "data_mode",
            "half_res_crop", "concat_coords", "gpu", "dropout", "num_head_channels",
            "use_new_attention_order", "resblock_updown", "special_checkpoint"}
 _TRUE = {"true", "1", "yes"}

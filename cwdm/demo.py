@@ -48,7 +48,9 @@ class DemoConfig:
     num_res_blocks: int = field(default=1, metadata={"help": "residual blocks per level"})
     num_groups: int = field(default=8, metadata={"help": "GroupNorm groups"})
     batch_size: int = field(default=2, metadata={"help": "training batch size"})
-    lr: float = field(default=2e-4, metadata={"help": "learning rate (higher than released: short run)"})
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate (higher than released: short run)"})
+    lr_anneal: bool = field(default=True, metadata={"help": "decay the learning rate linearly to 0 over the "
+                                                            "training steps"})
     ema_rate: float = field(default=0.99, metadata={"help": "EMA rate (short run)"})
     train_steps: int = field(default=1400, metadata={"help": "training steps (fixed: results do not depend "
                                                               "on the machine's speed)"})
@@ -106,6 +108,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                        model_channels=cfg.model_channels, channel_mult=cfg.channel_mult,
                        num_res_blocks=cfg.num_res_blocks, num_groups=cfg.num_groups, batch_size=cfg.batch_size,
                        lr=cfg.lr, ema_rate=cfg.ema_rate, max_steps=cfg.train_steps, max_minutes=cfg.train_minutes,
+                       lr_anneal_steps=cfg.train_steps if cfg.lr_anneal else 0,
                        seed=cfg.seed, save_interval=10 ** 9, log_interval=25, image_interval=200,
                        num_workers=cfg.num_workers, progress=cfg.progress)
     status = train(tcfg)
@@ -160,7 +163,7 @@ def _comparison_montage(out: Path, cfg: DemoConfig) -> Optional[str]:
     import numpy as np
 
     from .data import conditions_for, discover_cases
-    from .metrics import brain_mask, brasyn_normalize, normalization_bounds
+    from .metrics import brain_mask, brasyn_normalize, normalization_bounds, reference_on_prediction_scale
     from .montage import mask_centroid, save_montage, volume_center
     from .nifti_io import load_nifti
 
@@ -177,17 +180,18 @@ def _comparison_montage(out: Path, cfg: DemoConfig) -> Optional[str]:
     preds = {name: load_volume(out / folder / case.name / f"{case.prefix}-{cfg.target}.nii.gz")
              for name, folder in (("cwdm", "synthesis"), ("baseline", "baseline"))}
     brain = brain_mask(*vols.values())
-    bounds = normalization_bounds(vols[cfg.target])
-    ref = brasyn_normalize(vols[cfg.target], bounds=bounds)
+    scaled, _ = reference_on_prediction_scale(preds["cwdm"], vols[cfg.target])  # as `cwdm evaluate` scores it
+    bounds = normalization_bounds(scaled)
+    ref = brasyn_normalize(scaled, bounds=bounds)
     shown = {k: brasyn_normalize(v, bounds=bounds) for k, v in preds.items()}
     errs = {k: np.where(brain, np.abs(v - ref), 0.0) for k, v in shown.items()}
     emax = max(float(np.percentile(np.concatenate([e[brain] for e in errs.values()]), 99.5)), 1e-3)
-    unit = "|error| (fraction of the reference range)"
+    unit = "|error|, both maps\n(fraction of target range)"
     cols = [(m, vols[m]) for m in conditions_for(cfg.target, MODALITIES)]
     cols += [(f"reference {cfg.target}", ref, {"vmin": 0.0, "vmax": 1.0}),
              (f"cwdm {cfg.target}", shown["cwdm"], {"vmin": 0.0, "vmax": 1.0}),
              (f"baseline {cfg.target}", shown["baseline"], {"vmin": 0.0, "vmax": 1.0}),
-             ("|error| cwdm", errs["cwdm"], {"cmap": "magma", "vmin": 0.0, "vmax": emax, "colorbar": unit}),
+             ("|error| cwdm", errs["cwdm"], {"cmap": "magma", "vmin": 0.0, "vmax": emax}),
              ("|error| baseline", errs["baseline"], {"cmap": "magma", "vmin": 0.0, "vmax": emax, "colorbar": unit})]
     center = (mask_centroid(seg) if seg is not None else None) or volume_center(brain)
     path = out / "montage.png"

@@ -90,6 +90,11 @@ class EvaluateConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     device: str = field(default="auto", metadata={"help": "where SSIM is computed: auto (CUDA when "
                                                           "available), cpu, cuda or cuda:N"})
+    pred_scale: str = field(default="auto", metadata={
+        "help": "prediction intensities for PSNR/MSE/MAE: target (the reference's units), unit (cwdm's "
+                "[0, 1] model scale: the reference is clipped at 0.1/99.9 %% and scaled first), auto (unit "
+                "when the prediction lies in [0, 1] and the reference does not)",
+        "choices": ["auto", "target", "unit"]})
 
 
 CONFIG = EvaluateConfig
@@ -239,8 +244,11 @@ def _load_matching(path: Path, shape: Sequence[int], against: str, consequence: 
 
 
 def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_path: Optional[Path] = None,
-                  device: Any = None) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+                  device: Any = None, pred_scale: str = "auto") -> Tuple[Optional[Dict[str, Any]], List[str]]:
     """Metrics (and optionally the montage) of one pair.
+
+    ``pred_scale``: see :func:`cwdm.metrics.reference_on_prediction_scale`; the
+    scale used is the row's ``pred_scale``.
 
     Returns:
         (row dict with :data:`CSV_FIELDS` keys -- metrics ``nan`` and
@@ -276,7 +284,8 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
 
     finite_refs = [v for v in (ref, *others.values()) if np.all(np.isfinite(v))]
     mask = M.brain_mask(*finite_refs) if finite_refs else None
-    row: Dict[str, Any] = {"case": pair.case, "target": pair.target, "problem": ""}
+    ref, used_scale = M.reference_on_prediction_scale(pred, ref, pred_scale)
+    row: Dict[str, Any] = {"case": pair.case, "target": pair.target, "problem": "", "pred_scale": used_scale}
     try:
         row.update(M.case_metrics(pred, ref, mask, seg, device=device))
     except M.DegenerateVolume as exc:
@@ -301,7 +310,8 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
 
 def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: Sequence[str] = MODALITIES,
                   montage: bool = True, progress: bool = True, *, targets: Optional[Sequence[str]] = None,
-                  verbose: bool = True, device: Any = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+                  verbose: bool = True, device: Any = None,
+                  pred_scale: str = "auto") -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Evaluate every prediction of ``pred_dir`` against ``ref_dir`` and write the reports.
 
     Args:
@@ -313,6 +323,7 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
         targets: evaluate only these modalities (default: all found).
         verbose: print each problem as a ``warning:`` line on stderr.
         device: torch device of the SSIM computation (None: CPU).
+        pred_scale: ``auto``, ``target`` or ``unit`` (:func:`cwdm.metrics.reference_on_prediction_scale`).
 
     Returns:
         (rows: one dict per evaluated pair with the :data:`CSV_FIELDS` keys --
@@ -360,7 +371,7 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
         bar.set_postfix_str(case, refresh=False)
         for pair in case_pairs:
             mpath = out / MONTAGE_DIR / f"{pair.case}-{pair.target}.png" if montage else None
-            row, pair_problems = evaluate_pair(pair, modalities, mpath, device=device)
+            row, pair_problems = evaluate_pair(pair, modalities, mpath, device=device, pred_scale=pred_scale)
             for p in pair_problems:
                 warn(p)
             problems.extend(pair_problems)
@@ -389,7 +400,7 @@ def run(cfg: EvaluateConfig) -> int:
     device = select_device(cfg.device)
     rows, summary = evaluate_dirs(cfg.pred_dir, cfg.ref_dir, cfg.out_dir, cfg.modalities,
                                   montage=cfg.montage, progress=cfg.progress, targets=cfg.targets or None,
-                                  device=device)
+                                  device=device, pred_scale=cfg.pred_scale)
     out = Path(summary["out_dir"])
     print(format_table(summary))
     print(f"{len(rows)} pairs evaluated, {len(summary['problems'])} problems, "

@@ -23,7 +23,7 @@ from .metrics import CHALLENGE_METRICS, METRIC_NAMES
 
 CSV_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
-CSV_FIELDS = ("case", "target") + METRIC_NAMES + ("has_std", "problem")
+CSV_FIELDS = ("case", "target") + METRIC_NAMES + ("pred_scale", "has_std", "problem")
 """Columns of ``metrics.csv``: case, target, ssim, ssim_tumor, ssim_non_tumor, psnr, mse, mae,
 ssim_tumor_region, ssim_non_tumor_region, has_std, problem."""
 
@@ -182,7 +182,7 @@ def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[
     cols += [(f"reference {target}", rn, {"vmin": 0.0, "vmax": 1.0}),
              (f"synthesis {target}", pn, {"vmin": 0.0, "vmax": 1.0}),
              ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax,
-                               "colorbar": "|error| (fraction of the reference range)"})]
+                               "colorbar": "|error| (fraction of\nthe reference range)"})]
     if std is not None:
         cols.append(("std", std, {"cmap": "viridis", "colorbar": "ensemble std (output intensity)"}))
     center = (mask_centroid(seg) if seg is not None else None) or \

@@ -42,6 +42,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["PERCENTILES", "PSNR_CAP_DB", "METRIC_NAMES", "CHALLENGE_METRICS", "DegenerateVolume",
+           "PRED_SCALES", "reference_on_prediction_scale",
            "normalization_bounds", "brasyn_normalize", "degenerate_reason", "brain_mask", "ssim_3d",
            "masked_errors", "case_metrics"]
 
@@ -56,6 +57,46 @@ CHALLENGE_METRICS = ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae
 
 METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region", "mae_tumor", "mae_non_tumor")
 """Keys of :func:`case_metrics`' result, in report order."""
+
+
+PRED_SCALES = ("auto", "target", "unit")
+"""How a prediction's intensities relate to its reference (see :func:`reference_on_prediction_scale`)."""
+
+
+def reference_on_prediction_scale(pred: Any, ref: Any, scale: str = "auto") -> Tuple[np.ndarray, str]:
+    """The reference to score ``pred`` against for PSNR / MSE / MAE, and the scale used.
+
+    The BraTS convention scales the prediction with the *target's* percentiles,
+    so the prediction must be in the target's intensity units. cwdm (like the
+    reference implementation) writes syntheses on the model's scale instead:
+    each volume clipped to its 0.1 / 99.9 % quantiles and scaled to [0, 1]
+    (:func:`cwdm.preprocess.clip_and_normalize`), which is what the network is
+    trained to produce. ``scale``:
+
+    * ``"target"``: ``pred`` is in ``ref``'s units; ``ref`` is used as is.
+    * ``"unit"``: ``pred`` is on the model scale; ``ref`` is brought to it with
+      ``clip_and_normalize`` first (the same map the network's training target had).
+    * ``"auto"``: ``"unit"`` when every finite ``pred`` voxel is in [0, 1] and
+      ``ref``'s maximum is above 1 (a raw scan), else ``"target"``.
+
+    SSIM is unaffected (each volume is normalized with its own percentiles).
+
+    Returns:
+        (reference (X, Y, Z), ``"target"`` or ``"unit"``).
+    """
+    from .preprocess import clip_and_normalize
+
+    if scale not in PRED_SCALES:
+        raise ValueError(f"unknown prediction scale {scale!r}; choose one of {', '.join(PRED_SCALES)}")
+    r = _to_numpy(ref)
+    if scale == "auto":
+        p = _to_numpy(pred)
+        finite = p[np.isfinite(p)]
+        on_unit = finite.size > 0 and float(finite.min()) >= 0.0 and float(finite.max()) <= 1.0
+        scale = "unit" if on_unit and np.isfinite(r).all() and float(r.max()) > 1.0 else "target"
+    if scale == "unit" and np.isfinite(r).all():
+        return clip_and_normalize(r).astype(np.float32), "unit"
+    return r, scale
 
 
 class DegenerateVolume(ValueError):

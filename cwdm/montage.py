@@ -117,7 +117,9 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
     center = tuple(int(np.clip(c, 0, s - 1)) for c, s in zip(center, vols[0].shape))
 
     ncols, nrows = len(columns), len(PLANES)
-    fig = Figure(figsize=(panel_size * ncols + 0.6, panel_size * nrows + (0.5 if title else 0.2)), dpi=dpi)
+    bars = any(len(col) == 3 and col[2] and "colorbar" in col[2] for col in columns)
+    fig = Figure(figsize=(panel_size * ncols + 0.6, panel_size * nrows + (0.5 if title else 0.2) + 0.7 * bars),
+                 dpi=dpi)
     FigureCanvasAgg(fig)
     fig.patch.set_facecolor("black")
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -134,8 +136,8 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
             ax = axes[i][j]
             image = ax.imshow(slices[plane], interpolation="nearest", aspect="equal", **kwargs)
             if bar_label is not None and i == nrows - 1:
-                bar = fig.colorbar(image, ax=[axes[r][j] for r in range(nrows)], orientation="horizontal",
-                                   fraction=0.04, pad=0.02)
+                cax = ax.inset_axes([0.08, -0.09, 0.84, 0.05])  # under the column, outside the layout
+                bar = fig.colorbar(image, cax=cax, orientation="horizontal")
                 bar.set_label(str(bar_label), color="white", fontsize=8)
                 bar.ax.tick_params(colors="white", labelsize=7)
             ax.set_xticks([])
@@ -148,8 +150,9 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
                 ax.set_ylabel(plane, color="white", fontsize=9)
     if title:
         fig.suptitle(title, color="white", fontsize=10)
-    if not any(len(col) == 3 and col[2] and "colorbar" in col[2] for col in columns):
-        fig.tight_layout()  # (tight_layout cannot place colour bars that span several axes)
+    fig.tight_layout()
+    if bars:
+        fig.subplots_adjust(bottom=0.7 / fig.get_figheight() + 0.02)
     out = Path(path)
     with atomic_write(out, "wb") as fh:
         fig.savefig(fh, format="png", facecolor=fig.get_facecolor())

@@ -48,6 +48,9 @@ class TrainConfig(NetworkFlags):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     batch_size: int = field(default=1, metadata={"help": "volumes per step and process"})
     max_steps: int = field(default=1_200_000, metadata={"help": "stop after this many steps"})
+    lr_anneal_steps: int = field(default=0, metadata={
+        "help": "decay the learning rate linearly to 0 over this many steps and stop there "
+                "(the reference's meaning; 0 = constant learning rate)"})
     max_minutes: Optional[float] = field(default=None, metadata={"help": "also stop (and save) after this wall time"})
     ema_rate: float = field(default=0.9999, metadata={"help": "EMA decay of the kept weight average"})
     seed: int = field(default=0, metadata={"help": "seed of data order, timesteps and noise"})
@@ -66,6 +69,17 @@ class TrainConfig(NetworkFlags):
     channels_last: bool = field(default=False, metadata={
         "help": "channels-last layout on CUDA (0.65x the speed of the default on an H100)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    @property
+    def step_limit(self) -> int:
+        """The step training stops at: ``max_steps``, or ``lr_anneal_steps`` when that is set and smaller."""
+        return min(self.max_steps, self.lr_anneal_steps) if self.lr_anneal_steps else self.max_steps
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the optimizer step taken after ``step`` completed steps."""
+        if not self.lr_anneal_steps:
+            return self.lr
+        return self.lr * max(0.0, 1.0 - step / self.lr_anneal_steps)
 
     def model_config(self) -> UNetConfig:
         return self.unet_config(len(self.modalities) - 1)
@@ -156,6 +170,7 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.keep_last >= 0, "--keep_last must be >= 0 (0 = keep all)"),
              (cfg.num_workers >= 0, "--num_workers must be >= 0"),
              (cfg.max_minutes is None or cfg.max_minutes > 0, "--max_minutes must be positive"),
+             (cfg.lr_anneal_steps >= 0, "--lr_anneal_steps must be >= 0 (0 = constant learning rate)"),
              (cfg.contr in cfg.modalities, f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")]
     for ok, message in rules:
         if not ok:
@@ -216,10 +231,11 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
             notes.append(f"new run initialised from the weights of {resume_path} (bare state_dict: "
                          f"fresh optimizer, step 0)")
     mcfg = cfg.model_config()
-    if state is not None and int(state["step"]) >= cfg.max_steps:
+    if state is not None and int(state["step"]) >= cfg.step_limit:
         if info.is_main:
-            print(f"cwdm train: {resume_path} is already at step {state['step']} >= --max_steps {cfg.max_steps}; "
-                  f"nothing to do (raise --max_steps to train longer)", file=sys.stderr)
+            print(f"cwdm train: {resume_path} is already at step {state['step']} >= the step limit "
+                  f"{cfg.step_limit} (--max_steps / --lr_anneal_steps); nothing to do (raise it to train longer)",
+                  file=sys.stderr)
         return 0
     dataset, order = _build_data(cfg, mcfg.image_divisor, info.rank, info.world_size)
 
@@ -274,7 +290,7 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
     status = 0
     batches = iter(_loader(dataset, order, cfg, device))
     model.train()
-    while step < cfg.max_steps:
+    while step < cfg.step_limit:
         try:
             target, cond = next(batches)
         except CwdmError as exc:  # a bad volume found while loading (also from a worker process)
@@ -299,6 +315,8 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
             raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
                             f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
                             f"or a smaller --batch_size / --num_channels") from None
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(step)
         optimizer.step()
         ema.update(model)
         order.advance(x0.shape[0])
@@ -316,7 +334,7 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
             save()
             logger.message(f"time limit of {cfg.max_minutes} min reached at step {step}; checkpoint saved")
             break
-        if step % cfg.save_interval == 0 or step == cfg.max_steps:
+        if step % cfg.save_interval == 0 or step == cfg.step_limit:
             save()
     logger.close()
     return status

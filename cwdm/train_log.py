@@ -43,7 +43,7 @@ class TrainLogger:
               file=sys.stderr)
         print("config: " + json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}), file=sys.stderr)
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
-        self.bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not cfg.progress, unit="step",
+        self.bar = tqdm(total=cfg.step_limit, initial=start_step, disable=not cfg.progress, unit="step",
                         dynamic_ncols=True, desc=f"train {cfg.contr}")
         self.last_time, self.last_step = time.monotonic(), start_step
         self.loss_sum, self.sub_sum, self.count = 0.0, torch.zeros(len(SUBBAND_NAMES)), 0

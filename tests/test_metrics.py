@@ -278,3 +278,34 @@ def test_ssim_equals_torchmetrics_and_map_means():
     res_nb = M.ssim_3d(pn, rn, mask_tumor=tumor)
     assert res_nb["ssim_non_tumor_region"] == pytest.approx(smap[~tumor].mean(), abs=1e-6)
     assert res_nb["ssim_non_tumor"] == pytest.approx(res["ssim_non_tumor"], abs=1e-7)
+
+
+def test_prediction_on_cwdm_scale_is_scored_against_the_reference_on_that_scale():
+    from cwdm.preprocess import clip_and_normalize
+
+    ref, brain, seg = _phantom()
+    raw = ref * 900.0  # a scan in scanner units
+    on_model_scale = clip_and_normalize(raw).astype(np.float32)  # what cwdm writes for a perfect synthesis
+    scaled, used = M.reference_on_prediction_scale(on_model_scale, raw, "auto")
+    assert used == "unit" and np.allclose(scaled, on_model_scale)
+    perfect = M.case_metrics(on_model_scale, scaled, brain, seg)
+    assert perfect["psnr"] == math.inf and perfect["mae_tumor"] == 0 and perfect["mae_non_tumor"] == 0
+    assert M.reference_on_prediction_scale(raw * 1.1, raw, "auto")[1] == "target"  # same units: as is
+    assert M.reference_on_prediction_scale(on_model_scale, raw, "target")[1] == "target"
+    as_target = M.case_metrics(on_model_scale, raw, brain, seg)
+    assert as_target["psnr"] < 10  # compared on the wrong scale, a perfect synthesis looks terrible
+    with pytest.raises(ValueError, match="scale"):
+        M.reference_on_prediction_scale(raw, raw, "both")
+
+
+def test_mae_inside_and_outside_the_tumour():
+    ref, brain, seg = _phantom()
+    pred = ref.copy()
+    tumour = seg > 0
+    pred[tumour] = np.clip(pred[tumour] + 0.1, 0, None)
+    out = M.case_metrics(pred, ref, brain, seg)
+    lo, hi = M.normalization_bounds(ref)
+    expected = np.abs(np.clip(pred, lo, hi) - np.clip(ref, lo, hi))[tumour].mean() / (hi - lo)
+    assert out["mae_tumor"] == pytest.approx(expected, rel=1e-5)
+    assert out["mae_non_tumor"] == pytest.approx(0.0, abs=1e-7)
+    assert math.isnan(M.case_metrics(pred, ref, brain, None)["mae_tumor"])

@@ -236,3 +236,18 @@ def test_bad_voxels_found_during_training_save_and_give_one_line(make_brats_root
     assert "BraTS-GLI-00001-000-t1c.nii.gz" in msg and "checkpoint saved" in msg
     assert "Traceback" not in msg and "\n" not in msg
     assert checkpoint_files(tmp_path / "r")
+
+
+def test_lr_anneal_steps_decays_linearly_and_stops_there(brats_root, tmp_path):
+    cfg = cfg_for(brats_root, tmp_path / "r", max_steps=100, lr_anneal_steps=4, lr=1e-3)
+    assert [cfg.lr_at(s) for s in range(4)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert train(cfg) == 0
+    [ckpt] = checkpoint_files(tmp_path / "r")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["step"] == 4  # the reference's meaning: the step limit as well
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)  # the lr of the last step
+
+
+def test_lr_anneal_steps_must_not_be_negative(brats_root, tmp_path):
+    with pytest.raises(CwdmError, match="lr_anneal_steps"):
+        train(cfg_for(brats_root, tmp_path / "r", lr_anneal_steps=-1))
