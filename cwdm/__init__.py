@@ -4,3 +4,11 @@ __version__ = "0.1.0"
 
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 """BraTS 2023/2024 modality names in the canonical (condition) order."""
+
+
+def __getattr__(name):  # the Python API, imported on first use (``import cwdm`` stays light)
+    if name == "MissingModality":
+        from .api import MissingModality
+
+        return MissingModality
+    raise AttributeError(f"module 'cwdm' has no attribute {name!r}")

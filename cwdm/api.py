@@ -1,0 +1,154 @@
+"""Python API: complete cases with a missing modality from a notebook or a pipeline.
+
+    from cwdm import MissingModality
+
+    mm = MissingModality(models_dir="checkpoints", sampler="ddim", steps=10)
+    path = mm.infer_single(t1n="c/c-t1n.nii.gz", t1c="c/c-t1c.nii.gz", t2w="c/c-t2w.nii.gz",
+                           output_file="c/c-t2f.nii.gz")        # the one modality not given is synthesized
+    written = mm.infer_batch("data/pseudo_val", "completed")    # {case: path} for every case missing one
+
+Both calls run the same pipeline as ``cwdm auto`` (preprocessing, sampler,
+the reference's post-processing with the 0.04 threshold, the header and
+affine of the first condition), so a case gives the same file either way.
+Checkpoints are loaded once per modality and kept.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+from . import MODALITIES
+from .cases import Case, conditions_for, discover_cases
+from .errors import CwdmError
+
+PathLike = Union[str, Path]
+
+
+class MissingModality:
+    """Synthesize a case's missing modality with one checkpoint per target contrast.
+
+    Args:
+        models_dir: folder with one checkpoint per contrast, named as published
+            (``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``) or
+            ``brats_<contrast>_*.pt``.
+        models: modality -> checkpoint path (takes precedence over ``models_dir``).
+        sampler, steps, eta, ensemble, seed, precision: as ``cwdm sample``'s flags
+            (``sampler`` ``ddpm`` with 1000 steps is the reference's sampler).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        num_groups: GroupNorm groups of bare checkpoints (released: 32).
+        modalities: modality names in canonical order.
+        verbose: print progress notes on stderr.
+    """
+
+    def __init__(self, models_dir: Optional[PathLike] = None, models: Optional[Mapping[str, PathLike]] = None,
+                 sampler: str = "ddim", steps: int = 10, eta: float = 0.0, ensemble: int = 1, seed: int = 0,
+                 precision: str = "fp32", device: str = "auto", num_groups: int = 32,
+                 modalities: Sequence[str] = MODALITIES, verbose: bool = False):
+        from .auto import AutoConfig, find_checkpoints
+        from .runtime import select_device
+
+        self.modalities = tuple(modalities)
+        unknown = [m for m in (models or {}) if m not in self.modalities]
+        if unknown:
+            raise CwdmError(f"models given for unknown modalities {unknown}; known: {', '.join(self.modalities)}")
+        self.cfg = AutoConfig(models_dir=Path(models_dir) if models_dir is not None else None,
+                              sampler=sampler, sampling_steps=steps, eta=eta, ensemble=ensemble, seed=seed,
+                              precision=precision, device=device, num_groups=num_groups, modalities=self.modalities,
+                              progress=False, num_workers=0,
+                              **{f"model_{m}": Path(p) for m, p in (models or {}).items()})
+        self.options = self.cfg.options()
+        self.options.validate()
+        self.checkpoints = find_checkpoints(self.cfg)
+        self.device = select_device(device)
+        self.verbose = verbose
+        self._loaded: Dict[str, object] = {}
+
+    def _synthesizer(self, modality: str):
+        from .sample import resolve_model
+        from .synthesis import Synthesizer
+
+        if modality not in self.checkpoints:
+            raise CwdmError(f"no checkpoint synthesizes {modality} (give models={{'{modality}': PATH}} or a "
+                            f"models_dir holding one)")
+        if modality not in self._loaded:
+            loaded = resolve_model(self.checkpoints[modality], modality, self.modalities, self.cfg, self.cfg.ema,
+                                   self.device)[0]
+            conditions = conditions_for(modality, self.modalities)
+            self._loaded[modality] = Synthesizer(loaded, len(conditions), self.device, self.options)
+        return self._loaded[modality]
+
+    def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool) -> Path:
+        """Synthesize ``modality`` of ``case`` into ``output_file`` through ``cwdm auto``'s pipeline."""
+        from .data import InferenceDataset
+        from .sample import items_of, synthesize_items, usable_cases
+
+        synth = self._synthesizer(modality)
+        divisor = synth.model.config.image_divisor
+        conditions = conditions_for(modality, self.modalities)
+        problems = []
+        if not usable_cases([case], conditions, divisor, problems.append):
+            raise CwdmError(problems[0])
+        dataset = InferenceDataset([case], modality, self.modalities, divisor, check="none")
+        std = output_file.with_name(output_file.name.replace(".nii.gz", "_std.nii.gz"))
+        synthesize_items(synth, items_of(dataset, 0), 1, lambda item: {"volume": output_file, "std": std,
+                                                                       "target": None},
+                         self.cfg.threshold, self.cfg.postprocess, overwrite)
+        if self.verbose:
+            print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)
+        return output_file
+
+    def infer_single(self, output_file: PathLike, overwrite: bool = False, **volumes: Optional[PathLike]) -> Path:
+        """Synthesize the one modality not given from the NIfTI files given by modality name.
+
+        Example: ``infer_single(t1n=a, t1c=b, t2w=c, output_file="x-t2f.nii.gz")`` writes t2f.
+        Returns the written path. Raises :class:`cwdm.errors.CwdmError` in one line when not exactly
+        one modality is missing, a file is missing or unusable, or ``output_file`` exists (unless
+        ``overwrite``).
+        """
+        unknown = [m for m in volumes if m not in self.modalities]
+        if unknown:
+            raise CwdmError(f"unknown modalities {unknown}; known: {', '.join(self.modalities)}")
+        given = {m: Path(p) for m, p in volumes.items() if p is not None}
+        missing = [m for m in self.modalities if m not in given]
+        if len(missing) != 1:
+            raise CwdmError(f"give every modality but one (missing now: {', '.join(missing) or 'none'})")
+        for m, p in given.items():
+            if not p.is_file():
+                raise CwdmError(f"{p}: {m} file does not exist")
+        out = Path(output_file)
+        if not out.name.endswith(".nii.gz"):
+            raise CwdmError(f"{out}: output_file must end in .nii.gz")
+        if out.exists() and not overwrite:
+            raise CwdmError(f"{out} already exists (pass overwrite=True to replace it)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        name = out.name[:-len(".nii.gz")]
+        name = name[:-len(missing[0]) - 1] if name.endswith(f"-{missing[0]}") else name
+        case = Case(name=name, folder=out.parent,
+                    files={m: given[m] for m in self.modalities if m in given})
+        return self._complete(case, missing[0], out, overwrite)
+
+    def infer_batch(self, data_folder: PathLike, output_folder: Optional[PathLike] = None,
+                    overwrite: bool = False) -> Dict[str, Path]:
+        """Complete every case of ``data_folder`` that misses exactly one modality.
+
+        Results go to ``output_folder/<case>/`` (created), or into the case folders when it is None;
+        existing files are kept unless ``overwrite``. Cases with nothing or several modalities
+        missing are skipped (noted when ``verbose``). Returns ``{case name: written path}``.
+        """
+        written: Dict[str, Path] = {}
+        for case in discover_cases(data_folder, self.modalities):
+            missing = case.missing(self.modalities)
+            if len(missing) != 1:
+                if self.verbose:
+                    print(f"cwdm: skipping {case.name}: {len(missing)} modalities missing", file=sys.stderr)
+                continue
+            target = case.path_for(missing[0])
+            if output_folder is not None:
+                target = Path(output_folder) / case.name / target.name
+            if target.exists() and not overwrite:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written[case.name] = self._complete(case, missing[0], target, overwrite)
+        return written
