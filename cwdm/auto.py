@@ -190,8 +190,8 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     after = ""
     if next_step:
         pred = cfg.data_dir if cfg.output_dir is None else cfg.output_dir
-        after = (f"; next, against the complete cases: cwdm evaluate --pred_dir {quote(str(pred))} "
-                 f"--ref_dir COMPLETE_DIR" if status == 0 else
+        after = (f"; next: cwdm evaluate --pred_dir {quote(str(pred))} --ref_dir COMPLETE_DIR (the folder "
+                 f"with the complete cases)" if status == 0 else
                  "; fix the cases above, then rerun the same command (completed cases are skipped)")
     say(f"completed {len(written)} cases (files written {where}); {complete} were already complete; "
         f"{unfixable + failed} could not be completed{after}")
