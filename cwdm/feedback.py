@@ -8,7 +8,6 @@ the full 224x224x160 grid took 33 to 51 s, one training step of it on a
 
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from typing import Callable, Optional, Sequence
@@ -97,10 +96,6 @@ class RunClock:
     def batch_seconds(self) -> float:
         """Seconds per case of the batch that just ended."""
         return (time.monotonic() - self.start) / self.size
-
-
-def command_line(command: str, argv: Sequence[str]) -> str:
-    return " ".join(["cwdm", command, *map(shlex.quote, argv)])
 
 
 def write_line(message: str) -> None:
