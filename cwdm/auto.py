@@ -13,6 +13,7 @@ are reported and skipped. Exit status 0 only if every case ends up complete.
 from __future__ import annotations
 
 import sys
+from shlex import quote
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,8 +22,8 @@ from . import MODALITIES
 from .errors import CwdmError
 from .naming import contrast_of_checkpoint
 from .runtime import dist_from_env, select_device
-from .sample import (ModelFlags, SamplingFlags, check_output_dir, items_of, progress_bar, resolve_model,
-                     synthesize_items, usable_cases)
+from .sample import (ModelFlags, SamplingFlags, announce, check_output_dir, items_of, model_grid, progress_bar,
+                     resolve_model, synthesize_items, usable_cases)
 from .synthesis import AUTO_THRESHOLD, Synthesizer
 
 HELP = "complete case folders that miss one modality (BraSyn use)"
@@ -120,8 +121,11 @@ def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:
     return folder / case.file_name(modality)
 
 
-def auto(cfg: AutoConfig) -> int:
+def auto(cfg: AutoConfig, next_step: bool = False) -> int:
+    """Complete the cases; ``next_step``: end the closing line with the command to run next."""
     from .data import InferenceDataset, conditions_for, discover_cases
+    from .feedback import RunClock, write_line
+    from .provenance import Provenance, checkpoint_entry, result_settings
 
     info = dist_from_env()
     device = select_device(cfg.device, info)
@@ -130,42 +134,69 @@ def auto(cfg: AutoConfig) -> int:
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     if cfg.output_dir is not None:
         check_output_dir(cfg.output_dir, cfg.data_dir, in_place_ok=True)
+    in_place = cfg.output_dir is None or Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve()
     checkpoints = find_checkpoints(cfg)
     # each rank takes its share of the cases before looking at outputs other ranks may be writing
     cases = discover_cases(cfg.data_dir, cfg.modalities)[info.rank::info.world_size]
     groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
     # load (and so check) every needed checkpoint before any case is processed
     models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
+    # the record goes into the output folder, or the data folder root when completing in place
+    settings = result_settings(options, device, target=None, postprocess=cfg.postprocess, threshold=cfg.threshold,
+                               ema=cfg.ema)
+    record = Provenance(Path(cfg.data_dir if in_place else cfg.output_dir), "auto", settings,
+                        {mod: checkpoint_entry(checkpoints[mod], models[mod]) for mod in groups}, device, info.rank)
+    record.check(redo=cfg.overwrite and not in_place, continue_anyway=cfg.continue_anyway, say=say,
+                 redo_hint=("delete the synthesized files it lists to redo them" if in_place
+                            else "--overwrite to redo every case"))
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
+    todo = sum(len(c) for c in groups.values())
+    first = next(iter(groups), None)
+    grid = model_grid(groups[first][0], conditions_for(first, cfg.modalities)[0],
+                      models[first].config.image_divisor) if first else None
+    announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
+             options.calls_per_case, todo)
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))
     written: List[str] = []
     failed = 0
-    for mod, group in groups.items():
-        conditions = conditions_for(mod, cfg.modalities)
-        good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
-        failed += len(group) - len(good)
-        if not good:
-            continue
-        synth = Synthesizer(models[mod], len(conditions), device, options)
-        dataset = InferenceDataset(good, mod, cfg.modalities, models[mod].config.image_divisor, check="none")
-        by_name = {c.name: c for c in good}
+    clock = RunClock(todo, options.calls_per_case, write_line if info.is_main else (lambda msg: None))
+    with record.session():
+        for mod, group in groups.items():
+            conditions = conditions_for(mod, cfg.modalities)
+            good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
+            failed += len(group) - len(good)
+            if not good:
+                continue
+            synth = Synthesizer(models[mod], len(conditions), device, options)
+            dataset = InferenceDataset(good, mod, cfg.modalities, models[mod].config.image_divisor, check="none")
+            by_name = {c.name: c for c in good}
 
-        def out_paths(item, mod=mod):
-            path = output_path(by_name[item["name"]], mod, cfg.output_dir)
-            return {"volume": path, "std": path.with_name(path.name.replace(".nii.gz", "_std.nii.gz")),
-                    "target": None}
+            def out_paths(item, mod=mod):
+                path = output_path(by_name[item["name"]], mod, cfg.output_dir)
+                return {"volume": path, "std": path.with_name(path.name.replace(".nii.gz", "_std.nii.gz")),
+                        "target": None}
 
-        bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and info.is_main, f"auto {mod}")
-        with bar:
-            written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
-                                        cfg.threshold, cfg.postprocess, cfg.overwrite, bar)
+            def on_case(item, paths, seconds, mod=mod):
+                record.case_done(paths["volume"], mod, seconds)
+
+            bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and info.is_main, f"auto {mod}")
+            with bar:
+                written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
+                                            cfg.threshold, cfg.postprocess, cfg.overwrite, bar, clock, on_case)
     where = (f"into the case folders of {cfg.data_dir}" if cfg.output_dir is None
              else f"under {cfg.output_dir}/<case>/")
+    status = 0 if unfixable + failed == 0 else 1
+    after = ""
+    if next_step:
+        pred = cfg.data_dir if cfg.output_dir is None else cfg.output_dir
+        after = (f"; next: cwdm evaluate --pred_dir {quote(str(pred))} --ref_dir COMPLETE_DIR (the folder "
+                 f"with the complete cases)" if status == 0 else
+                 "; fix the cases above, then rerun the same command (completed cases are skipped)")
     say(f"completed {len(written)} cases (files written {where}); {complete} were already complete; "
-        f"{unfixable + failed} could not be completed")
-    return 0 if unfixable + failed == 0 else 1
+        f"{unfixable + failed} could not be completed{after}")
+    return status
 
 
 def run(cfg: AutoConfig) -> int:
-    return auto(cfg)
+    return auto(cfg, next_step=True)

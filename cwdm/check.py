@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import List, Optional
 
 from . import MODALITIES
@@ -66,5 +67,8 @@ def run(cfg: CheckConfig) -> int:
             print(f"    note: ignored {p.name} (no known modality in its name)")
     bad = sum(1 for p in results.values() if p)
     present = ", ".join(f"{m}: {n}" for m, n in counts.items())
-    print(f"{len(cases)} cases in {cfg.data_dir}, {bad} unusable ({present} present)")
+    folder = quote(str(cfg.data_dir))
+    after = (f"fix or remove the unusable cases, then run cwdm check {folder} again" if bad else
+             f"next: cwdm train --data_dir {folder} --contr t2f --run_dir runs/t2f")
+    print(f"{len(cases)} cases in {cfg.data_dir}, {bad} unusable ({present} present); {after}")
     return 1 if bad else 0

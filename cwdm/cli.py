@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import shlex
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import __version__
@@ -127,6 +129,23 @@ def _top_usage() -> str:
     return "\n".join(lines)
 
 
+def interrupt_hint(command: str, args: List[str], cfg) -> str:
+    """How to go on after Ctrl-C: continue a training run, or rerun a synthesis (done cases are skipped)."""
+    if command == "train" and cfg is not None:
+        from .naming import canonical_contrast
+        from .train import resume_command
+
+        try:
+            run_dir = cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities)
+        except CwdmError:
+            return ""
+        return f"; continue from the last saved checkpoint with: {resume_command(run_dir)}"
+    if command in ("sample", "auto"):
+        again = " ".join(["cwdm", command, *map(shlex.quote, args)])
+        return f"; to continue, rerun the same command (cases already written are skipped): {again}"
+    return ""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -148,6 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UsageError as exc:
         print(f"cwdm {command}: error: {exc} (cwdm {command} --help lists the flags)", file=sys.stderr)
         return 2
+    cfg = None
     try:
         cfg = from_args(module.CONFIG, args)
         # which flags the user typed (commands that resume from a stored config need to know)
@@ -158,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"cwdm {command}: interrupted", file=sys.stderr)
+        print(f"cwdm {command}: interrupted{interrupt_hint(command, argv[1:], cfg)}", file=sys.stderr)
         return 130
     return int(status or 0)
 

@@ -19,6 +19,7 @@ import csv
 import os
 import shutil
 import tempfile
+from shlex import quote
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,5 +163,6 @@ def run(cfg: DropoutConfig) -> int:
     counts = Counter(result.values())
     per = ", ".join(f"{m}: {counts.get(m, 0)}" for m in drop_order(cfg.modalities))
     print(f"dropout: copied {len(result)} cases from {cfg.src} to {cfg.dst}, dropped {per} "
-          f"(seed {cfg.seed}); list in {Path(cfg.dst) / CSV_NAME}")
+          f"(seed {cfg.seed}); list in {Path(cfg.dst) / CSV_NAME}; next: cwdm auto --data_dir "
+          f"{quote(str(cfg.dst))} --models_dir MODELS_DIR")
     return 0

@@ -405,7 +405,9 @@ def run(cfg: EvaluateConfig) -> int:
     print(format_table(summary))
     print(f"{len(rows)} pairs evaluated, {len(summary['problems'])} problems, "
           f"{len(summary['skipped'])} skipped; reports in {out} ({CSV_NAME}, {SUMMARY_NAME}"
-          f"{', ' + MONTAGE_DIR + '/' if cfg.montage and rows else ''})")
+          f"{', ' + MONTAGE_DIR + '/' if cfg.montage and rows else ''}); next: read {out / SUMMARY_NAME}"
+          f"{' and the montages' if cfg.montage and rows else ''}, or compare another run with cwdm evaluate "
+          f"--pred_dir OTHER --ref_dir {cfg.ref_dir}")
     if not rows:
         print("cwdm evaluate: nothing was evaluated (see the warnings above)", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 
 import numpy as np
 
@@ -194,5 +195,5 @@ def run(cfg: PhantomConfig) -> int:
                                cfg.overwrite, progress=True)
     shape = "x".join(map(str, grid_shape(cfg.downsample)))
     print(f"wrote {len(folders)} phantom case(s) to {cfg.out} (grid {shape}, "
-          f"{cfg.downsample} mm, seed {cfg.seed})")
+          f"{cfg.downsample} mm, seed {cfg.seed}); next: cwdm check {quote(str(cfg.out))}")
     return 0

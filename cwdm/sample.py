@@ -10,6 +10,7 @@ with ``--ensemble K > 1``). Under ``torchrun`` the cases are split across ranks.
 from __future__ import annotations
 
 import sys
+from shlex import quote
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -45,6 +46,9 @@ class SamplingFlags:
     postprocess: bool = field(default=True, metadata={"help": "clamp and zero outside the brain (reference)"})
     ema: bool = field(default=True, metadata={"help": "use EMA weights of a cwdm checkpoint"})
     overwrite: bool = field(default=False, metadata={"help": "redo cases whose output exists"})
+    continue_anyway: bool = field(default=False, metadata={
+        "help": "add results to a folder whose recorded results were made with other settings "
+                "(cwdm_provenance.json then lists both)"})
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers reading cases"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="fp32", metadata={
@@ -142,11 +146,14 @@ def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
 
 def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
                      out_paths: Callable[[Dict], Dict[str, Path]], threshold: Optional[float],
-                     postprocess_on: bool, overwrite: bool, bar=None) -> List[str]:
+                     postprocess_on: bool, overwrite: bool, bar=None, clock=None,
+                     on_case: Optional[Callable[[Dict, Dict[str, Path], float], None]] = None) -> List[str]:
     """Synthesize and write each item of an ``InferenceDataset``; returns the case names written.
 
     ``out_paths(item)`` gives ``{"volume": path, "std": path, "target": path-or-None}``.
-    Items of the same model-grid shape are batched up to ``batch_size``.
+    Items of the same model-grid shape are batched up to ``batch_size``. ``clock``
+    (a :class:`cwdm.feedback.RunClock`) times the network calls; ``on_case(item,
+    paths, seconds)`` is called after each case is written.
     """
     from .nifti_io import save_nifti_like
     from .preprocess import Grid
@@ -157,8 +164,17 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
         if not batch:
             return
         conds = torch.stack([it["conditions"] for it in batch])
-        callback = (lambda i, n: bar.update(len(batch))) if bar is not None else None
+        if clock is not None:
+            clock.batch_started(len(batch))
+
+        def callback(i: int, n: int) -> None:
+            if bar is not None:
+                bar.update(len(batch))
+            if clock is not None:
+                clock.network_call()
+
         mean, std = synth(conds, [it["name"] for it in batch], callback)
+        written = []
         for k, it in enumerate(batch):
             grid, first = Grid.from_dict(it["grid"]), it["conditions"][0]
             paths = out_paths(it)
@@ -172,6 +188,11 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
                                 overwrite=overwrite)
             save_nifti_like(grid.to_original(vol.numpy()), it["reference"], paths["volume"], overwrite=overwrite)
             done.append(it["name"])
+            written.append((it, paths))
+        seconds = clock.batch_seconds() if clock is not None else 0.0
+        for it, paths in written:
+            if on_case is not None:
+                on_case(it, paths, seconds)
         batch.clear()
 
     pending: List[Dict] = []
@@ -195,9 +216,32 @@ def items_of(dataset, num_workers: int):
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
 
 
-def sample(cfg: SampleConfig) -> int:
-    """Paired-mode synthesis; returns 0 when every usable case was written, 1 otherwise."""
+def model_grid(case, modality: str, divisor: int) -> Tuple[int, ...]:
+    """The network grid of one case (from its header)."""
+    from .nifti_io import load_header
+    from .preprocess import grid_for
+
+    return grid_for(load_header(case.files[modality])[0], divisor).model
+
+
+def announce(say, device: torch.device, channels: int, grid, calls_per_case: int, cases: int) -> None:
+    """The device, once, and a warning before a released-size run on a CPU."""
+    from .feedback import cpu_sampling_warning, device_line
+
+    say(device_line(device))
+    warning = cpu_sampling_warning(device, channels, grid, calls_per_case, cases) if grid else None
+    if warning:
+        say(warning)
+
+
+def sample(cfg: SampleConfig, next_step: bool = False) -> int:
+    """Paired-mode synthesis; returns 0 when every usable case was written, 1 otherwise.
+
+    ``next_step``: end the closing line with the command to run next (``cwdm sample`` does).
+    """
     from .data import InferenceDataset, conditions_for, discover_cases
+    from .feedback import RunClock, write_line
+    from .provenance import Provenance, checkpoint_entry, result_settings
 
     info = dist_from_env()
     device = select_device(cfg.device, info)
@@ -215,6 +259,12 @@ def sample(cfg: SampleConfig) -> int:
     cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say)
     bad = len(all_cases) - len(cases)
     out_root = Path(cfg.output_dir)
+    settings = result_settings(options, device, target=target, postprocess=cfg.postprocess, threshold=None,
+                               ema=cfg.ema)
+    record = Provenance(out_root, "sample", settings, {target: checkpoint_entry(cfg.model_path, loaded)},
+                        device, info.rank)
+    record.check(redo=cfg.overwrite, continue_anyway=cfg.continue_anyway,
+                 redo_hint="--overwrite to redo every case", say=say)
 
     def out_paths(case_name: str, prefix: str) -> Dict[str, Path]:
         folder = out_root / case_name
@@ -226,6 +276,8 @@ def sample(cfg: SampleConfig) -> int:
     mine = [c for c in cases if cfg.overwrite or not out_paths(c.name, c.prefix)["volume"].exists()]
     skipped = len(cases) - len(mine)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
+    grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor) if mine else None
+    announce(say, device, loaded.config.model_channels, grid, options.calls_per_case, len(mine))
     say(f"cwdm sample: {target} from {conditions} with {options.sampler} "
         f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: {len(mine)} cases to do, "
         f"{skipped} already done, {bad} unusable")
@@ -233,13 +285,20 @@ def sample(cfg: SampleConfig) -> int:
     if mine:
         dataset = InferenceDataset(mine, target, modalities, loaded.config.image_divisor, check="none")
         bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
-        with bar:
+        clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None))
+        with bar, record.session():
             done = synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size,
                                     lambda it: out_paths(it["name"], it["prefix"]), None, cfg.postprocess,
-                                    cfg.overwrite, bar)
-    say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable")
-    return 0 if bad == 0 else 1
+                                    cfg.overwrite, bar, clock,
+                                    lambda it, paths, sec: record.case_done(paths["volume"], target, sec))
+    status = 0 if bad == 0 else 1
+    after = ""
+    if next_step:
+        after = (f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}" if status == 0 else
+                 "; fix or remove the unusable cases above, then rerun the same command (done cases are skipped)")
+    say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{after}")
+    return status
 
 
 def run(cfg: SampleConfig) -> int:
-    return sample(cfg)
+    return sample(cfg, next_step=True)

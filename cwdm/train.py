@@ -206,7 +206,7 @@ def train(cfg: TrainConfig) -> int:
 
 
 def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
-    from .train_log import TrainLogger
+    from .train_log import TrainLogger, training_grid
 
     from .checkpoint import check_state_dict, is_cwdm_checkpoint, read_checkpoint
 
@@ -268,7 +268,8 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
         net = torch.compile(net)
     schedule = linear_schedule()
 
-    logger = TrainLogger(run_dir, cfg, mcfg, enabled=info.is_main, start_step=step, resumed_from=resume_path)
+    logger = TrainLogger(run_dir, cfg, mcfg, enabled=info.is_main, start_step=step, resumed_from=resume_path,
+                         device=device, grid=training_grid(dataset, mcfg.image_divisor))
     for note in notes:
         logger.message(note)
 
@@ -327,7 +328,8 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
         if signum:
             save()
             status = 128 + signum
-            logger.message(f"stopped by signal {signum} at step {step}; checkpoint saved")
+            logger.message(f"stopped by signal {signum} at step {step}; checkpoint saved; continue with: "
+                           f"{resume_command(run_dir)}")
             break
         out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
         if _agree(int(out_of_time), info, device):
@@ -364,5 +366,37 @@ def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> N
                 s[k] = v.to(device)
 
 
+def _run_target(run_dir: Path) -> Optional[str]:
+    """The target contrast ``config.json`` of a run names (a resumed run may not have been told)."""
+    import json
+
+    try:
+        return json.loads((run_dir / "config.json").read_text())["train"]["contr"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues a run (a resumed run keeps all its settings)."""
+    from shlex import quote
+
+    return f"cwdm train --run_dir {quote(str(run_dir))} --resume auto"
+
+
 def run(cfg: TrainConfig) -> int:
-    return train(cfg)
+    status = train(cfg)
+    if dist_from_env().is_main:
+        from shlex import quote
+
+        run_dir = Path(cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities))
+        latest = latest_checkpoint(run_dir)
+        if status != 0 or latest is None:
+            print(f"cwdm train: stopped; {run_dir}: latest checkpoint {latest}; continue with: "
+                  f"{resume_command(run_dir)}", file=sys.stderr)
+        else:
+            step = int(latest.stem.rpartition("_")[2])
+            target = _run_target(run_dir) or canonical_contrast(cfg.contr, cfg.modalities)
+            print(f"cwdm train: {run_dir} trained to step {step}, latest checkpoint {latest}; next: cwdm export "
+                  f"{quote(str(run_dir))} brats_{target}.pt, then cwdm sample --data_dir VAL_DIR --model_path "
+                  f"brats_{target}.pt --output_dir results", file=sys.stderr)
+    return status

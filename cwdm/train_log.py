@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -26,7 +26,8 @@ class TrainLogger:
     """
 
     def __init__(self, run_dir: Path, cfg, mcfg, enabled: bool = True, start_step: int = 0,
-                 resumed_from: Optional[Path] = None):
+                 resumed_from: Optional[Path] = None, device: Optional[torch.device] = None,
+                 grid: Optional[Sequence[int]] = None):
         self.enabled = enabled
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -41,7 +42,15 @@ class TrainLogger:
         print(f"cwdm train: {head} in {self.run_dir} | target {cfg.contr} from "
               f"{[m for m in cfg.modalities if m != cfg.contr]} | {params / 1e6:.1f}M parameters",
               file=sys.stderr)
-        print("config: " + json.dumps({"train": to_dict(cfg), "model": to_dict(mcfg)}), file=sys.stderr)
+        print(format_settings(cfg, mcfg), file=sys.stderr)
+        if device is not None:
+            from .feedback import cpu_training_warning, device_line
+
+            print(device_line(device), file=sys.stderr)
+            warning = cpu_training_warning(device, mcfg.model_channels, grid, cfg.batch_size,
+                                           cfg.max_steps - start_step) if grid else None
+            if warning:
+                print(warning, file=sys.stderr)
         self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
         self.bar = tqdm(total=cfg.step_limit, initial=start_step, disable=not cfg.progress, unit="step",
                         dynamic_ncols=True, desc=f"train {cfg.contr}")
@@ -95,6 +104,50 @@ class TrainLogger:
         if self.enabled:
             self.bar.close()
             self.writer.close()
+
+
+SETTING_GROUPS = (
+    ("data", ("data_dir", "contr", "modalities", "check_data", "num_workers")),
+    ("network", ("model_channels", "channel_mult", "num_res_blocks", "num_groups", "additive_skips", "dropout",
+                 "in_channels", "use_checkpoint")),
+    ("optimization", ("lr", "weight_decay", "batch_size", "max_steps", "max_minutes", "ema_rate", "seed")),
+    ("saving", ("run_dir", "save_interval", "keep_last", "log_interval", "image_interval")),
+    ("hardware", ("device", "bf16", "compile", "channels_last")),
+)
+
+
+def _value(v) -> str:
+    return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def format_settings(cfg, mcfg) -> str:
+    """The settings of a run as a few aligned lines, one per group (``config.json`` has all of them)."""
+    values = {**to_dict(mcfg), **to_dict(cfg)}
+    values["in_channels"] = mcfg.in_channels
+    values["run_dir"] = cfg.run_dir if cfg.run_dir is not None else f"runs/{cfg.contr}"
+    shown = {name for _, names in SETTING_GROUPS for name in names}
+    groups = list(SETTING_GROUPS) + [("other", tuple(k for k in to_dict(cfg) if k not in shown
+                                                     and k not in ("resume", "progress")))]
+    width = max(len(g) for g, _ in groups) + 1
+    lines = ["settings:"]
+    for group, names in groups:
+        items = [f"{n}: {_value(values[n])}" for n in names if n in values]
+        if items:
+            lines.append(f"  {(group + ':').ljust(width)} " + ", ".join(items))
+    return "\n".join(lines)
+
+
+def training_grid(dataset, divisor: int) -> Optional[tuple]:
+    """The network grid of the first training case (None when it cannot be read)."""
+    from .errors import CwdmError
+    from .nifti_io import load_header
+    from .preprocess import grid_for
+
+    try:
+        case = dataset.cases[0]
+        return grid_for(load_header(case.files[dataset.target])[0], divisor).model
+    except (AttributeError, IndexError, KeyError, CwdmError):
+        return None
 
 
 def _shapes(mcfg):

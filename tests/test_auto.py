@@ -32,7 +32,8 @@ def test_auto_writes_exactly_the_missing_file(make_brats_root, models):
     after = snapshot(data)
     new = set(after) - set(before)
     assert {str(p) for p in new} == {"BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz",
-                                     "BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz"}
+                                     "BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz",
+                                     "cwdm_provenance.json"}  # the record goes into the data folder root
     assert all(after[p] == h for p, h in before.items())  # nothing else changed
     for case, mod in (("BraTS-GLI-00000-000", "t2f"), ("BraTS-GLI-00001-000", "t1c")):
         out = nib.load(str(data / case / f"{case}-{mod}.nii.gz"))
@@ -101,7 +102,7 @@ def test_auto_output_dir_inside_the_input_is_refused(make_brats_root, models, ca
     # the input folder itself is fine: only the missing file is added
     assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir", str(data), *FAST]) == 0
     assert {str(p) for p in set(snapshot(data)) - set(before)} == {
-        "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz"}
+        "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz", "cwdm_provenance.json"}
 
 
 PUBLISHED = {"t1_gen.pt": "t1n", "t1ce_gen.pt": "t1c", "t2_gen.pt": "t2w", "flair_gen.pt": "t2f"}
@@ -123,7 +124,7 @@ def test_auto_with_the_published_file_names(make_brats_root, published, capsys):
     before = snapshot(data)
     # only num_groups is given: the rest of each network is read from its tensors
     assert cli(["auto", "--data_dir", str(data), "--models_dir", str(published), "--num_groups", "4", *FAST]) == 0
-    new = {str(p) for p in set(snapshot(data)) - set(before)}
+    new = {str(p) for p in set(snapshot(data)) - set(before)} - {"cwdm_provenance.json"}
     assert new == {f"BraTS-GLI-{i:05d}-000/BraTS-GLI-{i:05d}-000-{m}.nii.gz" for i, m in enumerate(PUBLISHED.values())}
     assert "t1n x1, t1c x1, t2w x1, t2f x1" in capsys.readouterr().err
 
@@ -146,5 +147,6 @@ def test_auto_completes_brats2021_cases_in_their_own_naming(tmp_path, models, ca
     assert cli(["auto", "--data_dir", str(tmp_path / "data"), "--models_dir", str(models), *FAST]) == 0
     assert (case / "BraTS2021_00000_flair.nii.gz").is_file()
     assert len(list(case.iterdir())) == 5
+    assert (tmp_path / "data" / "cwdm_provenance.json").is_file()
     err = capsys.readouterr().err
     assert err.count("BraTS 2021 file names") == 1

@@ -147,6 +147,7 @@ def test_sigterm_leaves_a_loadable_checkpoint(brats_root, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert f"continue with: cwdm train --run_dir {run_dir} --resume auto" in err.decode()  # how to resume
     ckpts = checkpoint_files(run_dir)
     assert len(ckpts) == 1
     assert load_model(ckpts[0]).meta["step"] >= 1

@@ -1,0 +1,224 @@
+"""How a folder of synthesized volumes was made: ``cwdm_provenance.json``.
+
+``cwdm sample`` and ``cwdm auto`` keep one record per output folder (for
+``cwdm auto`` completing cases in place: in the data folder root). It holds
+
+* ``runs``: one entry per run that wrote results (cwdm version, command line,
+  device, start / end time, status, the result-determining ``settings`` and
+  the ``checkpoints`` used: path, sha256, training step);
+* ``cases``: for each written volume (path relative to the record's folder)
+  the run that made it, its target and the seconds it took.
+
+The record is rewritten atomically after every case (under a lock on the
+folder, so the ranks of ``torchrun`` can share it). Before any work a rerun
+compares its settings with those of every run that still owns a result in
+the folder and refuses, in one line naming what differs, unless the user
+asks to redo everything (``--overwrite``) or to add differently made results
+on purpose (``--continue_anyway``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from . import __version__
+from .errors import CwdmError
+
+RECORD_NAME = "cwdm_provenance.json"
+FORMAT, VERSION = "cwdm-provenance", 1
+RESULT_KEYS = ("target", "sampler", "sampling_steps", "eta", "ensemble", "seed", "clip_denoised",
+               "postprocess", "threshold", "ema", "precision")
+"""Settings that change the synthesized volumes (compared on a rerun; checkpoints are compared by sha256)."""
+
+try:  # POSIX: serialize the read-modify-write of the record between processes
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: single process only
+    fcntl = None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in 4 MiB pieces (released checkpoints are 326 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_entry(path: Path, loaded) -> Dict[str, Any]:
+    """What the record says about one checkpoint (hashed here, once per run)."""
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path)),
+            "step": loaded.meta.get("step"), "kind": loaded.kind}
+
+
+def result_settings(options, device, *, target: Optional[str], postprocess: bool,
+                    threshold: Optional[float], ema: bool) -> Dict[str, Any]:
+    """The result-determining settings, as they act: unused ones are ``None``.
+
+    (``regression`` takes no steps, only DDIM reads ``eta``, and every
+    ``--precision`` runs float32 on a CPU.)
+    """
+    return {"target": target, "sampler": options.sampler,
+            "sampling_steps": None if options.sampler == "regression" else options.steps,
+            "eta": options.eta if options.sampler == "ddim" else None,
+            "ensemble": options.ensemble, "seed": options.seed, "clip_denoised": options.clip_denoised,
+            "postprocess": postprocess, "threshold": threshold if postprocess else None, "ema": ema,
+            "precision": options.precision if device.type == "cuda" else "fp32"}
+
+
+def read_record(path: Path) -> Optional[Dict[str, Any]]:
+    """The record at ``path`` (None when there is none); one-line error for a damaged one."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CwdmError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc}); "
+                        f"move it away (cwdm then starts a new one)") from None
+    if not (isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("runs"), dict)
+            and isinstance(data.get("cases"), dict)):
+        raise CwdmError(f"{path}: not a cwdm provenance record (format {FORMAT!r} with 'runs' and 'cases' "
+                        f"expected); move it away (cwdm then starts a new one)")
+    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
+        raise CwdmError(f"{path}: provenance record version {data.get('version')} is newer than this cwdm "
+                        f"understands ({VERSION}); upgrade cwdm")
+    return data
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """What differs between two runs: settings, and checkpoints of a target both used."""
+    out = [f"{k} {_show(old['settings'].get(k))} -> {_show(new['settings'].get(k))}"
+           for k in RESULT_KEYS if old["settings"].get(k) != new["settings"].get(k)]
+    for target in sorted(set(old["checkpoints"]) & set(new["checkpoints"])):
+        a, b = old["checkpoints"][target], new["checkpoints"][target]
+        if a.get("sha256") != b.get("sha256"):
+            out.append(f"checkpoint for {target} {Path(a.get('path', '?')).name} (sha256 {str(a.get('sha256'))[:12]})"
+                       f" -> {Path(b['path']).name} (sha256 {b['sha256'][:12]})")
+    return out
+
+
+class Provenance:
+    """The record of one output folder, as one run of ``command`` sees and updates it."""
+
+    def __init__(self, folder: Path, command: str, settings: Dict[str, Any],
+                 checkpoints: Dict[str, Dict[str, Any]], device, rank: int = 0):
+        self.folder, self.path = Path(folder), Path(folder) / RECORD_NAME
+        self.run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self.run: Dict[str, Any] = {
+            "command": command, "argv": list(sys.argv), "cwdm_version": __version__, "device": str(device),
+            "rank": rank, "started": now(), "ended": None, "status": "running",
+            "settings": settings, "checkpoints": checkpoints}
+        self.mine: Dict[str, Dict[str, Any]] = {}
+
+    # -- before any work ----------------------------------------------------------------------------
+    def conflicts(self) -> tuple[int, List[str]]:
+        """(results made otherwise, what differs) over the runs that still own a file here."""
+        data = read_record(self.path)
+        if data is None:
+            return 0, []
+        owners: Dict[str, int] = {}
+        for rel, case in data["cases"].items():
+            if isinstance(case, dict) and (self.folder / rel).exists():
+                owners[case.get("run")] = owners.get(case.get("run"), 0) + 1
+        count, diffs = 0, []
+        for run_id, n in owners.items():
+            run = data["runs"].get(run_id)
+            if not isinstance(run, dict) or "settings" not in run:
+                continue
+            found = differences({"settings": run["settings"], "checkpoints": run.get("checkpoints", {})}, self.run)
+            if found:
+                count += n
+                diffs += [d for d in found if d not in diffs]
+        return count, diffs
+
+    def check(self, *, redo: bool, continue_anyway: bool, redo_hint: str, say) -> None:
+        """Refuse (one line) a run whose settings differ from those of results already in the folder."""
+        if redo:
+            return
+        count, diffs = self.conflicts()
+        if not count:
+            return
+        what = "; ".join(diffs)
+        if continue_anyway:
+            say(f"note: {count} results in {self.folder} were made with other settings ({what}); continuing "
+                f"anyway as asked: {self.path.name} records which run made each file")
+            return
+        raise CwdmError(f"{self.path}: {count} results there were made with other settings ({what}); "
+                        f"rerun with the recorded settings, {redo_hint}, --continue_anyway to add "
+                        f"differently made results, or choose another output folder")
+
+    # -- during and after the run ------------------------------------------------------------------
+    def case_done(self, output: Path, target: str, seconds: float) -> None:
+        """Record one written volume (rewrites the record)."""
+        rel = Path(output).resolve().relative_to(self.folder.resolve()).as_posix()
+        self.mine[rel] = {"run": self.run_id, "target": target, "seconds": round(float(seconds), 3),
+                          "finished": now()}
+        self._write()
+
+    def finish(self, status: str = "finished") -> None:
+        """End time and status of the run (only when it wrote something)."""
+        if self.mine:
+            self.run.update(ended=now(), status=status)
+            self._write()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["Provenance"]:
+        """Finish the record whatever happens: ``finished``, or ``interrupted`` / ``failed``."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.finish("interrupted")
+            raise
+        except BaseException:
+            self.finish("failed")
+            raise
+        self.finish("finished")
+
+    def _write(self) -> None:
+        from .nifti_io import atomic_write
+
+        self.run["updated"] = now()
+        self.run["cases_written"] = len(self.mine)
+        with _locked(self.folder):
+            try:
+                data = read_record(self.path)
+            except CwdmError:
+                data = None  # damaged since the start (the check read it): start over
+            if data is None:
+                data = {"format": FORMAT, "version": VERSION, "runs": {}, "cases": {}}
+            data["cases"].update(self.mine)
+            data["cases"] = {rel: c for rel, c in sorted(data["cases"].items()) if (self.folder / rel).exists()}
+            data["runs"][self.run_id] = self.run
+            owners = {c.get("run") for c in data["cases"].values() if isinstance(c, dict)}
+            data["runs"] = {k: v for k, v in data["runs"].items() if k in owners}
+            data["updated"] = now()
+            with atomic_write(self.path) as fh:
+                json.dump(data, fh, indent=1)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(str(folder), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

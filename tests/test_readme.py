@@ -1,0 +1,100 @@
+"""The README's Quick tour runs top to bottom as written (only sizes are made small).
+
+bash reads the block itself (loops, variables, quoting) with ``cwdm`` defined as
+a shell function that records each command line; every other command of the
+block (only ``mkdir`` is allowed) runs for real. The recorded ``cwdm`` commands
+then run in order, in this process, in a temporary folder, after the size
+changes the README announces: ``--downsample 8``, at most 6 phantom cases, an 8-channel network,
+``--max_steps`` divided by 1000 and ``--sampling_steps 2`` (and ``--num_workers 0``, which changes
+no result). Each must exit 0 and end with the command to run next.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cwdm.cli import main as cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NETWORK = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
+WORKERS = ["--num_workers", "0"]  # no reader processes: each would import torch again (seconds apiece)
+APPENDED = {"train": NETWORK + WORKERS, "sample": ["--num_groups", "4"] + WORKERS,
+            "auto": ["--num_groups", "4"] + WORKERS}
+REPLACED = {"--downsample": lambda v: "8", "--cases": lambda v: str(min(int(v), 6)), "--max_steps": lambda v: str(max(1, int(v) // 1000)),
+            "--sampling_steps": lambda v: "2"}
+SIZE_FLAGS = set(REPLACED) | {f for flags in APPENDED.values() for f in flags if f.startswith("--")} - {"--num_workers"}
+
+
+def tour_block(text: str) -> str:
+    match = re.search(r"^## Quick tour\n\n```bash\n(.*?)^```", text, re.S | re.M)
+    assert match, "README.md has no ```bash block under '## Quick tour'"
+    return match.group(1)
+
+
+def recorded_commands(block: str, folder: Path) -> list:
+    """The ``cwdm`` command lines of ``block`` as bash expands them (argv lists, in order)."""
+    log = folder / ".tour_commands"
+    stub = (f'cwdm() {{ "{sys.executable}" -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@" '
+            f'>> "{log}"; }}\n')
+    for name in re.findall(r"^\s*(?:for .*?do\s+)?([\w./-]+)", block, re.M):
+        assert name in ("cwdm", "mkdir"), f"the tour runs {name!r}; only cwdm and mkdir are expected"
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", stub + block], cwd=folder, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def small(argv: list) -> list:
+    """``argv`` with only its sizes changed (see the module docstring)."""
+    out = list(argv)
+    for i, token in enumerate(out[:-1]):
+        if token in REPLACED:
+            out[i + 1] = REPLACED[token](out[i + 1])
+    return out + APPENDED.get(argv[0], [])
+
+
+def test_size_changes_touch_only_sizes():
+    assert small(["train", "--data_dir", "d", "--max_steps", "2000"]) == ["train", "--data_dir", "d", "--max_steps",
+                                                                          "2", *NETWORK, *WORKERS]
+    assert small(["dropout", "a", "b"]) == ["dropout", "a", "b"]
+    assert SIZE_FLAGS == {"--downsample", "--cases", "--max_steps", "--sampling_steps", "--num_channels", "--channel_mult",
+                          "--num_res_blocks", "--num_groups"}
+
+
+@pytest.mark.slow
+def test_quick_tour_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
+    if shutil.which("bash") is None:
+        pytest.skip("bash is needed to read the tour")
+    monkeypatch.chdir(tmp_path)
+    commands = recorded_commands(tour_block(README.read_text()), tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny volumes: one thread is as fast, and immune to a busy shared machine
+    try:
+        run_tour(commands, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_tour(commands, capsys):
+    assert [c[0] for c in commands][:3] == ["phantom", "phantom", "check"]
+    assert {"train", "export", "sample", "evaluate", "dropout", "auto"} <= {c[0] for c in commands}
+    for argv in commands:
+        capsys.readouterr()
+        status = cli(small(argv))
+        captured = capsys.readouterr()
+        assert status == 0, f"cwdm {' '.join(argv)} -> exit {status}\n{captured.err[-3000:]}"
+        tails = [text.strip().splitlines()[-1] for text in (captured.out, captured.err) if text.strip()]
+        assert any("next: " in line for line in tails), tails  # every command ends with the next one
+    # the tour's promises hold: results, their evaluation, a completed pseudo-validation set
+    assert len(list(Path("results").glob("*/*-t2f.nii.gz"))) == 4
+    assert Path("results/cwdm_provenance.json").is_file() and Path("data/pseudo_val/cwdm_provenance.json").is_file()
+    assert Path("results/evaluation/summary.json").is_file()
+    assert len(list(Path("data/pseudo_val").glob("*/*.nii.gz"))) == 4 * 5  # 4 contrasts + seg again
+    assert sorted(p.name for p in Path("checkpoints").iterdir()) == [f"brats_{m}.pt" for m in ("t1c", "t1n", "t2f",
+                                                                                               "t2w")]
