@@ -19,7 +19,7 @@ import torch
 from cwdm.diffusion import linear_schedule, training_loss
 from cwdm.runtime import autocast, memory_format, peak_memory_mb, select_device
 from cwdm.train_state import EMA
-from cwdm.unet import UNet
+from cwdm.unet import UNet, UNetConfig
 from cwdm.wavelet import to_subbands
 
 
@@ -40,7 +40,9 @@ def main():
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     a = p.parse_args()
     device = select_device(a.device)
-    model = UNet(a.channels, a.mult, a.res_blocks, 32, 8, a.additive_skips, a.groups, use_checkpoint=a.grad_checkpoint)
+    cfg = UNetConfig(model_channels=a.channels, channel_mult=tuple(a.mult), num_res_blocks=a.res_blocks,
+                     additive_skips=a.additive_skips, num_groups=a.groups)
+    model = UNet(cfg, use_checkpoint=a.grad_checkpoint)
     model.to(device, memory_format=memory_format(device)).train()
     ema = EMA(model, 0.9999)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0)

@@ -92,7 +92,7 @@ def reset_peak() -> None:
 def random_network(cfg: UNetConfig, seed: int, **kw) -> UNet:
     """The network with every layer random (the zero-initialized output convolutions too)."""
     torch.manual_seed(seed)
-    model = UNet.from_config(cfg, **kw)
+    model = UNet(cfg, **kw)
     for m in model.modules():
         if isinstance(m, torch.nn.Conv3d) and not m.weight.abs().sum():
             m.reset_parameters()

@@ -152,7 +152,7 @@ def _contradictions(found: UNetConfig, cfg: UNetConfig, names) -> List[str]:
 
 def _build(cfg: UNetConfig, source: str, inferred: bool) -> UNet:
     try:
-        return UNet.from_config(cfg)
+        return UNet(cfg)
     except CwdmError as exc:
         if not inferred:
             raise
@@ -227,7 +227,7 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
         with torch.device("meta"):
             _build(cfg, str(path), inferred=True)  # a clear message when --num_groups does not fit
     check_state_dict(sd, cfg, str(path))
-    model = UNet.from_config(cfg)
+    model = UNet(cfg)
     model.load_state_dict(sd, strict=True)
     model.to(device).eval()
     meta = {k: v for k, v in obj.items() if k in ("step", "train_config", "version")} if kind == "cwdm" else {}

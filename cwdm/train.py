@@ -74,8 +74,10 @@ class TrainConfig(NetworkFlags):
 CONFIG = TrainConfig
 ALIASES = {"model_channels": ["num_channels"], "resume": ["resume_checkpoint"], "max_steps": ["iterations"],
            "run_dir": ["out_dir"], "contr": ["target"]}
-ARCH_FIELDS = ("contr", "modalities", "model_channels", "channel_mult", "num_res_blocks", "num_groups",
-               "additive_skips")
+ARCH_FIELDS = ("contr", "modalities",
+               *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
+"""Settings a resume may not change: the target, the modalities (they fix ``in_channels``) and every
+:class:`UNetConfig` field that is a training flag (they fix the tensors' shapes)."""
 
 
 class StopFlag:
@@ -224,7 +226,7 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
     dataset, order = _build_data(cfg, mcfg.image_divisor, info.rank, info.world_size)
 
     torch.manual_seed(cfg.seed)
-    model = UNet.from_config(mcfg, use_checkpoint=cfg.use_checkpoint)
+    model = UNet(mcfg, use_checkpoint=cfg.use_checkpoint)
     ema = EMA(model, cfg.ema_rate)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + info.rank)

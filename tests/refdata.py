@@ -19,8 +19,8 @@ def tiny_config() -> dict:
 
 
 def tiny_model():
-    from cwdm.unet import UNet
+    from cwdm.unet import UNet, UNetConfig
 
-    model = UNet(**tiny_config())
+    model = UNet(UNetConfig(**tiny_config()))
     model.load_state_dict(torch.load(REF / "unet_tiny.pt", map_location="cpu", weights_only=True), strict=True)
     return model.eval()

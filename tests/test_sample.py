@@ -18,7 +18,7 @@ FAST = ["--sampler", "ddim", "--sampling_steps", "2", "--progress", "False", "--
 def make_checkpoint(path, target="t2f", seed=0):
     torch.manual_seed(seed)
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)
-    model = UNet.from_config(cfg)
+    model = UNet(cfg)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(cfg),
@@ -220,7 +220,7 @@ def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
 
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=16)
     path = tmp_path / "ct.pt"
-    model = UNet.from_config(cfg)
+    model = UNet(cfg)
     torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(cfg), "model": model.state_dict(),
                 "ema": None, "target": "ct", "modalities": ["mr", "ct"], "step": 1}, path)
     data = make_brats_root(cases=1, modalities=("mr", "ct"))
