@@ -14,7 +14,7 @@ Conventions (the released models'):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -186,3 +186,40 @@ def ddpm_step(denoiser: Denoiser, schedule: Schedule, x_t: torch.Tensor, t: torc
     nonzero = (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
     sample = mean + nonzero * torch.exp(0.5 * log_var) * noise
     return {"sample": sample, "mean": mean, "log_variance": log_var, "pred_xstart": x0}
+
+
+def ddim_step(denoiser: Denoiser, schedule: Schedule, x_t: torch.Tensor, t: int, s: Optional[int],
+              eta: float = 0.0, noise: Optional[Callable[[], torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """One DDIM step from timestep ``t`` to the earlier timestep ``s`` of ``schedule``.
+
+    With alpha-bar ``a_t`` and ``a_s`` (``a_s = 1`` when ``s`` is None, the
+    last step, which returns the x0 prediction itself):
+    ``eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)``,
+    ``sigma = eta * sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))``,
+    ``x_s = sqrt(a_s) x0 + sqrt(1 - a_s - sigma^2) eps + sigma z``.
+
+    Args:
+        x_t: (B, 8, d, h, w) sample at ``t``.
+        t: timestep of ``x_t``; the denoiser is called with ``schedule.timestep_map[t]``.
+        s: the next (smaller) timestep, or None after the last network call.
+        eta: 0 is deterministic DDIM, 1 the DDPM-like amount of fresh noise.
+        noise: called for standard normal noise like ``x_t`` (``z``), only when ``sigma > 0``.
+
+    Returns:
+        dict with ``sample`` (x_s, (B, 8, d, h, w)) and ``pred_xstart`` (x0, same shape).
+    """
+    ac = schedule.alphas_cumprod
+    a_t = float(ac[t])
+    a_s = float(ac[s]) if s is not None else 1.0
+    t_batch = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
+    x0 = denoiser(x_t, model_timesteps(schedule, t_batch))
+    if a_s >= 1.0:
+        return {"sample": x0, "pred_xstart": x0}
+    eps = (x_t - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
+    sigma = eta * np.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
+    sample = np.sqrt(a_s) * x0 + np.sqrt(max(1.0 - a_s - sigma ** 2, 0.0)) * eps
+    if sigma > 0:
+        if noise is None:
+            raise ValueError("ddim_step with eta > 0 needs a noise source")
+        sample = sample + sigma * noise()
+    return {"sample": sample, "pred_xstart": x0}
