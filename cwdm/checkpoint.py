@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from .config import from_dict
+from .config import from_dict, to_dict
 from .errors import CwdmError
 from .unet import RELEASED_CONFIG, UNet, UNetConfig
 from .wavelet import NUM_SUBBANDS
@@ -188,6 +188,28 @@ def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,
         if tuple(sd[k].shape) != tuple(v.shape):
             raise CwdmError(f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, "
                             f"config expects {tuple(v.shape)}")
+
+
+def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
+                    ema: Optional[Dict[str, torch.Tensor]] = None, target: Optional[str] = None,
+                    modalities: Optional[Iterable[str]] = None, **training: Any) -> Dict[str, Any]:
+    """The dictionary of a cwdm checkpoint file, as :func:`load_model` reads it back.
+
+    Args:
+        config: the network's configuration (stored as ``model_config``).
+        model: the network's state_dict (raw weights).
+        ema: the EMA weights' state_dict, used for inference when present.
+        target: the modality the network synthesizes.
+        modalities: all modality names, the target included.
+        **training: further entries, e.g. the training state of :mod:`cwdm.train_state`
+            (``train_config``, ``step``, ``optimizer``, ``data_order``, ``rng``).
+
+    Returns:
+        dict with ``format``, ``version`` and the above, ready for ``torch.save``.
+    """
+    return {"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(config), "model": model,
+            "ema": ema, "target": target, "modalities": list(modalities) if modalities is not None else None,
+            **training}
 
 
 def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool = True,

@@ -3,8 +3,7 @@ import json
 import pytest
 import torch
 
-from cwdm.checkpoint import FORMAT, FORMAT_VERSION, infer_config, load_model
-from cwdm.config import to_dict
+from cwdm.checkpoint import FORMAT, FORMAT_VERSION, checkpoint_dict, infer_config, load_model
 from cwdm.errors import CwdmError
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
 from refdata import REF, npz, tiny_config
@@ -106,9 +105,8 @@ def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):
     for p in ema.parameters():
         torch.nn.init.constant_(p, 0.01)
     path = tmp_path / "ckpt.pt"
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(TINY),
-                "model": model.state_dict(), "ema": ema.state_dict(), "target": "t2f",
-                "modalities": ["t1n", "t1c", "t2w", "t2f"], "step": 7}, path)
+    torch.save(checkpoint_dict(TINY, model.state_dict(), ema.state_dict(), target="t2f",
+                               modalities=["t1n", "t1c", "t2w", "t2f"], step=7), path)
     loaded = load_model(path)  # no config given: read from the file
     assert loaded.kind == "cwdm" and loaded.target == "t2f" and loaded.config == TINY
     assert loaded.meta["step"] == 7
@@ -119,8 +117,9 @@ def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):
 
 def test_newer_format_refused(tmp_path):
     path = tmp_path / "future.pt"
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION + 1, "model_config": to_dict(TINY),
-                "model": {}}, path)
+    state = checkpoint_dict(TINY, {})
+    assert state["format"] == FORMAT and state["version"] == FORMAT_VERSION
+    torch.save({**state, "version": FORMAT_VERSION + 1}, path)
     with pytest.raises(CwdmError, match="newer"):
         load_model(path)
 
