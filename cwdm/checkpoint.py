@@ -216,15 +216,16 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
                device: str | torch.device = "cpu", given: Optional[Iterable[str]] = None) -> LoadedModel:
     """Build the network from a checkpoint file, in eval mode on ``device``.
 
-    :param config: the caller's configuration. For a bare state_dict the
-        network is read from the tensors (:func:`infer_config`) with
-        ``config.num_groups`` (default 32), and the fields of ``config`` named
-        in ``given`` (default: all of them), plus ``in_channels`` (the number
-        of conditions), must agree with the file: every contradiction is
-        listed in one error. For a cwdm checkpoint it is ignored, the stored
-        configuration is used.
-    :param ema: use the EMA weights of a cwdm checkpoint when it has them.
-    :param given: the network fields the user chose explicitly.
+    Args:
+        config: the caller's configuration. For a bare state_dict the
+            network is read from the tensors (:func:`infer_config`) with
+            ``config.num_groups`` (default 32), and the fields of ``config`` named
+            in ``given`` (default: all of them), plus ``in_channels`` (the number
+            of conditions), must agree with the file: every contradiction is
+            listed in one error. For a cwdm checkpoint it is ignored, the stored
+            configuration is used.
+        ema: use the EMA weights of a cwdm checkpoint when it has them.
+        given: the network fields the user chose explicitly.
     """
     obj = read_checkpoint(path)
     if is_cwdm_checkpoint(obj):

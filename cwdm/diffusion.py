@@ -129,12 +129,15 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
                   t: torch.Tensor, noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean squared error of the network's x0 prediction.
 
-    :param x0: (B, 8, d, h, w) clean target subbands (LLL / 3).
-    :param cond: (B, 8K, d, h, w) condition subbands.
-    :param t: (B,) timesteps.
-    :param noise: (B, 8, d, h, w) standard normal noise (the orthonormal Haar
-        transform of image-domain noise is such noise too).
-    :return: ``(loss, per_subband (8,), prediction)``; loss is the mean of the
+    Args:
+        x0: (B, 8, d, h, w) clean target subbands (LLL / 3).
+        cond: (B, 8K, d, h, w) condition subbands.
+        t: (B,) timesteps.
+        noise: (B, 8, d, h, w) standard normal noise (the orthonormal Haar
+            transform of image-domain noise is such noise too).
+
+    Returns:
+        ``(loss, per_subband (8,), prediction)``; loss is the mean of the
         8 per-subband mean squared errors (over batch and space).
     """
     x_t = q_sample(schedule, x0, t, noise)
@@ -146,7 +149,8 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
 def clip_x0(x0: torch.Tensor) -> torch.Tensor:
     """Clip an x0 prediction in image space: inverse transform, clamp to [0, 1], forward transform.
 
-    :param x0: (B, 8, d, h, w) subbands; returns the same shape.
+    Args:
+        x0: (B, 8, d, h, w) subbands; returns the same shape.
     """
     return to_subbands(from_subbands(x0).clamp(0.0, 1.0))
 
@@ -154,8 +158,9 @@ def clip_x0(x0: torch.Tensor) -> torch.Tensor:
 def make_denoiser(model: torch.nn.Module, cond: torch.Tensor, clip: bool = True) -> Denoiser:
     """Wrap the network as a denoiser ``(x_t, t) -> x0`` for fixed conditions.
 
-    :param cond: (B, 8K, d, h, w) condition subbands, concatenated after x_t.
-    :param clip: apply :func:`clip_x0` to every prediction (the reference does).
+    Args:
+        cond: (B, 8K, d, h, w) condition subbands, concatenated after x_t.
+        clip: apply :func:`clip_x0` to every prediction (the reference does).
     ``t`` is the trained model's timestep (0 .. 999).
     """
 
@@ -175,10 +180,13 @@ def ddpm_step(denoiser: Denoiser, schedule: Schedule, x_t: torch.Tensor, t: torc
               noise: torch.Tensor) -> Dict[str, torch.Tensor]:
     """One ancestral reverse step with the fixed "large" variance.
 
-    :param t: (B,) step indices into ``schedule``; the denoiser is called with
-        the trained model's timesteps ``schedule.timestep_map[t]``.
-    :param noise: standard normal noise like ``x_t``; unused where t == 0.
-    :return: dict with ``sample`` (x_{t-1}), ``mean``, ``log_variance`` and ``pred_xstart``.
+    Args:
+        t: (B,) step indices into ``schedule``; the denoiser is called with
+            the trained model's timesteps ``schedule.timestep_map[t]``.
+        noise: standard normal noise like ``x_t``; unused where t == 0.
+
+    Returns:
+        dict with ``sample`` (x_{t-1}), ``mean``, ``log_variance`` and ``pred_xstart``.
     """
     x0 = denoiser(x_t, model_timesteps(schedule, t))
     mean = posterior(schedule, x0, x_t, t)

@@ -100,9 +100,12 @@ NetworkFlags = _network_flags()
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of timesteps.
 
-    :param t: (N,) integer or float timesteps.
-    :param dim: embedding size.
-    :return: (N, dim) float32 tensor, cosines first, then sines.
+    Args:
+        t: (N,) integer or float timesteps.
+        dim: embedding size.
+
+    Returns:
+        (N, dim) float32 tensor, cosines first, then sines.
     """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
@@ -133,10 +136,11 @@ def _zeroed(module: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """Residual block with timestep conditioning and optional 2x resampling.
 
-    :param channels: input channels C.
-    :param emb_channels: timestep embedding size E.
-    :param out_channels: output channels C' (default C).
-    :param resample: ``"down"`` (average pool), ``"up"`` (nearest) or ``None``.
+    Args:
+        channels: input channels C.
+        emb_channels: timestep embedding size E.
+        out_channels: output channels C' (default C).
+        resample: ``"down"`` (average pool), ``"up"`` (nearest) or ``None``.
 
     ``forward(x (N, C, D, H, W), emb (N, E)) -> (N, C', D', H', W')``.
     """

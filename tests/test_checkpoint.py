@@ -6,7 +6,7 @@ import torch
 from cwdm.checkpoint import FORMAT, FORMAT_VERSION, checkpoint_dict, infer_config, load_model
 from cwdm.errors import CwdmError
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
-from refdata import REF, npz, tiny_config
+from conftest import REF, npz, tiny_config
 
 TINY = UNetConfig(**tiny_config())
 

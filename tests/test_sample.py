@@ -8,21 +8,9 @@ import torch
 from cwdm.checkpoint import checkpoint_dict
 from cwdm.cli import main as cli
 from cwdm.unet import UNet, UNetConfig
-from refdata import REF
+from conftest import FAST, REF, make_checkpoint
 
 TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "8"]
-FAST = ["--sampler", "ddim", "--sampling_steps", "2", "--progress", "False", "--num_workers", "0"]
-
-
-def make_checkpoint(path, target="t2f", seed=0):
-    torch.manual_seed(seed)
-    cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)
-    model = UNet(cfg)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    torch.save(checkpoint_dict(cfg, model.state_dict(), model.state_dict(), target=target,
-                               modalities=["t1n", "t1c", "t2w", "t2f"], step=1), path)
-    return path
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import torch
 
 from cwdm.diffusion import make_denoiser
 from cwdm.samplers import SAMPLERS, NoiseSource, ddim, ddpm, network_calls, run_sampler
-from refdata import tiny_model
+from conftest import tiny_model
 
 SHAPE = (1, 8, 4, 4, 4)
 

@@ -134,6 +134,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_a_loadable_checkpoint(brats_root, tmp_path):
     run_dir = tmp_path / "sig"
     cmd = [sys.executable, "-m", "cwdm", "train", "--data_dir", str(brats_root), "--contr", "t2f",

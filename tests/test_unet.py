@@ -5,7 +5,7 @@ import torch
 
 from cwdm.errors import CwdmError
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig, in_channels_for, timestep_embedding
-from refdata import REF, npz, tiny_config, tiny_model
+from conftest import REF, npz, tiny_config, tiny_model
 
 
 def test_released_layout_key_for_key():
