@@ -31,7 +31,7 @@ from cwdm.unet import RELEASED_CONFIG, UNet
 def build(seed: int = 0) -> UNet:
     """The released configuration with every layer random (zero-initialized output layers too)."""
     torch.manual_seed(seed)
-    model = UNet.from_config(RELEASED_CONFIG)
+    model = UNet(RELEASED_CONFIG)
     for m in model.modules():
         if isinstance(m, torch.nn.Conv3d) and not m.weight.abs().sum():
             m.reset_parameters()

@@ -39,7 +39,7 @@ def main():
     if a.checkpoint:
         model = load_model(a.checkpoint).model
     else:
-        model = UNet.from_config(RELEASED_CONFIG)
+        model = UNet(RELEASED_CONFIG)
     model.to(device, memory_format=memory_format(device)).eval()
     g = torch.Generator(device=device).manual_seed(0)
     cond = to_subbands(torch.rand(1, 3, *a.size, device=device, generator=g))

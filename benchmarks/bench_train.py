@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from cwdm.diffusion import linear_schedule, training_loss
-from cwdm.runtime import autocast, memory_format, peak_memory_mb, select_device
-from cwdm.train_state import EMA
-from cwdm.unet import UNet
-from cwdm.wavelet import to_subbands
+from cwdm.diffusion import linear_schedule
+from cwdm.runtime import memory_format, peak_memory_mb, select_device
+from cwdm.train import train_step
+from cwdm.train_state import EMA, TrainingParts
+from cwdm.unet import UNet, UNetConfig
 
 
 def main():
@@ -40,27 +40,19 @@ def main():
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     a = p.parse_args()
     device = select_device(a.device)
-    model = UNet(a.channels, a.mult, a.res_blocks, 32, 8, a.additive_skips, a.groups, use_checkpoint=a.grad_checkpoint)
+    cfg = UNetConfig(model_channels=a.channels, channel_mult=tuple(a.mult), num_res_blocks=a.res_blocks,
+                     additive_skips=a.additive_skips, num_groups=a.groups)
+    model = UNet(cfg, use_checkpoint=a.grad_checkpoint)
     model.to(device, memory_format=memory_format(device)).train()
-    ema = EMA(model, 0.9999)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0)
-    net = torch.compile(model) if a.compile else model
-    sched = linear_schedule()
     g = torch.Generator(device=device).manual_seed(0)
+    parts = TrainingParts(model, torch.compile(model) if a.compile else model, EMA(model, 0.9999),
+                          torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0), g)
+    sched = linear_schedule()
     target = torch.rand(a.batch_size, 1, *a.size, device=device, generator=g)
     cond = torch.rand(a.batch_size, 3, *a.size, device=device, generator=g)
 
     def one_step():
-        x0 = to_subbands(target).contiguous(memory_format=memory_format(device))
-        c = to_subbands(cond).contiguous(memory_format=memory_format(device))
-        t = torch.randint(0, 1000, (a.batch_size,), device=device, generator=g)
-        noise = torch.randn(x0.shape, device=device, generator=g)
-        with autocast(device, not a.fp32):
-            loss, _, _ = training_loss(net, sched, x0, c, t, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update(model)
+        train_step(parts, sched, target, cond, bf16=not a.fp32, layout=memory_format(device))
 
     for _ in range(a.warmup):
         one_step()

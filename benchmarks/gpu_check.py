@@ -44,13 +44,14 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
 from cwdm.checkpoint import LoadedModel
-from cwdm.diffusion import linear_schedule, training_loss
+from cwdm.diffusion import linear_schedule
 from cwdm.metrics import brasyn_normalize
 from cwdm.phantom import generate_case
 from cwdm.preprocess import grid_for, prepare_volume
 from cwdm.runtime import precision
 from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
-from cwdm.train_state import EMA
+from cwdm.train import train_step
+from cwdm.train_state import EMA, TrainingParts
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
 from cwdm.wavelet import to_subbands
 
@@ -92,7 +93,7 @@ def reset_peak() -> None:
 def random_network(cfg: UNetConfig, seed: int, **kw) -> UNet:
     """The network with every layer random (the zero-initialized output convolutions too)."""
     torch.manual_seed(seed)
-    model = UNet.from_config(cfg, **kw)
+    model = UNet(cfg, **kw)
     for m in model.modules():
         if isinstance(m, torch.nn.Conv3d) and not m.weight.abs().sum():
             m.reset_parameters()
@@ -195,30 +196,17 @@ def training_rows(args, device, size):
             fmt = torch.channels_last_3d if cl else torch.contiguous_format
             model = random_network(cfg, 0, use_checkpoint=ckpt).to(device, memory_format=fmt)
             model.train()
-            ema = EMA(model, 0.9999)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0)
             g = torch.Generator(device=device).manual_seed(0)
+            parts = TrainingParts(model, model, EMA(model, 0.9999),
+                                  torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0), g)
             target = torch.rand(1, 1, *size, device=device, generator=g)
             cond = torch.rand(1, 3, *size, device=device, generator=g)
-
-            def step():
-                x0 = to_subbands(target).contiguous(memory_format=fmt)
-                c = to_subbands(cond).contiguous(memory_format=fmt)
-                t = torch.randint(0, 1000, (1,), device=device, generator=g)
-                noise = torch.randn(x0.shape, device=device, generator=g)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss, _, _ = training_loss(model, sched, x0, c, t, noise)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                ema.update(model)
-
             reset_peak()
             with precision(device, "fp32"):  # TF32 off: "fp32" means fp32; bf16 rows autocast inside
-                times = timed(step, args.repeats, warmup=2)
+                times = timed(lambda: train_step(parts, sched, target, cond, bf16, fmt), args.repeats, warmup=2)
             row["s_per_step"] = round(statistics.median(times), 4)
             row["peak_mib_step"] = round(peak_mib())
-            del model, ema, opt
+            del model, parts
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             traceback.print_exc()

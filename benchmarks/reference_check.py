@@ -18,7 +18,7 @@ import torch
 
 from cwdm.diffusion import ddpm_step, linear_schedule, make_denoiser, q_sample, training_loss
 from cwdm.preprocess import clip_and_normalize
-from cwdm.unet import UNet
+from cwdm.unet import UNet, UNetConfig
 from cwdm.wavelet import dwt3d, idwt3d, to_subbands
 
 
@@ -41,7 +41,7 @@ def main():
     for k in s:
         out[f"schedule_linear_1000.{k}"] = err(getattr(sched, k), s[k])
     cfg = json.loads((ref / "unet_tiny_config.json").read_text())
-    model = UNet(**cfg)
+    model = UNet(UNetConfig(**cfg))
     model.load_state_dict(torch.load(ref / "unet_tiny.pt", weights_only=True), strict=True)
     model.eval()
     d = load("unet_tiny_io")

@@ -144,7 +144,7 @@ class MissingModality:
                 if self.verbose:
                     print(f"cwdm: skipping {case.name}: {len(missing)} modalities missing", file=sys.stderr)
                 continue
-            target = case.path_for(missing[0])
+            target = case.folder / case.file_name(missing[0])
             if output_folder is not None:
                 target = Path(output_folder) / case.name / target.name
             if target.exists() and not overwrite:

@@ -45,7 +45,7 @@ class Case:
             several (a problem: the modality is then not in ``files``).
         others: NIfTI files whose name matches no modality (ignored).
         sep: ``"-"`` (BraTS 2023 names) or ``"_"`` (BraTS 2021 names); new
-            files of the case are named the same way (:meth:`path_for`).
+            files of the case are named the same way (:meth:`file_name`).
         problems: what is wrong with the folder itself (dangling links ...).
     """
 
@@ -78,10 +78,6 @@ class Case:
         if self.sep == "_":
             return f"{self.prefix}_{legacy_name(modality)}.nii.gz"
         return f"{self.prefix}-{modality}.nii.gz"
-
-    def path_for(self, modality: str) -> Path:
-        """Where ``modality`` is / would be written: ``folder/<prefix>-<modality>.nii.gz``."""
-        return self.folder / self.file_name(modality)
 
 
 def _scan_case(folder: Path, modalities: Sequence[str]) -> Optional[Case]:

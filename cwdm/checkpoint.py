@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from .config import from_dict
+from .config import from_dict, to_dict
 from .errors import CwdmError
 from .unet import RELEASED_CONFIG, UNet, UNetConfig
 from .wavelet import NUM_SUBBANDS
@@ -152,7 +152,7 @@ def _contradictions(found: UNetConfig, cfg: UNetConfig, names) -> List[str]:
 
 def _build(cfg: UNetConfig, source: str, inferred: bool) -> UNet:
     try:
-        return UNet.from_config(cfg)
+        return UNet(cfg)
     except CwdmError as exc:
         if not inferred:
             raise
@@ -190,19 +190,42 @@ def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,
                             f"config expects {tuple(v.shape)}")
 
 
+def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
+                    ema: Optional[Dict[str, torch.Tensor]] = None, target: Optional[str] = None,
+                    modalities: Optional[Iterable[str]] = None, **training: Any) -> Dict[str, Any]:
+    """The dictionary of a cwdm checkpoint file, as :func:`load_model` reads it back.
+
+    Args:
+        config: the network's configuration (stored as ``model_config``).
+        model: the network's state_dict (raw weights).
+        ema: the EMA weights' state_dict, used for inference when present.
+        target: the modality the network synthesizes.
+        modalities: all modality names, the target included.
+        **training: further entries, e.g. the training state of :mod:`cwdm.train_state`
+            (``train_config``, ``step``, ``optimizer``, ``data_order``, ``rng``).
+
+    Returns:
+        dict with ``format``, ``version`` and the above, ready for ``torch.save``.
+    """
+    return {"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(config), "model": model,
+            "ema": ema, "target": target, "modalities": list(modalities) if modalities is not None else None,
+            **training}
+
+
 def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool = True,
                device: str | torch.device = "cpu", given: Optional[Iterable[str]] = None) -> LoadedModel:
     """Build the network from a checkpoint file, in eval mode on ``device``.
 
-    :param config: the caller's configuration. For a bare state_dict the
-        network is read from the tensors (:func:`infer_config`) with
-        ``config.num_groups`` (default 32), and the fields of ``config`` named
-        in ``given`` (default: all of them), plus ``in_channels`` (the number
-        of conditions), must agree with the file: every contradiction is
-        listed in one error. For a cwdm checkpoint it is ignored, the stored
-        configuration is used.
-    :param ema: use the EMA weights of a cwdm checkpoint when it has them.
-    :param given: the network fields the user chose explicitly.
+    Args:
+        config: the caller's configuration. For a bare state_dict the
+            network is read from the tensors (:func:`infer_config`) with
+            ``config.num_groups`` (default 32), and the fields of ``config`` named
+            in ``given`` (default: all of them), plus ``in_channels`` (the number
+            of conditions), must agree with the file: every contradiction is
+            listed in one error. For a cwdm checkpoint it is ignored, the stored
+            configuration is used.
+        ema: use the EMA weights of a cwdm checkpoint when it has them.
+        given: the network fields the user chose explicitly.
     """
     obj = read_checkpoint(path)
     if is_cwdm_checkpoint(obj):
@@ -227,7 +250,7 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
         with torch.device("meta"):
             _build(cfg, str(path), inferred=True)  # a clear message when --num_groups does not fit
     check_state_dict(sd, cfg, str(path))
-    model = UNet.from_config(cfg)
+    model = UNet(cfg)
     model.load_state_dict(sd, strict=True)
     model.to(device).eval()
     meta = {k: v for k, v in obj.items() if k in ("step", "train_config", "version")} if kind == "cwdm" else {}

@@ -14,7 +14,7 @@ Conventions (the released models'):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -129,12 +129,15 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
                   t: torch.Tensor, noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean squared error of the network's x0 prediction.
 
-    :param x0: (B, 8, d, h, w) clean target subbands (LLL / 3).
-    :param cond: (B, 8K, d, h, w) condition subbands.
-    :param t: (B,) timesteps.
-    :param noise: (B, 8, d, h, w) standard normal noise (the orthonormal Haar
-        transform of image-domain noise is such noise too).
-    :return: ``(loss, per_subband (8,), prediction)``; loss is the mean of the
+    Args:
+        x0: (B, 8, d, h, w) clean target subbands (LLL / 3).
+        cond: (B, 8K, d, h, w) condition subbands.
+        t: (B,) timesteps.
+        noise: (B, 8, d, h, w) standard normal noise (the orthonormal Haar
+            transform of image-domain noise is such noise too).
+
+    Returns:
+        ``(loss, per_subband (8,), prediction)``; loss is the mean of the
         8 per-subband mean squared errors (over batch and space).
     """
     x_t = q_sample(schedule, x0, t, noise)
@@ -146,7 +149,8 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
 def clip_x0(x0: torch.Tensor) -> torch.Tensor:
     """Clip an x0 prediction in image space: inverse transform, clamp to [0, 1], forward transform.
 
-    :param x0: (B, 8, d, h, w) subbands; returns the same shape.
+    Args:
+        x0: (B, 8, d, h, w) subbands; returns the same shape.
     """
     return to_subbands(from_subbands(x0).clamp(0.0, 1.0))
 
@@ -154,8 +158,9 @@ def clip_x0(x0: torch.Tensor) -> torch.Tensor:
 def make_denoiser(model: torch.nn.Module, cond: torch.Tensor, clip: bool = True) -> Denoiser:
     """Wrap the network as a denoiser ``(x_t, t) -> x0`` for fixed conditions.
 
-    :param cond: (B, 8K, d, h, w) condition subbands, concatenated after x_t.
-    :param clip: apply :func:`clip_x0` to every prediction (the reference does).
+    Args:
+        cond: (B, 8K, d, h, w) condition subbands, concatenated after x_t.
+        clip: apply :func:`clip_x0` to every prediction (the reference does).
     ``t`` is the trained model's timestep (0 .. 999).
     """
 
@@ -175,10 +180,13 @@ def ddpm_step(denoiser: Denoiser, schedule: Schedule, x_t: torch.Tensor, t: torc
               noise: torch.Tensor) -> Dict[str, torch.Tensor]:
     """One ancestral reverse step with the fixed "large" variance.
 
-    :param t: (B,) step indices into ``schedule``; the denoiser is called with
-        the trained model's timesteps ``schedule.timestep_map[t]``.
-    :param noise: standard normal noise like ``x_t``; unused where t == 0.
-    :return: dict with ``sample`` (x_{t-1}), ``mean``, ``log_variance`` and ``pred_xstart``.
+    Args:
+        t: (B,) step indices into ``schedule``; the denoiser is called with
+            the trained model's timesteps ``schedule.timestep_map[t]``.
+        noise: standard normal noise like ``x_t``; unused where t == 0.
+
+    Returns:
+        dict with ``sample`` (x_{t-1}), ``mean``, ``log_variance`` and ``pred_xstart``.
     """
     x0 = denoiser(x_t, model_timesteps(schedule, t))
     mean = posterior(schedule, x0, x_t, t)
@@ -186,3 +194,40 @@ def ddpm_step(denoiser: Denoiser, schedule: Schedule, x_t: torch.Tensor, t: torc
     nonzero = (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
     sample = mean + nonzero * torch.exp(0.5 * log_var) * noise
     return {"sample": sample, "mean": mean, "log_variance": log_var, "pred_xstart": x0}
+
+
+def ddim_step(denoiser: Denoiser, schedule: Schedule, x_t: torch.Tensor, t: int, s: Optional[int],
+              eta: float = 0.0, noise: Optional[Callable[[], torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """One DDIM step from timestep ``t`` to the earlier timestep ``s`` of ``schedule``.
+
+    With alpha-bar ``a_t`` and ``a_s`` (``a_s = 1`` when ``s`` is None, the
+    last step, which returns the x0 prediction itself):
+    ``eps = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t)``,
+    ``sigma = eta * sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))``,
+    ``x_s = sqrt(a_s) x0 + sqrt(1 - a_s - sigma^2) eps + sigma z``.
+
+    Args:
+        x_t: (B, 8, d, h, w) sample at ``t``.
+        t: timestep of ``x_t``; the denoiser is called with ``schedule.timestep_map[t]``.
+        s: the next (smaller) timestep, or None after the last network call.
+        eta: 0 is deterministic DDIM, 1 the DDPM-like amount of fresh noise.
+        noise: called for standard normal noise like ``x_t`` (``z``), only when ``sigma > 0``.
+
+    Returns:
+        dict with ``sample`` (x_s, (B, 8, d, h, w)) and ``pred_xstart`` (x0, same shape).
+    """
+    ac = schedule.alphas_cumprod
+    a_t = float(ac[t])
+    a_s = float(ac[s]) if s is not None else 1.0
+    t_batch = torch.full((x_t.shape[0],), int(t), dtype=torch.long, device=x_t.device)
+    x0 = denoiser(x_t, model_timesteps(schedule, t_batch))
+    if a_s >= 1.0:
+        return {"sample": x0, "pred_xstart": x0}
+    eps = (x_t - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
+    sigma = eta * np.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
+    sample = np.sqrt(a_s) * x0 + np.sqrt(max(1.0 - a_s - sigma ** 2, 0.0)) * eps
+    if sigma > 0:
+        if noise is None:
+            raise ValueError("ddim_step with eta > 0 needs a noise source")
+        sample = sample + sigma * noise()
+    return {"sample": sample, "pred_xstart": x0}

@@ -73,6 +73,16 @@ def cleanup_distributed() -> None:
             dist.destroy_process_group()
 
 
+def agree_max(value: int, info: DistInfo, device: torch.device) -> int:
+    """The largest ``value`` over all ranks (so every rank stops at the same step); ``value`` alone
+    when not distributed."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
 PRECISIONS = ("fp32", "tf32", "bf16")
 """Inference arithmetic: ``fp32`` exact float32 (TF32 off: the reference's numbers), ``tf32``
 (TF32 tensor cores for convolutions and matmuls, CUDA), ``bf16`` (bf16 autocast, CUDA)."""

@@ -45,7 +45,7 @@ class SamplingOptions:
             raise CwdmError(f"--ensemble_batch must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
         if self.sampler not in SAMPLERS:
             raise CwdmError(f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.sampler != "regression" and not 1 <= self.steps <= 1000:
+        if SAMPLERS[self.sampler].uses_steps and not 1 <= self.steps <= 1000:
             raise CwdmError(f"--sampling_steps must be in 1..1000, got {self.steps}")
         if self.ensemble < 1:
             raise CwdmError(f"--ensemble must be at least 1, got {self.ensemble}")
@@ -83,6 +83,9 @@ class Synthesizer:
     ``options.ensemble_batch`` members at a time when it is > 0). Each member
     draws its noise from its own :func:`case_generator`, so batching changes
     no result beyond float rounding.
+
+    ``callback(i, n)``, if given, is called after each network call: ``i``
+    calls of the ``n`` of the current chunk of members are done (progress bars).
     """
 
     def __init__(self, loaded: LoadedModel, num_conditions: int, device: torch.device, options: SamplingOptions):
@@ -104,6 +107,7 @@ class Synthesizer:
     def __call__(self, conditions: torch.Tensor, names: Sequence[str],
                  callback: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         opt, device = self.options, self.device
+        calls = network_calls(opt.sampler, opt.steps)  # per chunk of members
         cond = to_subbands(conditions.to(device, torch.float32))  # (B, 8K, d, h, w), once per call
         samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
         for members in self._members():
@@ -112,9 +116,10 @@ class Synthesizer:
             denoiser = make_denoiser(self.net, rep, clip=opt.clip_denoised)
             gens = [case_generator(opt.seed, n, k, device) for n in names for k in members]
             shape = (rep.shape[0], NUM_SUBBANDS, *rep.shape[2:])
+            step_done = (lambda s: callback(s["i"] + 1, calls)) if callback else None
             with precision(device, opt.precision):
                 x0 = run_sampler(opt.sampler, denoiser, shape, gens, steps=opt.steps, eta=opt.eta,
-                                 device=device, dtype=torch.float32, callback=callback)
+                                 device=device, dtype=torch.float32, callback=step_done)
             vol = from_subbands(x0.float())[:, 0].cpu()
             samples.append(vol.reshape(len(names), m, *vol.shape[1:]))
         stack = torch.cat(samples, dim=1)

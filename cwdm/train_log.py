@@ -154,7 +154,7 @@ def _shapes(mcfg):
     from .unet import UNet
 
     with torch.device("meta"):
-        model = UNet.from_config(mcfg)
+        model = UNet(mcfg)
     return [p.shape for p in model.parameters()]
 
 

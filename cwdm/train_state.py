@@ -1,6 +1,7 @@
 """Training state that must survive interruptions: data order, EMA, checkpoints.
 
-A training checkpoint is a dict readable with ``torch.load(weights_only=True)``:
+A training checkpoint is a dict readable with ``torch.load(weights_only=True)``,
+built by :func:`cwdm.checkpoint.checkpoint_dict`:
 
 ===================  ==========================================================
 key                  contents
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import torch
 from torch.utils.data import Sampler
 
-from .checkpoint import FORMAT, FORMAT_VERSION
 from .nifti_io import atomic_path
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -109,6 +110,26 @@ class EMA:
             e.copy_(b)
 
 
+@dataclass
+class TrainingParts:
+    """What one optimisation step changes (see :func:`cwdm.train.train_step`).
+
+    ``model`` is the raw network (what is saved and what ``ema`` follows);
+    ``net`` is what runs forward: ``model`` itself, or DDP / ``torch.compile``
+    around it. ``generator`` draws the timesteps and noise of every step.
+    """
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+
+    def rng_state(self) -> Dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state().cpu(), "torch_cpu": torch.get_rng_state()}
+
+
 def checkpoint_files(run_dir: Path) -> List[Path]:
     """Checkpoints of a run directory, oldest step first."""
     folder = Path(run_dir) / "checkpoints"
@@ -124,13 +145,31 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
 
 
 def save_checkpoint(run_dir: Path, state: Dict, step: int, keep_last: int) -> Path:
-    """Write ``state`` atomically as ``checkpoints/ckpt_<step>.pt`` and prune old ones."""
+    """Write ``state`` (a :func:`cwdm.checkpoint.checkpoint_dict`) atomically as
+    ``checkpoints/ckpt_<step>.pt`` and prune old ones."""
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt_{step:08d}.pt"
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": FORMAT_VERSION, **state}, tmp)
+        torch.save(state, tmp)
     if keep_last > 0:
         for old in checkpoint_files(run_dir)[:-keep_last]:
             old.unlink(missing_ok=True)
     return path
+
+
+def optimizer_to_cpu(state: dict) -> dict:
+    """An optimizer ``state_dict()`` with its tensors moved to the CPU (in place), for saving."""
+    for s in state["state"].values():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor):
+                s[k] = v.detach().cpu()
+    return state
+
+
+def move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move a loaded optimizer's state tensors (but the ``step`` counts) to ``device``."""
+    for s in optimizer.state.values():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                s[k] = v.to(device)

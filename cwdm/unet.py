@@ -20,8 +20,8 @@ a 3x3x3 convolution to ``out_channels`` (``out``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import List, Tuple
+from dataclasses import dataclass, field, fields, make_dataclass, replace
+from typing import List, Tuple, get_type_hints
 
 import torch
 import torch.nn as nn
@@ -72,31 +72,40 @@ def in_channels_for(num_conditions: int) -> int:
     return NUM_SUBBANDS * (1 + num_conditions)
 
 
-@dataclass
-class NetworkFlags:
-    """Network flags shared by the commands (defaults: the released network).
+NOT_FLAGS = ("in_channels", "out_channels", "dropout")
+""":class:`UNetConfig` fields that are not command-line flags: ``in_channels`` follows from the
+number of conditions, ``out_channels`` is always the 8 subbands, ``dropout`` stays 0 as in the released training."""
 
-    ``in_channels`` is not a flag: it follows from the number of conditions.
-    """
 
-    model_channels: int = field(default=64, metadata={"help": "base channels (released: 64)"})
-    channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multiplier per level"})
-    num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
-    num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
-    additive_skips: bool = field(default=False, metadata={"help": "average skips instead of concatenating (less memory)"})
+def _unet_config(self, num_conditions: int) -> UNetConfig:
+    """The :class:`UNetConfig` of these flags for a network taking ``num_conditions`` condition volumes."""
+    chosen = {f.name: getattr(self, f.name) for f in fields(NetworkFlags)}
+    return UNetConfig(**chosen, in_channels=in_channels_for(num_conditions))
 
-    def unet_config(self, num_conditions: int) -> UNetConfig:
-        return UNetConfig(model_channels=self.model_channels, channel_mult=tuple(self.channel_mult),
-                          num_res_blocks=self.num_res_blocks, in_channels=in_channels_for(num_conditions),
-                          num_groups=self.num_groups, additive_skips=self.additive_skips)
+
+def _network_flags() -> type:
+    """``NetworkFlags``: the fields of :class:`UNetConfig` but :data:`NOT_FLAGS`, same defaults and help."""
+    hints = get_type_hints(UNetConfig)
+    chosen = [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata))
+              for f in fields(UNetConfig) if f.name not in NOT_FLAGS]
+    doc = ("Network flags shared by the commands (defaults: the released network); generated from "
+           ":class:`UNetConfig` without " + ", ".join(NOT_FLAGS) + ".")
+    namespace = {"unet_config": _unet_config, "__doc__": doc, "__module__": __name__}
+    return make_dataclass("NetworkFlags", chosen, namespace=namespace)
+
+
+NetworkFlags = _network_flags()
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of timesteps.
 
-    :param t: (N,) integer or float timesteps.
-    :param dim: embedding size.
-    :return: (N, dim) float32 tensor, cosines first, then sines.
+    Args:
+        t: (N,) integer or float timesteps.
+        dim: embedding size.
+
+    Returns:
+        (N, dim) float32 tensor, cosines first, then sines.
     """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
@@ -127,10 +136,11 @@ def _zeroed(module: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """Residual block with timestep conditioning and optional 2x resampling.
 
-    :param channels: input channels C.
-    :param emb_channels: timestep embedding size E.
-    :param out_channels: output channels C' (default C).
-    :param resample: ``"down"`` (average pool), ``"up"`` (nearest) or ``None``.
+    Args:
+        channels: input channels C.
+        emb_channels: timestep embedding size E.
+        out_channels: output channels C' (default C).
+        resample: ``"down"`` (average pool), ``"up"`` (nearest) or ``None``.
 
     ``forward(x (N, C, D, H, W), emb (N, E)) -> (N, C', D', H', W')``.
     """
@@ -183,66 +193,70 @@ class EmbedSequential(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """The cWDM denoiser.
+    """The cWDM denoiser, built from a :class:`UNetConfig`: ``UNet(cfg)``.
 
-    Build with :class:`UNetConfig` fields as keyword arguments (or ``UNet.from_config``).
     ``use_checkpoint`` trades compute for memory with gradient checkpointing.
 
     ``forward(x (N, in_channels, d, h, w), t (N,) int) -> (N, out_channels, d, h, w)``;
     d, h, w must be multiples of ``2 ** (len(channel_mult) - 1)``.
     """
 
-    def __init__(self, model_channels: int = 64, channel_mult=(1, 2, 2, 4, 4), num_res_blocks: int = 2,
-                 in_channels: int = 32, out_channels: int = 8, additive_skips: bool = False,
-                 num_groups: int = 32, dropout: float = 0.0, use_checkpoint: bool = False):
+    def __init__(self, config: UNetConfig, *, use_checkpoint: bool = False):
         super().__init__()
-        self.config = UNetConfig(model_channels, tuple(channel_mult), num_res_blocks, in_channels,
-                                 out_channels, additive_skips, num_groups, dropout)
-        for mult in (1, *channel_mult):
-            if (model_channels * mult) % num_groups:
-                raise CwdmError(f"model_channels x channel_mult ({model_channels * mult}) "
-                                f"must be divisible by num_groups ({num_groups})")
-        self.additive_skips = additive_skips
-        emb_dim = 4 * model_channels
-        block = dict(emb_channels=emb_dim, num_groups=num_groups, dropout=dropout, use_checkpoint=use_checkpoint)
-
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-
-        self.input_blocks = nn.ModuleList([EmbedSequential(_conv(in_channels, model_channels))])
-        skip_chans: List[int] = [model_channels]
-        ch = model_channels
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                self.input_blocks.append(EmbedSequential(ResBlock(ch, out_channels=model_channels * mult, **block)))
-                ch = model_channels * mult
-                skip_chans.append(ch)
-            if level < len(channel_mult) - 1:
-                self.input_blocks.append(EmbedSequential(ResBlock(ch, resample="down", **block)))
-                skip_chans.append(ch)
-
+        if not isinstance(config, UNetConfig):
+            raise TypeError(f"UNet takes a UNetConfig, got {type(config).__name__}")
+        self.config = cfg = replace(config)  # a copy: the network's own record of its shape
+        for mult in (1, *cfg.channel_mult):
+            if (cfg.model_channels * mult) % cfg.num_groups:
+                raise CwdmError(f"model_channels x channel_mult ({cfg.model_channels * mult}) "
+                                f"must be divisible by num_groups ({cfg.num_groups})")
+        self.additive_skips = cfg.additive_skips
+        emb_dim = 4 * cfg.model_channels
+        block = dict(emb_channels=emb_dim, num_groups=cfg.num_groups, dropout=cfg.dropout,
+                     use_checkpoint=use_checkpoint)
+        self.time_embed = nn.Sequential(nn.Linear(cfg.model_channels, emb_dim), nn.SiLU(),
+                                        nn.Linear(emb_dim, emb_dim))
+        self.input_blocks, skip_chans = self._encoder(cfg, block)
+        ch = skip_chans[-1]
         self.middle_block = EmbedSequential(ResBlock(ch, **block), ResBlock(ch, **block))
+        self.output_blocks, ch = self._decoder(cfg, block, skip_chans)
+        self.out = nn.Sequential(GroupNorm32(cfg.num_groups, ch), nn.SiLU(),
+                                 _zeroed(_conv(cfg.model_channels, cfg.out_channels)))
 
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for i in range(num_res_blocks + 1):
+    @staticmethod
+    def _encoder(cfg: UNetConfig, block: dict) -> Tuple[nn.ModuleList, List[int]]:
+        """``input_blocks`` and the channel count of each skip they leave (in order)."""
+        blocks = nn.ModuleList([EmbedSequential(_conv(cfg.in_channels, cfg.model_channels))])
+        skip_chans = [cfg.model_channels]
+        ch = cfg.model_channels
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(EmbedSequential(ResBlock(ch, out_channels=cfg.model_channels * mult, **block)))
+                ch = cfg.model_channels * mult
+                skip_chans.append(ch)
+            if level < cfg.num_levels - 1:
+                blocks.append(EmbedSequential(ResBlock(ch, resample="down", **block)))
+                skip_chans.append(ch)
+        return blocks, skip_chans
+
+    @staticmethod
+    def _decoder(cfg: UNetConfig, block: dict, skip_chans: List[int]) -> Tuple[nn.ModuleList, int]:
+        """``output_blocks`` (each takes one skip, popped from ``skip_chans``) and their output channels."""
+        blocks = nn.ModuleList()
+        ch = skip_chans[-1]
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
                 skip = skip_chans.pop()
-                if additive_skips:
-                    cin, cout = ch, (skip_chans[-1] if skip_chans else model_channels)
+                if cfg.additive_skips:
+                    cin, cout = ch, (skip_chans[-1] if skip_chans else cfg.model_channels)
                 else:
-                    cin, cout = ch + skip, model_channels * mult
+                    cin, cout = ch + skip, cfg.model_channels * mult
                 layers: List[nn.Module] = [ResBlock(cin, out_channels=cout, **block)]
                 ch = cout
-                if level and i == num_res_blocks:
+                if level and i == cfg.num_res_blocks:
                     layers.append(ResBlock(ch, resample="up", **block))
-                self.output_blocks.append(EmbedSequential(*layers))
-
-        self.out = nn.Sequential(GroupNorm32(num_groups, ch), nn.SiLU(),
-                                 _zeroed(_conv(model_channels, out_channels)))
-
-    @classmethod
-    def from_config(cls, cfg: UNetConfig, use_checkpoint: bool = False) -> "UNet":
-        return cls(cfg.model_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.in_channels,
-                   cfg.out_channels, cfg.additive_skips, cfg.num_groups, cfg.dropout, use_checkpoint)
+                blocks.append(EmbedSequential(*layers))
+        return blocks, ch
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error if ``x`` does not fit the network."""

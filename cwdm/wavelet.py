@@ -46,8 +46,11 @@ def _butterfly(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 def dwt3d(x: torch.Tensor) -> torch.Tensor:
     """Single-level orthonormal 3D Haar transform.
 
-    :param x: (B, C, D, H, W) tensor; D, H and W must be even.
-    :return: (B, 8C, D/2, H/2, W/2) tensor; channel ``8c + k`` is subband
+    Args:
+        x: (B, C, D, H, W) tensor; D, H and W must be even.
+
+    Returns:
+        (B, 8C, D/2, H/2, W/2) tensor; channel ``8c + k`` is subband
         ``SUBBAND_NAMES[k]`` of input channel ``c``.
     """
     _check_shape(x, "dwt3d")
@@ -64,8 +67,11 @@ def dwt3d(x: torch.Tensor) -> torch.Tensor:
 def idwt3d(bands: torch.Tensor) -> torch.Tensor:
     """Exact inverse of :func:`dwt3d`.
 
-    :param bands: (B, 8C, d, h, w) tensor of subbands in ``dwt3d`` order.
-    :return: (B, C, 2d, 2h, 2w) tensor.
+    Args:
+        bands: (B, 8C, d, h, w) tensor of subbands in ``dwt3d`` order.
+
+    Returns:
+        (B, C, 2d, 2h, 2w) tensor.
     """
     _check_shape(bands, "idwt3d")
     b, c8, d, h, w = bands.shape

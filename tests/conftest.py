@@ -1,4 +1,9 @@
-"""Shared fixtures: small synthetic BraTS-layout data roots written with nibabel.
+"""Shared test helpers and fixtures.
+
+* the reference tensors of the released checkpoint contract (:data:`REF`,
+  :func:`npz`, :func:`tiny_config`, :func:`tiny_model`);
+* tiny cwdm checkpoints (:func:`make_checkpoint`) and fast sampling flags (:data:`FAST`);
+* small synthetic BraTS-layout data roots written with nibabel, described below.
 
 ``make_brats_root(...)`` (fixture returning a factory) writes::
 
@@ -15,13 +20,54 @@ import itertools
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Union
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from cwdm import MODALITIES
 
 DEFAULT_SHAPE = (24, 24, 16)
+REF = Path(__file__).parent / "data" / "reference"
+FAST = ["--sampler", "ddim", "--sampling_steps", "2", "--progress", "False", "--num_workers", "0"]
+"""Flags of a quick ``cwdm sample`` / ``cwdm auto`` run."""
+
+
+def npz(name: str) -> dict:
+    """The arrays of ``tests/data/reference/<name>.npz``."""
+    with np.load(REF / f"{name}.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+def tiny_config() -> dict:
+    """The reference tiny network's configuration (UNetConfig fields)."""
+    return json.loads((REF / "unet_tiny_config.json").read_text())
+
+
+def tiny_model():
+    """The reference tiny network with its released weights, in eval mode."""
+    from cwdm.unet import UNet, UNetConfig
+
+    model = UNet(UNetConfig(**tiny_config()))
+    model.load_state_dict(torch.load(REF / "unet_tiny.pt", map_location="cpu", weights_only=True), strict=True)
+    return model.eval()
+
+
+def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0) -> Path:
+    """Write a tiny 3-condition cwdm checkpoint with random non-zero weights to ``path``; returns ``path``."""
+    from cwdm.checkpoint import checkpoint_dict
+    from cwdm.unet import UNet, UNetConfig
+
+    torch.manual_seed(seed)
+    cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)
+    model = UNet(cfg)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    torch.save(checkpoint_dict(cfg, model.state_dict(), model.state_dict(), target=target,
+                               modalities=["t1n", "t1c", "t2w", "t2f"], step=1), path)
+    return path
 
 
 def case_names(n: int, prefix: str = "BraTS-GLI") -> list:

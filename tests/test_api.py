@@ -10,7 +10,7 @@ import cwdm
 from cwdm.cli import main as cli
 from cwdm.errors import CwdmError
 from test_auto import models  # noqa: F401  (fixture: one tiny checkpoint per contrast)
-from test_sample import FAST
+from conftest import FAST
 
 MISSING = {"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1c"], "BraTS-GLI-00002-000": ["t2w", "t1n"]}
 

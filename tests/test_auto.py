@@ -7,7 +7,7 @@ import torch
 
 from conftest import write_brats_root
 from cwdm.cli import main as cli
-from test_sample import FAST, make_checkpoint
+from conftest import FAST, make_checkpoint
 
 
 def snapshot(root):

@@ -3,11 +3,10 @@ import json
 import pytest
 import torch
 
-from cwdm.checkpoint import FORMAT, FORMAT_VERSION, infer_config, load_model
-from cwdm.config import to_dict
+from cwdm.checkpoint import FORMAT, FORMAT_VERSION, checkpoint_dict, infer_config, load_model
 from cwdm.errors import CwdmError
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
-from refdata import REF, npz, tiny_config
+from conftest import REF, npz, tiny_config
 
 TINY = UNetConfig(**tiny_config())
 
@@ -53,7 +52,7 @@ def test_structure_mismatch_is_one_line(tmp_path):
 
 
 def test_tensors_that_are_not_a_unet_are_refused(tmp_path):
-    sd = UNet.from_config(TINY).state_dict()
+    sd = UNet(TINY).state_dict()
     del sd["out.2.weight"]
     torch.save(sd, tmp_path / "cut.pt")
     with pytest.raises(CwdmError, match=r"cut.pt: not a cWDM U-Net state_dict .*out.2.weight"):
@@ -85,7 +84,7 @@ def test_inference_of_other_layouts(mult, blocks, additive, conditions):
     cfg = UNetConfig(model_channels=8, channel_mult=mult, num_res_blocks=blocks, additive_skips=additive,
                      in_channels=8 * (1 + conditions), num_groups=4)
     with torch.device("meta"):
-        sd = UNet.from_config(cfg).state_dict()
+        sd = UNet(cfg).state_dict()
     assert infer_config(sd, num_groups=4) == cfg
 
 
@@ -101,14 +100,13 @@ def test_explicit_flags_that_contradict_the_file_are_listed_together():
 
 
 def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):
-    model = UNet.from_config(TINY)
-    ema = UNet.from_config(TINY)
+    model = UNet(TINY)
+    ema = UNet(TINY)
     for p in ema.parameters():
         torch.nn.init.constant_(p, 0.01)
     path = tmp_path / "ckpt.pt"
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(TINY),
-                "model": model.state_dict(), "ema": ema.state_dict(), "target": "t2f",
-                "modalities": ["t1n", "t1c", "t2w", "t2f"], "step": 7}, path)
+    torch.save(checkpoint_dict(TINY, model.state_dict(), ema.state_dict(), target="t2f",
+                               modalities=["t1n", "t1c", "t2w", "t2f"], step=7), path)
     loaded = load_model(path)  # no config given: read from the file
     assert loaded.kind == "cwdm" and loaded.target == "t2f" and loaded.config == TINY
     assert loaded.meta["step"] == 7
@@ -119,8 +117,9 @@ def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):
 
 def test_newer_format_refused(tmp_path):
     path = tmp_path / "future.pt"
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION + 1, "model_config": to_dict(TINY),
-                "model": {}}, path)
+    state = checkpoint_dict(TINY, {})
+    assert state["format"] == FORMAT and state["version"] == FORMAT_VERSION
+    torch.save({**state, "version": FORMAT_VERSION + 1}, path)
     with pytest.raises(CwdmError, match="newer"):
         load_model(path)
 
@@ -143,7 +142,7 @@ def test_bad_files(tmp_path, content, match):
 
 def test_truncated_checkpoint(tmp_path):
     good = tmp_path / "good.pt"
-    torch.save(UNet.from_config(TINY).state_dict(), good)
+    torch.save(UNet(TINY).state_dict(), good)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CwdmError, match="truncated or damaged"):

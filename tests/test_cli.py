@@ -8,7 +8,7 @@ from cwdm.cli import build_parser, main as cli, normalize_flags
 from cwdm.config import from_args
 from cwdm.errors import CwdmError
 from cwdm.nifti_io import check_destination
-from test_sample import FAST
+from conftest import FAST
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 

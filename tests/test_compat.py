@@ -42,6 +42,7 @@ def _env(**kw):
     return env
 
 
+@pytest.mark.slow
 def test_shim_script_runs_train(brats_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--dims=3", "--dataset=brats",
@@ -71,6 +72,7 @@ PIP_ENTRY = "from cwdm.cli import main\nimport sys\nsys.exit(main())\n"
 SH_LAUNCHER = "#!/bin/sh\n" + "'" * 3 + "exec' \"{exe}\" \"$0\" \"$@\"\n' " + "'" * 3 + "\n"  # pip, long paths
 
 
+@pytest.mark.slow
 def test_run_sh_train_then_sample(brats_root, tmp_path):
     """No environment activated: python/python3 on PATH are wrong ones; run.sh must use the
     interpreter of the installed `cwdm` command (train) or the PYTHON setting (sample)."""
@@ -139,7 +141,7 @@ def test_sample_auto_model_path_and_output_dir(tmp_path):
 
 
 def test_sample_auto_shim_writes_into_the_case_folders(make_brats_root, tmp_path):
-    from test_sample import make_checkpoint
+    from conftest import make_checkpoint
 
     data = make_brats_root(cases=2, missing={"BraTS-GLI-00001-000": ["t1c"]})
     folder = tmp_path / "checkpoints"

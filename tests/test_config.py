@@ -70,3 +70,25 @@ def test_dict_round_trip():
     assert from_dict(Demo, d) == cfg
     with pytest.raises(ValueError, match="unknown"):
         from_dict(Demo, {**d, "extra": 1}, strict=True)
+
+
+def test_network_flags_are_the_unet_config_fields():
+    from dataclasses import fields
+
+    from cwdm.train import ARCH_FIELDS, TrainConfig
+    from cwdm.unet import NOT_FLAGS, NetworkFlags, UNetConfig
+
+    flags = {f.name: (f.default, f.metadata["help"]) for f in fields(NetworkFlags)}
+    config = {f.name: (f.default, f.metadata["help"]) for f in fields(UNetConfig) if f.name not in NOT_FLAGS}
+    assert flags == config and "in_channels" not in flags
+    assert NetworkFlags(model_channels=16, num_groups=8).unet_config(1) == UNetConfig(
+        model_channels=16, num_groups=8, in_channels=16)
+    assert set(ARCH_FIELDS) == {"contr", "modalities", *flags}
+    assert set(flags) <= {f.name for f in fields(TrainConfig)}
+
+
+def test_unet_takes_a_config():
+    from cwdm.unet import UNet
+
+    with pytest.raises(TypeError, match="UNetConfig"):
+        UNet(64)

@@ -44,7 +44,7 @@ def test_discover_sorted_with_files(make_brats_root):
     assert c.files == {m: root / c.name / f"{c.name}-{m}.nii.gz" for m in MODALITIES}
     assert c.seg == root / c.name / f"{c.name}-seg.nii.gz"
     assert c.missing() == [] and c.duplicates == {}
-    assert c.path_for("t1c") == c.files["t1c"]
+    assert c.folder / c.file_name("t1c") == c.files["t1c"]
 
 
 @pytest.mark.parametrize("shape", [SMALL, (9, 7, 5)])

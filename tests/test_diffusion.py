@@ -5,7 +5,7 @@ import torch
 from cwdm.diffusion import (clip_x0, ddpm_step, linear_schedule, make_denoiser, q_sample, respace,
                             spaced_timesteps, training_loss)
 from cwdm.wavelet import dwt3d, from_subbands, to_subbands
-from refdata import npz, tiny_model
+from conftest import npz, tiny_model
 
 SCHEDULE_KEYS = ("betas", "alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
                  "posterior_mean_coef1", "posterior_mean_coef2", "fixed_large_variance")

@@ -10,7 +10,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from cwdm import metrics as M
-from refdata import REF
+from conftest import REF
 
 SHAPE = (32, 32, 24)
 

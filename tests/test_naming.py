@@ -53,7 +53,7 @@ def test_brats2021_cases_are_read_and_said_once(tmp_path, capsys):
     cases = discover_cases(root)
     assert [c.present for c in cases] == [("t1n", "t1c", "t2w", "t2f"), ("t1n", "t1c", "t2w")]
     assert cases[0].files["t2f"].name == "BraTS2021_00000_flair.nii.gz" and cases[0].seg is not None
-    assert cases[1].path_for("t2f").name == "BraTS2021_00001_flair.nii.gz"
+    assert cases[1].file_name("t2f") == "BraTS2021_00001_flair.nii.gz"
     discover_cases(root)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 of 2 cases" in err[0] and "flair=t2f" in err[0]

@@ -5,26 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from cwdm.checkpoint import FORMAT, FORMAT_VERSION
+from cwdm.checkpoint import checkpoint_dict
 from cwdm.cli import main as cli
-from cwdm.config import to_dict
 from cwdm.unet import UNet, UNetConfig
-from refdata import REF
+from conftest import FAST, REF, make_checkpoint
 
 TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "8"]
-FAST = ["--sampler", "ddim", "--sampling_steps", "2", "--progress", "False", "--num_workers", "0"]
-
-
-def make_checkpoint(path, target="t2f", seed=0):
-    torch.manual_seed(seed)
-    cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)
-    model = UNet.from_config(cfg)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(cfg),
-                "model": model.state_dict(), "ema": model.state_dict(), "target": target,
-                "modalities": ["t1n", "t1c", "t2w", "t2f"], "step": 1}, path)
-    return path
 
 
 @pytest.fixture
@@ -214,15 +200,10 @@ def test_output_dir_inside_the_input_is_refused(make_brats_root, tmp_path, ckpt,
 
 
 def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
-    import torch
-
-    from cwdm.checkpoint import FORMAT, FORMAT_VERSION
-
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=16)
     path = tmp_path / "ct.pt"
-    model = UNet.from_config(cfg)
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(cfg), "model": model.state_dict(),
-                "ema": None, "target": "ct", "modalities": ["mr", "ct"], "step": 1}, path)
+    model = UNet(cfg)
+    torch.save(checkpoint_dict(cfg, model.state_dict(), target="ct", modalities=["mr", "ct"], step=1), path)
     data = make_brats_root(cases=1, modalities=("mr", "ct"))
     out = tmp_path / "out"
     assert cli(["sample", "--data_dir", str(data), "--model_path", str(path), "--output_dir", str(out), *FAST]) == 0

@@ -13,7 +13,7 @@ def _loaded(seed: int = 0) -> LoadedModel:
     """A tiny 3-condition network whose every layer is random (the zero-initialized ones too)."""
     torch.manual_seed(seed)
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4)
-    model = UNet.from_config(cfg)
+    model = UNet(cfg)
     for m in model.modules():
         if isinstance(m, torch.nn.Conv3d):
             m.reset_parameters()

@@ -35,7 +35,7 @@ def weights(path, key="model"):
 def test_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     cfg = UNetConfig(in_channels=32, **TINY)
-    model = UNet.from_config(cfg)
+    model = UNet(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0)
     x0, cond = torch.rand(2, 8, 4, 4, 4), torch.rand(2, 24, 4, 4, 4)
     t, noise = torch.tensor([100, 700]), torch.randn(2, 8, 4, 4, 4)
@@ -76,7 +76,7 @@ def test_checkpoint_round_trip_and_export(brats_root, tmp_path):
     out = export_state_dict(ckpts[-1], tmp_path / "bare.pt")
     bare = torch.load(out, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in bare.values())
-    model = UNet.from_config(loaded.config)
+    model = UNet(loaded.config)
     model.load_state_dict(bare, strict=True)  # loads into the network built from the config
     with pytest.raises(CwdmError, match="would replace the training checkpoint"):
         export_state_dict(ckpts[-1], ckpts[-1], overwrite=True)
@@ -134,6 +134,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_sigterm_leaves_a_loadable_checkpoint(brats_root, tmp_path):
     run_dir = tmp_path / "sig"
     cmd = [sys.executable, "-m", "cwdm", "train", "--data_dir", str(brats_root), "--contr", "t2f",

@@ -5,12 +5,12 @@ import torch
 
 from cwdm.errors import CwdmError
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig, in_channels_for, timestep_embedding
-from refdata import REF, npz, tiny_config, tiny_model
+from conftest import REF, npz, tiny_config, tiny_model
 
 
 def test_released_layout_key_for_key():
     layout = json.loads((REF / "unet_full_layout.json").read_text())
-    sd = UNet.from_config(RELEASED_CONFIG).state_dict()
+    sd = UNet(RELEASED_CONFIG).state_dict()
     assert list(sd) == list(layout)
     for key, shape in layout.items():
         assert list(sd[key].shape) == shape, key
@@ -27,21 +27,22 @@ def test_tiny_reference_output():
 def test_in_channels_follow_conditions():
     assert in_channels_for(3) == 32 == RELEASED_CONFIG.in_channels
     assert in_channels_for(1) == 16
-    model = UNet(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, in_channels=in_channels_for(1), num_groups=4)
+    model = UNet(UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, in_channels=in_channels_for(1),
+                             num_groups=4))
     assert model(torch.zeros(1, 16, 4, 4, 4), torch.tensor([3])).shape == (1, 8, 4, 4, 4)
 
 
 @pytest.mark.parametrize("channel_mult,spatial", [((1, 2), (4, 6, 8)), ((1, 2, 2), (8, 4, 12)), ((1,), (3, 5, 7))])
 @pytest.mark.parametrize("additive", [False, True])
 def test_any_divisible_size_works(channel_mult, spatial, additive):
-    model = UNet(model_channels=8, channel_mult=channel_mult, num_res_blocks=1, in_channels=16,
-                 additive_skips=additive, num_groups=4)
+    model = UNet(UNetConfig(model_channels=8, channel_mult=channel_mult, num_res_blocks=1, in_channels=16,
+                            additive_skips=additive, num_groups=4))
     out = model(torch.randn(2, 16, *spatial), torch.tensor([0, 999]))
     assert out.shape == (2, 8, *spatial)
 
 
 def test_indivisible_size_raises_clearly():
-    model = UNet(model_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, in_channels=16, num_groups=4)
+    model = UNet(UNetConfig(model_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, in_channels=16, num_groups=4))
     with pytest.raises(CwdmError, match="not divisible by 4"):
         model(torch.zeros(1, 16, 8, 8, 6), torch.tensor([1]))
     with pytest.raises(CwdmError, match="expects input"):
@@ -49,16 +50,17 @@ def test_indivisible_size_raises_clearly():
 
 
 def test_additive_skips_are_smaller():
-    concat = UNet(model_channels=16, channel_mult=(1, 2, 4), num_res_blocks=2, in_channels=32, num_groups=8)
-    additive = UNet(model_channels=16, channel_mult=(1, 2, 4), num_res_blocks=2, in_channels=32,
-                    num_groups=8, additive_skips=True)
+    concat = UNet(UNetConfig(model_channels=16, channel_mult=(1, 2, 4), num_res_blocks=2, in_channels=32,
+                             num_groups=8))
+    additive = UNet(UNetConfig(model_channels=16, channel_mult=(1, 2, 4), num_res_blocks=2, in_channels=32,
+                               num_groups=8, additive_skips=True))
     assert sum(p.numel() for p in additive.parameters()) < sum(p.numel() for p in concat.parameters())
 
 
 def test_gradient_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
-    cfg = dict(tiny_config())
-    plain, ckpt = UNet(**cfg), UNet(**cfg, use_checkpoint=True)
+    cfg = UNetConfig(**tiny_config())
+    plain, ckpt = UNet(cfg), UNet(cfg, use_checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     for p in plain.parameters():  # non-zero weights everywhere so every gradient is informative
         torch.nn.init.normal_(p, std=0.05)
@@ -79,7 +81,7 @@ def test_timestep_embedding_layout():
 
 def test_group_divisibility_checked():
     with pytest.raises(CwdmError, match="num_groups"):
-        UNet(model_channels=12, channel_mult=(1,), num_groups=8)
+        UNet(UNetConfig(model_channels=12, channel_mult=(1,), num_groups=8))
 
 
 def test_config_divisors():

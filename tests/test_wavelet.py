@@ -4,7 +4,7 @@ import pywt
 import torch
 
 from cwdm.wavelet import LLL_SCALE, dwt3d, from_subbands, idwt3d, to_subbands
-from refdata import npz
+from conftest import npz
 
 PYWT_KEYS = ("aaa", "aad", "ada", "add", "daa", "dad", "dda", "ddd")
 
