@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import uuid
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +119,7 @@ class Provenance:
     def __init__(self, folder: Path, command: str, settings: Dict[str, Any],
                  checkpoints: Dict[str, Dict[str, Any]], device, rank: int = 0):
         self.folder, self.path = Path(folder), Path(folder) / RECORD_NAME
-        self.run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self.run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run: Dict[str, Any] = {
             "command": command, "argv": list(sys.argv), "cwdm_version": __version__, "device": str(device),
             "rank": rank, "started": now(), "ended": None, "status": "running",
