@@ -62,10 +62,11 @@ def main():
                                        progress=False, verbose=False)
         overall = summary["overall"]
         row = {"setting": spec, "sampler": name, "steps": steps, "ensemble": k,
-               "calls_per_case": (1 if name == "regression" else steps) * k,
+               "calls_per_case": 1 if name == "regression" else steps,  # the K members share each call
                "seconds_per_case": round(seconds / max(len(erows), 1), 2), "cases": len(erows),
                "ssim": overall["ssim"]["mean"], "ssim_std": overall["ssim"]["std"],
-               "psnr": overall["psnr"]["mean"], "mse": overall["mse"]["mean"]}
+               "psnr": overall["psnr"]["mean"], "mse": overall["mse"]["mean"],
+               "mae_tumor": overall["mae_tumor"]["mean"], "mae_non_tumor": overall["mae_non_tumor"]["mean"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     with open(out / "samplers.csv", "w", newline="") as fh:
