@@ -35,6 +35,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-./results}
 SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
 SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
 ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
+PRECISION=${PRECISION:-fp32}         # fp32 (exact, the reference's numbers) | tf32 | bf16 (faster on GPUs, not exact)
 
 # -------------------------------------------------------------------------------------------
 # PYTHON default: the interpreter of the installed `cwdm` command, so no environment has to be
@@ -72,7 +73,8 @@ else
 fi
 NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$NUM_RES_BLOCKS"
      --num_groups "$NUM_GROUPS" --additive_skips "$ADDITIVE_SKIP")
-SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED")
+SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED"
+          --precision "$PRECISION")
 
 case "$MODE" in  # the reference's spellings
   training) MODE=train ;;
