@@ -69,7 +69,9 @@ class Schedule:
 
     @property
     def fixed_large_variance(self) -> np.ndarray:
-        """The reverse-step variance of the released models."""
+        """The reverse-step variance of the released models (one step: its beta; t = 0 adds no noise)."""
+        if self.num_timesteps == 1:
+            return self.betas.copy()
         return np.append(self.posterior_variance[1], self.betas[1:])
 
 

@@ -50,6 +50,13 @@ def test_ddpm_exact_x0_recovers_it():
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
 
 
+def test_ddpm_with_one_step_runs():
+    x0 = torch.rand(SHAPE)
+    rec = Recorder(x0)
+    out = run_sampler("ddpm", rec, SHAPE, gen(), steps=1)
+    assert len(rec.calls) == 1 and torch.isfinite(out).all()
+
+
 def test_regression_is_one_call_at_last_timestep():
     rec = Recorder(torch.ones(SHAPE))
     out = run_sampler("regression", rec, SHAPE, gen())
