@@ -12,6 +12,11 @@ thin shims over :func:`translate`, so commands written for the reference
   with a note;
 * ``--use_ddim=True`` selects ``--sampler ddim``; ``--sampling_steps=0`` means
   the default 1000 ddpm steps, as in the reference.
+* training: ``--resume_step N`` (the step count of the ``--resume_checkpoint``
+  state_dict), ``--use_tensorboard True/False`` and ``--tensorboard_path DIR``
+  pass through to ``cwdm train`` (same meanings; checkpoints stay in
+  ``--run_dir``); ``--schedule_sampler uniform`` is accepted, any other value
+  refused (cwdm draws timesteps uniformly).
 * ``sample_auto.py`` works like the reference's auto mode: results go into the
   case folders (``--output_dir`` is ignored with a note), and ``--model_path``
   names the folder holding one checkpoint per contrast (``--models_dir``).
@@ -32,7 +37,7 @@ FIXED = {"dims": "3", "learn_sigma": "false", "predict_xstart": "true", "noise_s
          "bottleneck_attention": "false", "use_freq": "false", "out_channels": "8", "class_cond": "false",
          "rescale_timesteps": "false", "rescale_learned_sigmas": "false", "attention_resolutions": "",
          "model": "unet"}
-IGNORED = {"dataset", "num_heads", "devices", "renormalize", "image_size", "mode", "use_fp16", "resume_step",
+IGNORED = {"dataset", "num_heads", "devices", "renormalize", "image_size", "mode", "use_fp16",
            "in_channels", "sample_schedule", "microbatch", "fp16_scale_growth", "data_mode",
            "half_res_crop", "concat_coords", "gpu", "dropout", "num_head_channels",
            "use_new_attention_order", "resblock_updown", "special_checkpoint"}
@@ -75,6 +80,16 @@ def translate(command: str, argv: List[str], note=print) -> List[str]:
         if key in IGNORED:
             note(f"note: --{key} has no effect in cwdm and is ignored")
             continue
+        if key == "schedule_sampler":
+            if low != "uniform":
+                raise CwdmError(f"--schedule_sampler {value} is not supported: cwdm draws timesteps uniformly "
+                                f"(--schedule_sampler uniform)")
+            continue
+        if key == "tensorboard_path" and not value:
+            continue  # reference: empty = the default log folder
+        if key == "tensorboard_path" and command == "train":
+            note(f"note: --tensorboard_path {value}: TensorBoard logs go there; checkpoints go to --run_dir "
+                 f"(default runs/<contr>), not into that folder as in the reference")
         if key == "contr" and command == "auto":
             note("note: --contr is not needed by cwdm auto (each case's missing modality is detected)")
             continue

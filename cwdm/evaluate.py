@@ -7,6 +7,15 @@ Layout:
   ``P/<case>/<case>-<target>_std.nii.gz``;
 * references: BraTS layout in ``R`` (``R/<case>/<case>-<modality>.nii.gz`` for
   the true target and the conditions, optional ``-seg``).
+* the reference implementation's results: its ``scripts/sample.py`` writes
+  ``P/<case>/sample.nii.gz`` (next to its ``target.nii.gz``, which is ignored)
+  on the [0, 1] scale, cropped to 224 x 224 x 155 (8 voxels off each side of
+  the first two axes of a 240 x 240 x 155 case). The file does not name the
+  contrast, so it is scored as the one contrast given with ``--targets``
+  against ``R/<case>/<case>-<target>.nii.gz``, after putting it back on the
+  reference's grid (zeros in the cropped border). So both tools can be scored
+  on the same cases: ``cwdm evaluate --pred_dir results --ref_dir data
+  --targets t2f``.
 
 Every modality file found in a case folder of ``P`` is a prediction for the
 case folder of the same name in ``R``. A file of ``P`` that is byte-for-byte
@@ -68,6 +77,8 @@ from .evaluate_report import (CSV_FIELDS, CSV_NAME, SUMMARY_NAME, format_table, 
 HELP = ("SSIM (whole / tumour / non-tumour), PSNR, MSE and MAE of synthesized volumes "
         "against references (as the BraSyn challenge scores them), with CSV/JSON reports and PNG montages")
 
+REFERENCE_SAMPLE = ("sample.nii.gz", "sample.nii")  # the reference's result file names
+REFERENCE_CROP = 8  # voxels the reference crops off each side of the first two axes
 MONTAGE_DIR = "montages"
 DEFAULT_OUT = "evaluation"
 STD_SUFFIX = "_std"
@@ -110,6 +121,7 @@ class Pair:
     pred: Path
     ref_case: Any  # cwdm.data.Case
     std: Optional[Path] = None
+    reference_layout: bool = False  # pred is the reference's <case>/sample.nii.gz (cropped grid)
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -184,6 +196,21 @@ def find_pairs(pred_dir: Path, ref_dir: Path, modalities: Sequence[str] = MODALI
                     and nifti_stem(p)[: -len(STD_SUFFIX)].rpartition("-")[2] not in pcase.files]
         for p in std_only:
             problems.append(f"{p}: uncertainty map without its prediction file; ignored")
+        ref_sample = [p for p in pcase.others if p.name in REFERENCE_SAMPLE]
+        if not found and not pcase.duplicates and ref_sample:
+            if not targets or len(wanted) != 1:
+                raise CwdmError(f"{ref_sample[0]}: the reference's result layout (<case>/sample.nii.gz) does not "
+                                f"name the contrast; give the one contrast it synthesized, e.g. --targets t2f")
+            if rcase is None:
+                problems.append(f"{pcase.folder}: case {name} has no reference folder in {ref_dir}; "
+                                f"{ref_sample[0].name} not evaluated")
+            elif wanted[0] not in rcase.files:
+                problems.append(f"{ref_sample[0]}: no reference file for {wanted[0]} in {rcase.folder}; "
+                                f"not evaluated")
+            else:
+                pairs.append(Pair(case=name, target=wanted[0], pred=ref_sample[0], ref_case=rcase,
+                                  reference_layout=True))
+            continue
         if not found and not any(m in wanted for m in pcase.duplicates):
             if not std_only:
                 problems.append(f"{pcase.folder}: no predicted volume ({', '.join(wanted)}) in this case folder")
@@ -243,6 +270,18 @@ def _load_matching(path: Path, shape: Sequence[int], against: str, consequence: 
     return vol
 
 
+def _on_reference_grid(pred: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The reference's cropped result (X-16, Y-16, Z) placed back on the (X, Y, Z) grid, zeros in the
+    border; any other shape is returned as it is (and reported as a mismatch)."""
+    c = REFERENCE_CROP
+    x, y, z = (int(s) for s in shape)
+    if pred.shape != (x - 2 * c, y - 2 * c, z) or x <= 2 * c or y <= 2 * c:
+        return pred
+    out = np.zeros((x, y, z), dtype=pred.dtype)
+    out[c:x - c, c:y - c, :] = pred
+    return out
+
+
 def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_path: Optional[Path] = None,
                   device: Any = None, pred_scale: str = "auto") -> Tuple[Optional[Dict[str, Any]], List[str]]:
     """Metrics (and optionally the montage) of one pair.
@@ -265,6 +304,8 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
         ref = _load(ref_path)
     except CwdmError as exc:
         return None, [f"{exc}; {pair.case}/{pair.target} not evaluated"]
+    if pair.reference_layout:
+        pred = _on_reference_grid(pred, ref.shape)
     if pred.shape != ref.shape:
         return None, [f"{pair.pred}: shape {_fmt_shape(pred.shape)} differs from the reference "
                       f"{ref_path.name} ({_fmt_shape(ref.shape)}); not evaluated"]
@@ -351,6 +392,10 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
     pairs, problems, skipped = find_pairs(pred_dir, ref_dir, modalities, targets)
     for p in problems:
         warn(p)
+    n_ref = sum(p.reference_layout for p in pairs)
+    if n_ref and verbose:
+        tqdm.write(f"note: {n_ref} cases hold the reference's results (<case>/sample.nii.gz); scored as "
+                   f"{next(p.target for p in pairs if p.reference_layout)}, put back on the case grid (cropped border = 0)", file=sys.stderr)
     if skipped and verbose:
         tqdm.write(f"note: {len(skipped)} prediction files are copies of their reference and were "
                    f"skipped (listed in {SUMMARY_NAME})", file=sys.stderr)

@@ -44,6 +44,10 @@ class TrainConfig(NetworkFlags):
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names (canonical order)"})
     run_dir: Optional[Path] = field(default=None, metadata={"help": "run directory (default runs/<contr>)"})
     resume: Optional[str] = field(default=None, metadata={"help": "checkpoint path, or 'auto' for the run's latest"})
+    resume_step: int = field(default=0, metadata={
+        "help": "step count of the bare state_dict given with --resume (the reference's meaning): the new run "
+                "starts at this step, so the lr annealing and the step limit continue from it; a cwdm "
+                "checkpoint's stored step wins over it (with a note)"})
     use_checkpoint: bool = field(default=False, metadata={"help": "gradient checkpointing (less memory)"})
     # optimization
     lr: float = field(default=1e-5, metadata={"help": "AdamW learning rate"})
@@ -71,6 +75,9 @@ class TrainConfig(NetworkFlags):
     channels_last: bool = field(default=False, metadata={
         "help": "channels-last layout on CUDA (0.65x the speed of the default on an H100)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs (False: none)"})
+    tensorboard_dir: Optional[Path] = field(default=None, metadata={
+        "help": "TensorBoard log folder (default <run_dir>/tb)"})
 
     @property
     def step_limit(self) -> int:
@@ -89,7 +96,8 @@ class TrainConfig(NetworkFlags):
 
 CONFIG = TrainConfig
 ALIASES = {"model_channels": ["num_channels"], "resume": ["resume_checkpoint"], "max_steps": ["iterations"],
-           "run_dir": ["out_dir"], "contr": ["target"]}
+           "run_dir": ["out_dir"], "contr": ["target"], "tensorboard": ["use_tensorboard"],
+           "tensorboard_dir": ["tensorboard_path"]}
 ARCH_FIELDS = ("contr", "modalities",
                *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
 """Settings a resume may not change: the target, the modalities (they fix ``in_channels``) and every
@@ -152,6 +160,9 @@ def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path,
         name, mine, theirs = f.name, getattr(cfg, f.name), getattr(old, f.name)
         if name in ("resume", "run_dir") or (name in given and mine == theirs):
             continue
+        if name == "resume_step":  # how the run started: kept; a given value is answered in plan_run
+            merged[name] = theirs
+            continue
         if name not in given:
             merged[name] = theirs
         elif name in ARCH_FIELDS:
@@ -175,6 +186,7 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.num_workers >= 0, "--num_workers must be >= 0"),
              (cfg.max_minutes is None or cfg.max_minutes > 0, "--max_minutes must be positive"),
              (cfg.lr_anneal_steps >= 0, "--lr_anneal_steps must be >= 0 (0 = constant learning rate)"),
+             (cfg.resume_step >= 0, "--resume_step must be >= 0"),
              (cfg.contr in cfg.modalities, f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")]
     for ok, message in rules:
         if not ok:
@@ -218,6 +230,7 @@ class RunPlan:
     resume_path: Optional[Path] = None  # the checkpoint or state_dict it starts from
     state: Optional[dict] = None  # a cwdm checkpoint: resume exactly
     init_weights: Optional[dict] = None  # a bare state_dict: a new run from these weights
+    start_step: int = 0  # step a new run starts at (--resume_step with a bare state_dict)
     notes: List[str] = field(default_factory=list)  # what differs from a plain new run / resume
 
 
@@ -231,12 +244,19 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     check_destination(run_dir, "--run_dir")
     plan = RunPlan(cfg, run_dir, resolve_resume(cfg, run_dir))
     if plan.resume_path is None:
+        if cfg.resume_step:
+            raise CwdmError(f"--resume_step {cfg.resume_step} needs the weights it counts: give the state_dict "
+                            f"trained that many steps with --resume_checkpoint (or --resume)")
         return plan
     state = read_checkpoint(plan.resume_path)
     if is_cwdm_checkpoint(state):
+        asked = cfg.resume_step
         plan.cfg, changed = merge_resumed_config(cfg, state["train_config"], plan.resume_path,
                                                  getattr(cfg, "_given", None))
         plan.notes += [f"changed on resume: {c}" for c in changed]
+        if asked and asked != int(state["step"]):
+            plan.notes.append(f"note: --resume_step {asked} ignored: {plan.resume_path} is a cwdm checkpoint "
+                              f"and its stored step {int(state['step'])} wins")
         validate_config(plan.cfg)
         plan.state = state
     else:  # a bare state_dict (e.g. released weights): fine-tune from it as a new run
@@ -245,8 +265,10 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
                             f"needs an empty --run_dir, but {run_dir} already holds a run")
         check_state_dict(state, cfg.model_config(), str(plan.resume_path))
         plan.init_weights = state
+        plan.start_step = cfg.resume_step
         plan.notes.append(f"new run initialised from the weights of {plan.resume_path} (bare state_dict: "
-                          f"fresh optimizer, step 0)")
+                          f"fresh optimizer, step {cfg.resume_step}"
+                          f"{' from --resume_step' if cfg.resume_step else ''})")
     return plan
 
 
@@ -263,6 +285,7 @@ def build_parts(plan: RunPlan, order: DataOrder, device: torch.device, info) -> 
     if plan.init_weights is not None:
         model.load_state_dict(plan.init_weights)
         ema.model.load_state_dict(plan.init_weights)
+        parts.step = plan.start_step
     if state is not None:
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
@@ -336,9 +359,10 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
 
     plan = plan_run(cfg)
     cfg = plan.cfg
-    if plan.state is not None and int(plan.state["step"]) >= cfg.step_limit:
+    start = int(plan.state["step"]) if plan.state is not None else plan.start_step
+    if plan.resume_path is not None and start >= cfg.step_limit:
         if info.is_main:
-            print(f"cwdm train: {plan.resume_path} is already at step {plan.state['step']} >= the step limit "
+            print(f"cwdm train: {plan.resume_path} is already at step {start} >= the step limit "
                   f"{cfg.step_limit} (--max_steps / --lr_anneal_steps); nothing to do (raise it to train longer)",
                   file=sys.stderr)
         return 0

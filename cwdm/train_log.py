@@ -51,7 +51,10 @@ class TrainLogger:
                                            cfg.max_steps - start_step) if grid else None
             if warning:
                 print(warning, file=sys.stderr)
-        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_step or None)
+        self.writer = None
+        if cfg.tensorboard:
+            tb_dir = cfg.tensorboard_dir if cfg.tensorboard_dir is not None else self.run_dir / "tb"
+            self.writer = SummaryWriter(str(tb_dir), purge_step=start_step or None)
         self.bar = tqdm(total=cfg.step_limit, initial=start_step, disable=not cfg.progress, unit="step",
                         dynamic_ncols=True, desc=f"train {cfg.contr}")
         self.last_time, self.last_step = time.monotonic(), start_step
@@ -67,6 +70,8 @@ class TrainLogger:
         self.count += 1
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        if self.writer is None:
+            return
         if step % self.cfg.log_interval == 0:
             now = time.monotonic()
             rate = (step - self.last_step) * samples / max(now - self.last_time, 1e-9)
@@ -103,7 +108,8 @@ class TrainLogger:
     def close(self) -> None:
         if self.enabled:
             self.bar.close()
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
 
 
 SETTING_GROUPS = (

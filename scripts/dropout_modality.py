@@ -5,6 +5,7 @@ Accepts the reference script's flags and forwards to ``cwdm dropout``::
 
     python scripts/dropout_modality.py --input_dir SRC --output_dir DST [--seed 123456] [--overwrite]
     python scripts/dropout_modality.py SRC DST
+    python scripts/dropout_modality.py      # the reference's folders (REFERENCE_SRC -> REFERENCE_DST)
 
 Other flags (``--modalities ...``) are passed through unchanged.
 """
@@ -19,6 +20,10 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cwdm.cli import main as cwdm_main  # noqa: E402
+
+# the folders the reference script uses (relative to the working directory)
+REFERENCE_SRC = "./datasets/BRATS2023/validation"
+REFERENCE_DST = "./datasets/BRATS2023/pseudo_validation"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -35,6 +40,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     dst = args.output_dir or args.dst
     if (args.input_dir and args.src) or (args.output_dir and args.dst):
         parser.error("give the folders either as positional arguments or as --input_dir/--output_dir")
+    if not src and not dst:
+        src, dst = REFERENCE_SRC, REFERENCE_DST
+        print(f"dropout_modality.py: no folders given; using the reference's {src} -> {dst}", file=sys.stderr)
     if not src or not dst:
         parser.error("both an input folder and an output folder are required")
     return cwdm_main(["dropout", src, dst, *rest])

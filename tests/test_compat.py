@@ -166,3 +166,22 @@ def test_run_sh_reference_mode_names(tmp_path, mode, command):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert f" -m cwdm {command} " in proc.stderr
     assert proc.returncode == 1 and "unknown MODE" not in proc.stderr
+
+
+def test_reference_training_flags_pass_through():
+    notes = []
+    argv = ["--resume_checkpoint=w.pt", "--resume_step=1200000", "--schedule_sampler=uniform",
+            "--use_tensorboard=False", "--tensorboard_path", "logs/tb"]
+    assert translate("train", argv, note=notes.append) == \
+        ["train", "--resume_checkpoint=w.pt", "--resume_step=1200000", "--use_tensorboard=False",
+         "--tensorboard_path=logs/tb"]
+    assert any("--tensorboard_path logs/tb" in n and "--run_dir" in n for n in notes)
+    # the reference's run.sh always passes these: empty path = default folder, step 0 = none
+    assert translate("train", ["--resume_step=0", "--tensorboard_path="], note=lambda m: None) == \
+        ["train", "--resume_step=0"]
+
+
+def test_schedule_sampler_other_than_uniform_refused():
+    with pytest.raises(CwdmError, match="--schedule_sampler loss-second-moment is not supported: cwdm draws "
+                                        "timesteps uniformly"):
+        translate("train", ["--schedule_sampler=loss-second-moment"])

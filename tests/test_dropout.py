@@ -171,3 +171,14 @@ def test_reference_script_shim(make_brats_root, tmp_path, style):
     assert "copied 3 cases" in proc.stdout
     expected = {n: REFERENCE_ORDER[i] for n, i in zip(sorted(p.name for p in src.iterdir()), _reference_draw(3))}
     assert _read_csv(dst) == expected
+
+
+def test_reference_script_without_arguments_uses_the_reference_folders(make_brats_root, tmp_path):
+    work = tmp_path / "work"
+    make_brats_root(root=work / "datasets" / "BRATS2023" / "validation", cases=2)
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "dropout_modality.py")],
+                          capture_output=True, text=True, cwd=str(work))
+    assert proc.returncode == 0, proc.stderr
+    assert ("no folders given; using the reference's ./datasets/BRATS2023/validation -> "
+            "./datasets/BRATS2023/pseudo_validation") in proc.stderr
+    assert len(_read_csv(work / "datasets" / "BRATS2023" / "pseudo_validation")) == 2

@@ -258,3 +258,34 @@ def test_degenerate_predictions_are_problems_with_empty_cells(tmp_path, capsys):
     assert data["overall"]["ssim"]["n"] == 1  # statistics only over the scored pair
     assert data["overall"]["ssim"]["mean"] == pytest.approx(float(good["ssim"]), rel=1e-8)
     assert sorted(p.name for p in (out / "montages").iterdir()) == ["case-0-t2w.png"]
+
+
+def test_reference_result_layout_scored_as_the_given_target(tmp_path, capsys):
+    """The reference's sample.py writes <case>/sample.nii.gz (no contrast in the path), [0, 1],
+    8 voxels cropped off each side of the first two axes."""
+    from cwdm.errors import CwdmError
+    from cwdm.preprocess import clip_and_normalize
+
+    ref, theirs, ours = tmp_path / "ref", tmp_path / "theirs", tmp_path / "ours"
+    for seed, name in enumerate(["case-A", "case-B"], start=1):
+        vols = _ref_case(ref, name, seed)
+        full = clip_and_normalize(vols["t2f"] + 30.0 * _brain()).astype(np.float32)
+        full[:8] = full[-8:] = 0
+        full[:, :8] = full[:, -8:] = 0
+        _save(theirs / name / "sample.nii.gz", full[8:-8, 8:-8, :])
+        _save(theirs / name / "target.nii.gz", np.ones((16, 16, SHAPE[2])))  # the reference's copy: ignored
+        _save(ours / name / f"{name}-t2f.nii.gz", full)
+    with pytest.raises(CwdmError, match="does not name the contrast.*--targets t2f"):
+        evaluate_dirs(theirs, ref, montage=False, progress=False, verbose=False)
+    rows, summary = evaluate_dirs(theirs, ref, montage=True, progress=False, targets=["t2f"])
+    assert "2 cases hold the reference's results" in capsys.readouterr().err
+    assert [(r["case"], r["target"], r["pred_scale"]) for r in rows] == \
+        [("case-A", "t2f", "unit"), ("case-B", "t2f", "unit")]
+    assert summary["problems"] == []
+    expected, _ = evaluate_dirs(ours, ref, out_dir=tmp_path / "e", montage=False, progress=False, verbose=False)
+    for got, want in zip(rows, expected):
+        for k in ("ssim", "psnr", "mse", "mae", "ssim_tumor"):
+            assert got[k] == pytest.approx(want[k], rel=1e-9)
+    # the command line
+    assert main(["evaluate", "--pred_dir", str(theirs), "--ref_dir", str(ref), "--targets", "t2f",
+                 "--no-montage", "--progress", "False", "--out_dir", str(tmp_path / "cli")]) == 0

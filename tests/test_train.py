@@ -253,3 +253,44 @@ def test_lr_anneal_steps_decays_linearly_and_stops_there(brats_root, tmp_path):
 def test_lr_anneal_steps_must_not_be_negative(brats_root, tmp_path):
     with pytest.raises(CwdmError, match="lr_anneal_steps"):
         train(cfg_for(brats_root, tmp_path / "r", lr_anneal_steps=-1))
+
+
+def test_resume_step_starts_a_bare_state_dict_run_there(brats_root, tmp_path, capsys):
+    """The reference's --resume_step: the step count of the weights; drives the counter, the
+    lr annealing and the stop."""
+    train(cfg_for(brats_root, tmp_path / "a", max_steps=2))
+    bare = export_state_dict(checkpoint_files(tmp_path / "a")[-1], tmp_path / "bare.pt")
+    cfg = cfg_for(brats_root, tmp_path / "b", max_steps=100, lr_anneal_steps=8, lr=1e-3, resume=str(bare),
+                  resume_step=6)
+    assert train(cfg) == 0
+    [ckpt] = checkpoint_files(tmp_path / "b")
+    state = read_checkpoint(ckpt)
+    assert state["step"] == 8  # steps 6 and 7 trained, stop at lr_anneal_steps
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * (1 - 7 / 8))
+    assert "step 6 from --resume_step" in capsys.readouterr().err
+    # already at the limit: nothing to do
+    assert train(cfg_for(brats_root, tmp_path / "c", max_steps=5, resume=str(bare), resume_step=5)) == 0
+    assert "nothing to do" in capsys.readouterr().err and not checkpoint_files(tmp_path / "c")
+    # without weights the step count means nothing
+    with pytest.raises(CwdmError, match="--resume_step 3 needs"):
+        train(cfg_for(brats_root, tmp_path / "d", max_steps=5, resume_step=3))
+
+
+def test_resume_step_of_a_cwdm_checkpoint_is_its_stored_step(brats_root, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    train(cfg_for(brats_root, run_dir, max_steps=2))
+    capsys.readouterr()
+    assert train(cfg_for(brats_root, run_dir, max_steps=3, resume="auto", resume_step=50)) == 0
+    assert "--resume_step 50 ignored" in capsys.readouterr().err
+    assert read_checkpoint(checkpoint_files(run_dir)[-1])["step"] == 3
+
+
+def test_tensorboard_off_and_elsewhere_in_reference_spelling(brats_root, tmp_path):
+    base = ["train", "--data_dir", str(brats_root), "--contr", "t2f", *TINY_FLAGS, "--max_steps", "2",
+            "--num_workers", "0", "--progress", "False", "--log_interval", "1", "--image_interval", "1"]
+    assert cli([*base, "--run_dir", str(tmp_path / "off"), "--use_tensorboard", "False"]) == 0
+    assert checkpoint_files(tmp_path / "off") and not (tmp_path / "off" / "tb").exists()
+    assert cli([*base, "--run_dir", str(tmp_path / "on"), "--tensorboard_path", str(tmp_path / "logs")]) == 0
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*")) and not (tmp_path / "on" / "tb").exists()
+    assert cli([*base, "--run_dir", str(tmp_path / "default")]) == 0
+    assert list((tmp_path / "default" / "tb").glob("events.out.tfevents.*"))
