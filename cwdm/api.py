@@ -46,55 +46,63 @@ class MissingModality:
                  sampler: str = "ddim", steps: int = 10, eta: float = 0.0, ensemble: int = 1, seed: int = 0,
                  precision: str = "fp32", device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False):
-        from .auto import AutoConfig, find_checkpoints
+        from .flags import ModelFlags, SamplingFlags
+        from .inference import find_checkpoints
         from .runtime import select_device
+        from .synthesis import AUTO_THRESHOLD
 
         self.modalities = tuple(modalities)
         unknown = [m for m in (models or {}) if m not in self.modalities]
         if unknown:
             raise CwdmError(f"models given for unknown modalities {unknown}; known: {', '.join(self.modalities)}")
-        self.cfg = AutoConfig(models_dir=Path(models_dir) if models_dir is not None else None,
-                              sampler=sampler, sampling_steps=steps, eta=eta, ensemble=ensemble, seed=seed,
-                              precision=precision, device=device, num_groups=num_groups, modalities=self.modalities,
-                              progress=False, num_workers=0,
-                              **{f"model_{m}": Path(p) for m, p in (models or {}).items()})
-        self.options = self.cfg.options()
+        self.flags = SamplingFlags(sampler=sampler, sampling_steps=steps, eta=eta, ensemble=ensemble, seed=seed,
+                                   precision=precision, device=device, progress=False, num_workers=0)
+        self.network = ModelFlags(num_groups=num_groups)
+        self.threshold = AUTO_THRESHOLD  # as cwdm auto
+        self.options = self.flags.options()
         self.options.validate()
-        self.checkpoints = find_checkpoints(self.cfg)
+        self.checkpoints = find_checkpoints(Path(models_dir) if models_dir is not None else None,
+                                            {m: Path(p) for m, p in (models or {}).items()}, self.modalities)
         self.device = select_device(device)
         self.verbose = verbose
         self._loaded: Dict[str, object] = {}
 
     def _synthesizer(self, modality: str):
-        from .sample import resolve_model
+        """The Synthesizer of ``modality`` (its checkpoint loaded on first use, then kept)."""
+        from .inference import resolve_model
         from .synthesis import Synthesizer
 
         if modality not in self.checkpoints:
             raise CwdmError(f"no checkpoint synthesizes {modality} (give models={{'{modality}': PATH}} or a "
                             f"models_dir holding one)")
         if modality not in self._loaded:
-            loaded = resolve_model(self.checkpoints[modality], modality, self.modalities, self.cfg, self.cfg.ema,
-                                   self.device)[0]
+            loaded = resolve_model(self.checkpoints[modality], modality, self.modalities, self.network,
+                                   self.flags.ema, self.device)[0]
             conditions = conditions_for(modality, self.modalities)
             self._loaded[modality] = Synthesizer(loaded, len(conditions), self.device, self.options)
         return self._loaded[modality]
 
     def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool) -> Path:
-        """Synthesize ``modality`` of ``case`` into ``output_file`` through ``cwdm auto``'s pipeline."""
-        from .data import InferenceDataset
-        from .sample import items_of, synthesize_items, usable_cases
+        """Synthesize ``modality`` of ``case`` into ``output_file`` through ``cwdm auto``'s pipeline.
+
+        Args:
+            case: the case (its files of the other modalities).
+            modality: the one to synthesize.
+            output_file: where it goes (its ``_std`` map, with an ensemble, next to it).
+            overwrite: replace existing files.
+
+        Returns:
+            ``output_file``.
+        """
+        from .inference import completion_paths, synthesize_cases, usable_cases
 
         synth = self._synthesizer(modality)
-        divisor = synth.model.config.image_divisor
         conditions = conditions_for(modality, self.modalities)
         problems = []
-        if not usable_cases([case], conditions, divisor, problems.append):
+        if not usable_cases([case], conditions, synth.model.config.image_divisor, problems.append):
             raise CwdmError(problems[0])
-        dataset = InferenceDataset([case], modality, self.modalities, divisor, check="none")
-        std = output_file.with_name(output_file.name.replace(".nii.gz", "_std.nii.gz"))
-        synthesize_items(synth, items_of(dataset, 0), 1, lambda item: {"volume": output_file, "std": std,
-                                                                       "target": None},
-                         self.cfg.threshold, self.cfg.postprocess, overwrite)
+        synthesize_cases(synth, [case], modality, self.modalities, lambda item: completion_paths(output_file),
+                         threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite)
         if self.verbose:
             print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)
         return output_file

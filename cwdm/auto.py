@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import MODALITIES
-from .errors import CwdmError
-from .naming import contrast_of_checkpoint
+from .flags import ModelFlags, SamplingFlags
+from .inference import (announce, check_output_dir, completion_paths, find_checkpoints, model_grid, output_path,
+                        plan, progress_bar, resolve_model, synthesize_cases, usable_cases)
 from .runtime import dist_from_env, select_device
-from .sample import (ModelFlags, SamplingFlags, announce, check_output_dir, items_of, model_grid, progress_bar,
-                     resolve_model, synthesize_items, usable_cases)
 from .synthesis import AUTO_THRESHOLD, Synthesizer
 
 HELP = "complete case folders that miss one modality (BraSyn use)"
@@ -31,6 +30,8 @@ HELP = "complete case folders that miss one modality (BraSyn use)"
 
 @dataclass
 class AutoConfig(SamplingFlags, ModelFlags):
+    """``cwdm auto``'s flags: the shared sampling and network flags plus folders and checkpoints."""
+
     data_dir: Path = field(default=Path("data/pseudo_validation"), metadata={"help": "folder of case folders"})
     output_dir: Optional[Path] = field(default=None, metadata={"help": "write here instead of into the case folders"})
     models_dir: Optional[Path] = field(default=None, metadata={"help": "folder with one checkpoint per contrast, "
@@ -46,86 +47,33 @@ class AutoConfig(SamplingFlags, ModelFlags):
 
 CONFIG = AutoConfig
 ALIASES = {"model_channels": ["num_channels"]}
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
-def find_checkpoints(cfg: AutoConfig) -> Dict[str, Path]:
-    """Modality -> checkpoint, from ``--model_<m>`` flags first, then ``--models_dir``.
+def checkpoints_of(cfg: AutoConfig) -> Dict[str, Path]:
+    """Modality -> checkpoint, from the ``--model_<m>`` flags first, then ``--models_dir``.
 
-    In ``models_dir`` a checkpoint belongs to the contrast its name says
-    (:func:`cwdm.naming.contrast_of_checkpoint`): the published names
-    ``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``, or a name
-    with the modality as one of its words, e.g. ``brats_t1n_1200000.pt``;
-    two candidates for one modality is an error.
+    Args:
+        cfg: the command's settings.
+
+    Returns:
+        What :func:`cwdm.inference.find_checkpoints` finds.
     """
-    found: Dict[str, Path] = {}
-    if cfg.models_dir is not None:
-        folder = Path(cfg.models_dir)
-        if not folder.is_dir():
-            raise CwdmError(f"{folder}: --models_dir is not a folder")
-        by_mod: Dict[str, List[Path]] = {}
-        for p in sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES):
-            mod = contrast_of_checkpoint(p, cfg.modalities)
-            if mod is not None:
-                by_mod.setdefault(mod, []).append(p)
-        for mod, hits in by_mod.items():
-            if len(hits) > 1:
-                raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
-                                f"keep one or pass --model_{mod} to choose")
-            found[mod] = hits[0]
-    for mod in cfg.modalities:
-        explicit = getattr(cfg, f"model_{mod}", None)
-        if explicit is not None:
-            found[mod] = Path(explicit)
-    for mod, path in found.items():
-        if not Path(path).is_file():
-            raise CwdmError(f"{path}: checkpoint for {mod} not found")
-    return found
-
-
-def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path], overwrite: bool,
-         report) -> Tuple[Dict[str, list], int, int]:
-    """Group the cases to complete by missing modality.
-
-    Returns ``(groups, complete, unfixable)``: modality -> cases to synthesize,
-    the number of cases with nothing to do, and the number that cannot be completed.
-    """
-    groups: Dict[str, list] = {}
-    complete = unfixable = 0
-    for case in cases:
-        missing = [m for m in case.missing(modalities) if m not in case.duplicates]
-        if case.problems:
-            report(f"skipping {case.name}: " + "; ".join(case.problems))
-            unfixable += 1
-        elif case.duplicates:
-            report(f"skipping {case.name}: duplicate files for {', '.join(case.duplicates)}")
-            unfixable += 1
-        elif not missing:
-            complete += 1
-        elif len(missing) > 1:
-            report(f"skipping {case.name}: {len(missing)} modalities missing ({', '.join(missing)}); "
-                   f"cwdm completes cases missing exactly one")
-            unfixable += 1
-        elif missing[0] not in checkpoints:
-            report(f"skipping {case.name}: no checkpoint for {missing[0]} (pass --model_{missing[0]} or --models_dir)")
-            unfixable += 1
-        elif out_dir is not None and not overwrite and output_path(case, missing[0], out_dir).exists():
-            complete += 1  # done by an earlier run
-        else:
-            groups.setdefault(missing[0], []).append(case)
-    return groups, complete, unfixable
-
-
-def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:
-    folder = case.folder if out_dir is None else Path(out_dir) / case.name
-    return folder / case.file_name(modality)
+    explicit = {mod: getattr(cfg, f"model_{mod}", None) for mod in cfg.modalities}
+    return find_checkpoints(cfg.models_dir, explicit, cfg.modalities)
 
 
 def auto(cfg: AutoConfig, next_step: bool = False) -> int:
-    """Complete the cases; ``next_step``: end the closing line with the command to run next."""
-    from .data import InferenceDataset, conditions_for, discover_cases
+    """Complete the cases of ``cfg.data_dir`` that miss one modality.
+
+    Args:
+        cfg: the command's settings.
+        next_step: end the closing line with the command to run next (``cwdm auto`` does).
+
+    Returns:
+        0 when every case ends up complete, 1 otherwise.
+    """
+    from .data import conditions_for, discover_cases
     from .feedback import RunClock, write_line
-    from .provenance import Provenance, checkpoint_entry, result_settings
 
     info = dist_from_env()
     device = select_device(cfg.device, info)
@@ -134,21 +82,14 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     if cfg.output_dir is not None:
         check_output_dir(cfg.output_dir, cfg.data_dir, in_place_ok=True)
-    in_place = cfg.output_dir is None or Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve()
-    checkpoints = find_checkpoints(cfg)
+    checkpoints = checkpoints_of(cfg)
     # each rank takes its share of the cases before looking at outputs other ranks may be writing
     cases = discover_cases(cfg.data_dir, cfg.modalities)[info.rank::info.world_size]
     groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
     # load (and so check) every needed checkpoint before any case is processed
     models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
-    # the record goes into the output folder, or the data folder root when completing in place
-    settings = result_settings(options, device, target=None, postprocess=cfg.postprocess, threshold=cfg.threshold,
-                               ema=cfg.ema)
-    record = Provenance(Path(cfg.data_dir if in_place else cfg.output_dir), "auto", settings,
-                        {mod: checkpoint_entry(checkpoints[mod], models[mod]) for mod in groups}, device, info.rank)
-    record.check(redo=cfg.overwrite and not in_place, continue_anyway=cfg.continue_anyway, say=say,
-                 redo_hint=("delete the synthesized files it lists to redo them" if in_place
-                            else "--overwrite to redo every case"))
+    record = _provenance(cfg, options, device, {mod: (checkpoints[mod], models[mod]) for mod in groups},
+                         info.rank, say)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     todo = sum(len(c) for c in groups.values())
     first = next(iter(groups), None)
@@ -158,45 +99,103 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
              options.calls_per_case, todo)
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))
-    written: List[str] = []
-    failed = 0
     clock = RunClock(todo, options.calls_per_case, write_line if info.is_main else (lambda msg: None))
     with record.session():
-        for mod, group in groups.items():
-            conditions = conditions_for(mod, cfg.modalities)
-            good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
-            failed += len(group) - len(good)
-            if not good:
-                continue
-            synth = Synthesizer(models[mod], len(conditions), device, options)
-            dataset = InferenceDataset(good, mod, cfg.modalities, models[mod].config.image_divisor, check="none")
-            by_name = {c.name: c for c in good}
-
-            def out_paths(item, mod=mod):
-                path = output_path(by_name[item["name"]], mod, cfg.output_dir)
-                return {"volume": path, "std": path.with_name(path.name.replace(".nii.gz", "_std.nii.gz")),
-                        "target": None}
-
-            def on_case(item, paths, seconds, mod=mod):
-                record.case_done(paths["volume"], mod, seconds)
-
-            bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and info.is_main, f"auto {mod}")
-            with bar:
-                written += synthesize_items(synth, items_of(dataset, cfg.num_workers), cfg.batch_size, out_paths,
-                                            cfg.threshold, cfg.postprocess, cfg.overwrite, bar, clock, on_case)
+        written, failed = _complete_groups(cfg, groups, models, device, options, clock, record, say,
+                                           info.is_main)
     where = (f"into the case folders of {cfg.data_dir}" if cfg.output_dir is None
              else f"under {cfg.output_dir}/<case>/")
     status = 0 if unfixable + failed == 0 else 1
-    after = ""
-    if next_step:
-        pred = cfg.data_dir if cfg.output_dir is None else cfg.output_dir
-        after = (f"; next: cwdm evaluate --pred_dir {quote(str(pred))} --ref_dir COMPLETE_DIR (the folder "
-                 f"with the complete cases)" if status == 0 else
-                 "; fix the cases above, then rerun the same command (completed cases are skipped)")
+    after = _next_step(cfg, status) if next_step else ""
     say(f"completed {len(written)} cases (files written {where}); {complete} were already complete; "
         f"{unfixable + failed} could not be completed{after}")
     return status
 
 
+def _complete_groups(cfg: AutoConfig, groups: Dict[str, list], models, device, options, clock, record, say,
+                     show: bool) -> Tuple[List[str], int]:
+    """Synthesize each group's missing modality for its usable cases.
+
+    Args:
+        cfg: the command's settings.
+        groups: modality -> cases missing it (:func:`cwdm.inference.plan`).
+        models: modality -> loaded checkpoint.
+        device: where the networks run.
+        options: sampler settings.
+        clock: :class:`cwdm.feedback.RunClock` of the whole run.
+        record: the provenance record (each written case is added).
+        say: prints one line (unusable cases).
+        show: show progress bars (main rank).
+
+    Returns:
+        ``(names written, number of cases found unusable)``.
+    """
+    from .data import conditions_for
+
+    written: List[str] = []
+    failed = 0
+    for mod, group in groups.items():
+        conditions = conditions_for(mod, cfg.modalities)
+        good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
+        failed += len(group) - len(good)
+        if not good:
+            continue
+        synth = Synthesizer(models[mod], len(conditions), device, options)
+        by_name = {c.name: c for c in good}
+
+        def out_paths(item, mod=mod):
+            return completion_paths(output_path(by_name[item["name"]], mod, cfg.output_dir))
+
+        def on_case(item, paths, seconds, mod=mod):
+            record.case_done(paths["volume"], mod, seconds)
+
+        bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and show, f"auto {mod}")
+        with bar:
+            written += synthesize_cases(synth, good, mod, cfg.modalities, out_paths, threshold=cfg.threshold,
+                                        postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
+                                        batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar,
+                                        clock=clock, on_case=on_case)
+    return written, failed
+
+
+def _provenance(cfg: AutoConfig, options, device, used: Dict[str, tuple], rank: int, say):
+    """The run's provenance record, checked against this run's settings before any work.
+
+    The record goes into the output folder, or the data folder root when completing in place.
+
+    Args:
+        cfg: the command's settings.
+        options: sampler settings.
+        device: where the networks run.
+        used: modality -> (checkpoint path, loaded model), for the modalities to synthesize.
+        rank: this process's rank.
+        say: prints one line.
+
+    Returns:
+        The :class:`cwdm.provenance.Provenance` record of this run.
+    """
+    from .provenance import Provenance, checkpoint_entry, result_settings
+
+    in_place = cfg.output_dir is None or Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve()
+    settings = result_settings(options, device, target=None, postprocess=cfg.postprocess, threshold=cfg.threshold,
+                               ema=cfg.ema)
+    record = Provenance(Path(cfg.data_dir if in_place else cfg.output_dir), "auto", settings,
+                        {mod: checkpoint_entry(path, loaded) for mod, (path, loaded) in used.items()}, device, rank)
+    record.check(redo=cfg.overwrite and not in_place, continue_anyway=cfg.continue_anyway, say=say,
+                 redo_hint=("delete the synthesized files it lists to redo them" if in_place
+                            else "--overwrite to redo every case"))
+    return record
+
+
+def _next_step(cfg: AutoConfig, status: int) -> str:
+    """The end of the closing line: what to run next."""
+    if status == 0:
+        pred = cfg.data_dir if cfg.output_dir is None else cfg.output_dir
+        return (f"; next: cwdm evaluate --pred_dir {quote(str(pred))} --ref_dir COMPLETE_DIR (the folder "
+                f"with the complete cases)")
+    return "; fix the cases above, then rerun the same command (completed cases are skipped)"
+
+
 def run(cfg: AutoConfig) -> int:
+    """``cwdm auto``: :func:`auto` with the next step in its closing line; returns the exit status."""
     return auto(cfg, next_step=True)

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import MODALITIES
 from .errors import CwdmError
@@ -84,9 +84,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .data import discover_cases
     from .evaluate import evaluate_dirs
     from .phantom import make_phantom_set
-    from .sample import SampleConfig, sample
-    from .train import TrainConfig, train
-    from .train_state import latest_checkpoint
 
     if cfg.target not in MODALITIES:
         raise CwdmError(f"--target must be one of {', '.join(MODALITIES)}, got {cfg.target}")
@@ -104,23 +101,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     step("phantom data", t0)
 
     t0 = time.monotonic()
-    tcfg = TrainConfig(data_dir=out / "data" / "train", contr=cfg.target, run_dir=out / "run",
-                       model_channels=cfg.model_channels, channel_mult=cfg.channel_mult,
-                       num_res_blocks=cfg.num_res_blocks, num_groups=cfg.num_groups, batch_size=cfg.batch_size,
-                       lr=cfg.lr, ema_rate=cfg.ema_rate, max_steps=cfg.train_steps, max_minutes=cfg.train_minutes,
-                       lr_anneal_steps=cfg.train_steps if cfg.lr_anneal else 0,
-                       seed=cfg.seed, save_interval=10 ** 9, log_interval=25, image_interval=200,
-                       num_workers=cfg.num_workers, progress=cfg.progress)
-    status = train(tcfg)
-    if status:
-        raise CwdmError(f"training stopped early (status {status})")
-    ckpt = latest_checkpoint(out / "run")
+    ckpt = _train(cfg, out / "data" / "train", out / "run")
     step("training", t0)
 
     t0 = time.monotonic()
-    sample(SampleConfig(data_dir=out / "data" / "test", model_path=ckpt, output_dir=out / "synthesis",
-                        sampler=cfg.sampler, sampling_steps=cfg.sampling_steps, seed=cfg.seed,
-                        num_workers=0, progress=cfg.progress))
+    _synthesize(cfg, ckpt, out / "data" / "test", out / "synthesis")
     step("synthesis", t0)
 
     t0 = time.monotonic()
@@ -147,6 +132,69 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary["montage"] = _comparison_montage(out, cfg)
     _write_report(out, cfg, summary)
     return summary
+
+
+def _train(cfg: DemoConfig, data_dir: Path, run_dir: Path) -> Path:
+    """Train the demo network through ``cwdm train``'s function.
+
+    Args:
+        cfg: the demo's settings.
+        data_dir: the training cases.
+        run_dir: the training run's folder.
+
+    Returns:
+        The last checkpoint written.
+    """
+    from .train import TrainConfig, train
+    from .train_state import latest_checkpoint
+
+    tcfg = TrainConfig(data_dir=data_dir, contr=cfg.target, run_dir=run_dir,
+                       model_channels=cfg.model_channels, channel_mult=cfg.channel_mult,
+                       num_res_blocks=cfg.num_res_blocks, num_groups=cfg.num_groups, batch_size=cfg.batch_size,
+                       lr=cfg.lr, ema_rate=cfg.ema_rate, max_steps=cfg.train_steps, max_minutes=cfg.train_minutes,
+                       lr_anneal_steps=cfg.train_steps if cfg.lr_anneal else 0,
+                       seed=cfg.seed, save_interval=10 ** 9, log_interval=25, image_interval=200,
+                       num_workers=cfg.num_workers, progress=cfg.progress)
+    status = train(tcfg)
+    if status:
+        raise CwdmError(f"training stopped early (status {status})")
+    return latest_checkpoint(run_dir)
+
+
+def _synthesize(cfg: DemoConfig, ckpt: Path, data_dir: Path, out_dir: Path) -> List[str]:
+    """Synthesize the target of every held-out case with the trained checkpoint.
+
+    The files are those ``cwdm sample`` writes with the same settings (the inference library's
+    pipeline), without its provenance record and messages.
+
+    Args:
+        cfg: the demo's settings (sampler, steps, seed, progress).
+        ckpt: the trained cwdm checkpoint (it names its target).
+        data_dir: the held-out cases.
+        out_dir: where ``<case>/<case>-<target>.nii.gz`` go.
+
+    Returns:
+        The names of the cases written.
+    """
+    from .data import conditions_for, discover_cases
+    from .flags import ModelFlags, SamplingFlags
+    from .inference import paired_paths, progress_bar, resolve_model, synthesize_cases, usable_cases
+    from .runtime import select_device
+    from .synthesis import Synthesizer
+
+    flags = SamplingFlags(sampler=cfg.sampler, sampling_steps=cfg.sampling_steps, seed=cfg.seed)
+    options = flags.options()
+    options.validate()
+    device = select_device(flags.device)
+    loaded, target, modalities = resolve_model(ckpt, None, MODALITIES, ModelFlags(), flags.ema, device)
+    conditions = conditions_for(target, modalities)
+    synth = Synthesizer(loaded, len(conditions), device, options)
+    cases = usable_cases(discover_cases(data_dir, modalities), conditions, loaded.config.image_divisor,
+                         lambda msg: print(f"[demo] {msg}", file=sys.stderr))
+    with progress_bar(len(cases) * options.calls_per_case, cfg.progress, f"synthesis {target}") as bar:
+        return synthesize_cases(synth, cases, target, modalities,
+                                lambda it: paired_paths(out_dir, it["name"], it["prefix"], target),
+                                postprocess_on=flags.postprocess, bar=bar)
 
 
 def _means(summary: dict) -> dict:

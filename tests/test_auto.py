@@ -150,3 +150,21 @@ def test_auto_completes_brats2021_cases_in_their_own_naming(tmp_path, models, ca
     assert (tmp_path / "data" / "cwdm_provenance.json").is_file()
     err = capsys.readouterr().err
     assert err.count("BraTS 2021 file names") == 1
+
+
+# sha256 over the files `cwdm auto` wrote below, computed with main at f32efcc (before the inference
+# library moved out of the command modules); they must stay byte-identical.
+PINNED_AUTO = "677d009e6fade0620c9d99f9d6f19c489bc4159c41403ca39f6f66b356fb8670"
+
+
+def test_auto_output_bytes_are_pinned(make_brats_root, tmp_path, models):
+    data = make_brats_root(shape=(26, 24, 18), cases=3,
+                           missing={"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1c"],
+                                    "BraTS-GLI-00002-000": ["t2f"]})
+    out = tmp_path / "out"
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir", str(out), *FAST,
+                "--ensemble", "2", "--eta", "1", "--batch_size", "2"]) == 0
+    written = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(out.rglob("*.nii.gz"))}
+    assert len(written) == 6  # volume and std map of 3 cases
+    assert hashlib.sha256(repr(sorted(written.items())).encode()).hexdigest() == PINNED_AUTO, written

@@ -1,0 +1,391 @@
+"""The inference library under ``cwdm sample``, ``cwdm auto``, ``cwdm demo`` and the Python API.
+
+* model resolution: :func:`resolve_model` (checkpoint, target contrast, modalities),
+  :func:`find_checkpoints` (one checkpoint per contrast for ``auto``);
+* which cases to do: :func:`check_output_dir`, :func:`usable_cases`, :func:`plan`;
+* where results go: :func:`paired_paths` (``sample``), :func:`output_path` and
+  :func:`completion_paths` (``auto`` and the API);
+* case iteration, batching, post-processing and writing: :func:`synthesize_cases`
+  over :func:`synthesize_items`;
+* progress: :func:`progress_bar`, :func:`announce`, :func:`model_grid`.
+
+The commands keep what is theirs: their flags, the provenance record
+(:mod:`cwdm.provenance`) and their messages (:mod:`cwdm.feedback`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from . import MODALITIES
+from .checkpoint import LoadedModel, load_model
+from .errors import CwdmError
+from .flags import ModelFlags
+from .naming import canonical_contrast, contrast_of_checkpoint
+from .synthesis import Synthesizer, postprocess
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+"""File name endings :func:`find_checkpoints` takes for checkpoints in a models folder."""
+
+Paths = Dict[str, Optional[Path]]
+"""Where one case's results go: ``{"volume": path, "std": path, "target": path or None}``."""
+
+
+def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags: ModelFlags,
+                  ema: bool, device: torch.device) -> Tuple[LoadedModel, str, Tuple[str, ...]]:
+    """Load a checkpoint and settle the target contrast and the modalities.
+
+    Args:
+        path: released state_dict or cwdm checkpoint (None: refused).
+        target: contrast asked for (None: from the checkpoint or its file name).
+        modalities: modality names asked for (a cwdm checkpoint's own win over the default).
+        flags: network of a bare state_dict; its ``_given`` (the flags typed) are checked against the file.
+        ema: use the EMA weights of a cwdm checkpoint.
+        device: where it will run (the model is loaded on the CPU; the Synthesizer moves it).
+
+    Returns:
+        ``(loaded model, target, modalities)``. Raises :class:`CwdmError` in one line on a mismatch.
+    """
+    if path is None:
+        raise CwdmError("--model_path is required (a released state_dict or a cwdm checkpoint)")
+    target = canonical_contrast(target, modalities)  # --contr flair -> t2f (BraTS 2021 names)
+    given = getattr(flags, "_given", None)  # network flags the user typed: checked against a bare state_dict
+    loaded = load_model(path, config=flags.unet_config(len(modalities) - 1), ema=ema, device="cpu",
+                        given=set(given) if given is not None else set())
+    if loaded.kind == "cwdm":
+        if target is not None and loaded.target not in (None, target):
+            raise CwdmError(f"{path}: checkpoint was trained to synthesize {loaded.target}, not {target}")
+        target = target or loaded.target
+        if loaded.modalities and list(loaded.modalities) != list(modalities):
+            if tuple(modalities) != MODALITIES:
+                raise CwdmError(f"{path}: checkpoint modalities {loaded.modalities} differ from --modalities "
+                                f"{list(modalities)}")
+            modalities = tuple(loaded.modalities)  # the checkpoint knows its task
+    if loaded.kind == "released":
+        target = _released_target(Path(path), target, modalities)
+    if target is None:
+        raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
+    if target not in modalities:
+        raise CwdmError(f"target {target} is not one of the modalities {list(modalities)}")
+    return loaded, target, tuple(modalities)
+
+
+def _released_target(path: Path, target: Optional[str], modalities) -> Optional[str]:
+    """The target of a released state_dict: as asked, else as its file name says (noted on stderr)."""
+    named = contrast_of_checkpoint(path, modalities)
+    if target is None and named is not None:
+        print(f"note: {path}: synthesizing {named}, as the file name says (pass --contr to choose)",
+              file=sys.stderr)
+        return named
+    if named is not None and target is not None and named != target:
+        print(f"warning: {path}: the file name says it synthesizes {named}, but {target} was asked for",
+              file=sys.stderr)
+    return target
+
+
+def find_checkpoints(models_dir: Optional[Path], models: Mapping[str, Optional[Path]],
+                     modalities: Sequence[str]) -> Dict[str, Path]:
+    """One checkpoint per modality, from ``models`` first, then ``models_dir``.
+
+    In ``models_dir`` a checkpoint belongs to the contrast its name says
+    (:func:`cwdm.naming.contrast_of_checkpoint`): the published names
+    ``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``, or a name
+    with the modality as one of its words, e.g. ``brats_t1n_1200000.pt``;
+    two candidates for one modality is an error.
+
+    Args:
+        models_dir: folder of checkpoints (``--models_dir``), or None.
+        models: modality -> checkpoint given explicitly (``--model_<m>``); None values are ignored.
+        modalities: modality names.
+
+    Returns:
+        Modality -> checkpoint path (every one an existing file).
+    """
+    found: Dict[str, Path] = {}
+    if models_dir is not None:
+        found = _checkpoints_in(Path(models_dir), modalities)
+    for mod in modalities:
+        explicit = models.get(mod)
+        if explicit is not None:
+            found[mod] = Path(explicit)
+    for mod, path in found.items():
+        if not Path(path).is_file():
+            raise CwdmError(f"{path}: checkpoint for {mod} not found")
+    return found
+
+
+def _checkpoints_in(folder: Path, modalities: Sequence[str]) -> Dict[str, Path]:
+    """Modality -> the one checkpoint of ``folder`` whose name says it synthesizes that modality."""
+    if not folder.is_dir():
+        raise CwdmError(f"{folder}: --models_dir is not a folder")
+    by_mod: Dict[str, List[Path]] = {}
+    for p in sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES):
+        mod = contrast_of_checkpoint(p, modalities)
+        if mod is not None:
+            by_mod.setdefault(mod, []).append(p)
+    found: Dict[str, Path] = {}
+    for mod, hits in by_mod.items():
+        if len(hits) > 1:
+            raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
+                            f"keep one or pass --model_{mod} to choose")
+        found[mod] = hits[0]
+    return found
+
+
+def check_output_dir(output_dir: Path, data_dir: Path, in_place_ok: bool = False) -> None:
+    """Refuse an output folder that would put results in place of, or among, the input files.
+
+    Args:
+        output_dir: where results would go.
+        data_dir: the input folder.
+        in_place_ok: accept the input folder itself (``cwdm auto`` only adds missing files).
+    """
+    out, data = Path(output_dir).resolve(), Path(data_dir).resolve()
+    if out == data and in_place_ok:
+        return
+    if out == data or data in out.parents:
+        raise CwdmError(f"--output_dir {output_dir} is (inside) the input folder {data_dir}: results would "
+                        f"replace or mix with the input scans; choose another folder "
+                        f"(cwdm auto completes case folders in place safely)")
+
+
+def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
+    """The cases whose files pass validation.
+
+    Args:
+        cases: :class:`cwdm.cases.Case` objects.
+        required: modalities each case must have.
+        divisor: the network's grid divisor.
+        report: called with one line per unusable case, naming its problems.
+
+    Returns:
+        The usable cases, in their order.
+    """
+    from .data import validate_cases
+
+    results = validate_cases(cases, required, divisor)
+    good = []
+    for case in cases:
+        problems = results[case.name]
+        if problems:
+            report(f"skipping {case.name}: " + "; ".join(problems))
+        else:
+            good.append(case)
+    return good
+
+
+def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path], overwrite: bool,
+         report) -> Tuple[Dict[str, list], int, int]:
+    """Group the cases to complete by missing modality (``cwdm auto``).
+
+    Args:
+        cases: the discovered cases.
+        modalities: modality names.
+        checkpoints: modality -> checkpoint (:func:`find_checkpoints`).
+        out_dir: output folder, or None to complete the case folders in place.
+        overwrite: redo cases whose output in ``out_dir`` exists.
+        report: called with one line per case that cannot be completed.
+
+    Returns:
+        ``(groups, complete, unfixable)``: modality -> cases to synthesize, the number of
+        cases with nothing to do, and the number that cannot be completed.
+    """
+    groups: Dict[str, list] = {}
+    complete = unfixable = 0
+    for case in cases:
+        missing = [m for m in case.missing(modalities) if m not in case.duplicates]
+        if case.problems:
+            report(f"skipping {case.name}: " + "; ".join(case.problems))
+            unfixable += 1
+        elif case.duplicates:
+            report(f"skipping {case.name}: duplicate files for {', '.join(case.duplicates)}")
+            unfixable += 1
+        elif not missing:
+            complete += 1
+        elif len(missing) > 1:
+            report(f"skipping {case.name}: {len(missing)} modalities missing ({', '.join(missing)}); "
+                   f"cwdm completes cases missing exactly one")
+            unfixable += 1
+        elif missing[0] not in checkpoints:
+            report(f"skipping {case.name}: no checkpoint for {missing[0]} (pass --model_{missing[0]} or --models_dir)")
+            unfixable += 1
+        elif out_dir is not None and not overwrite and output_path(case, missing[0], out_dir).exists():
+            complete += 1  # done by an earlier run
+        else:
+            groups.setdefault(missing[0], []).append(case)
+    return groups, complete, unfixable
+
+
+def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:
+    """Where the synthesized ``modality`` of ``case`` goes: its case folder, or ``out_dir/<case>/``."""
+    folder = case.folder if out_dir is None else Path(out_dir) / case.name
+    return folder / case.file_name(modality)
+
+
+def completion_paths(volume: Path) -> Paths:
+    """Paths of a completed modality: the volume and its ``_std`` map next to it, no target copy."""
+    return {"volume": volume, "std": volume.with_name(volume.name.replace(".nii.gz", "_std.nii.gz")),
+            "target": None}
+
+
+def paired_paths(root: Path, name: str, prefix: str, target: str, save_target: bool = False) -> Paths:
+    """Paths of a paired-mode result: ``root/<name>/<prefix>-<target>.nii.gz``, its ``_std`` map and,
+    with ``save_target``, the preprocessed true target (``_target``; else None)."""
+    folder = Path(root) / name
+    return {"volume": folder / f"{prefix}-{target}.nii.gz", "std": folder / f"{prefix}-{target}_std.nii.gz",
+            "target": folder / f"{prefix}-{target}_target.nii.gz" if save_target else None}
+
+
+def synthesize_cases(synth: Synthesizer, cases, target: str, modalities: Sequence[str],
+                     out_paths: Callable[[Dict], Paths], *, threshold: Optional[float] = None,
+                     postprocess_on: bool = True, overwrite: bool = False, batch_size: int = 1,
+                     num_workers: int = 0, bar=None, clock=None,
+                     on_case: Optional[Callable[[Dict, Paths, float], None]] = None) -> List[str]:
+    """Read, synthesize and write ``target`` for each of ``cases`` (already validated).
+
+    Args:
+        synth: the loaded network and sampler.
+        cases: usable cases (:func:`usable_cases`).
+        target: the contrast ``synth`` synthesizes.
+        modalities: modality names (the conditions are the others, in order).
+        out_paths: item -> :data:`Paths` of its results.
+        threshold, postprocess_on, overwrite, batch_size, bar, clock, on_case: as :func:`synthesize_items`.
+        num_workers: DataLoader workers reading the cases.
+
+    Returns:
+        The names of the cases written.
+    """
+    from .data import InferenceDataset
+
+    dataset = InferenceDataset(cases, target, modalities, synth.model.config.image_divisor, check="none")
+    return synthesize_items(synth, items_of(dataset, num_workers), batch_size, out_paths, threshold,
+                            postprocess_on, overwrite, bar, clock, on_case)
+
+
+def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
+                     out_paths: Callable[[Dict], Paths], threshold: Optional[float],
+                     postprocess_on: bool, overwrite: bool, bar=None, clock=None,
+                     on_case: Optional[Callable[[Dict, Paths, float], None]] = None) -> List[str]:
+    """Synthesize and write each item of an ``InferenceDataset``.
+
+    Items of the same model-grid shape are batched up to ``batch_size``.
+
+    Args:
+        synth: the loaded network and sampler.
+        items: dataset items (dicts with ``name``, ``conditions``, ``grid``, ``reference``, maybe ``target``).
+        batch_size: cases per network call.
+        out_paths: item -> :data:`Paths` of its results.
+        threshold: zero values at or below it (``cwdm auto``), or None.
+        postprocess_on: apply the reference's post-processing.
+        overwrite: replace existing files.
+        bar: progress bar advanced by the cases of a batch after each network call, or None.
+        clock: :class:`cwdm.feedback.RunClock` timing the network calls, or None.
+        on_case: called as ``on_case(item, paths, seconds)`` after each case is written.
+
+    Returns:
+        The names of the cases written, in order.
+    """
+    done: List[str] = []
+
+    def flush(batch: List[Dict]) -> None:
+        if not batch:
+            return
+        mean, std = _sample_batch(synth, batch, bar, clock)
+        written = []
+        for k, item in enumerate(batch):
+            paths = out_paths(item)
+            _write_item(item, mean[k], None if std is None else std[k], paths, threshold, postprocess_on,
+                        overwrite)
+            done.append(item["name"])
+            written.append((item, paths))
+        seconds = clock.batch_seconds() if clock is not None else 0.0
+        for item, paths in written:
+            if on_case is not None:
+                on_case(item, paths, seconds)
+        batch.clear()
+
+    pending: List[Dict] = []
+    for item in items:
+        if pending and (len(pending) >= batch_size or pending[0]["conditions"].shape != item["conditions"].shape):
+            flush(pending)
+        pending.append(item)
+    flush(pending)
+    return done
+
+
+def _sample_batch(synth: Synthesizer, batch: List[Dict], bar, clock):
+    """Run the sampler on a batch of items; returns ``(mean, std or None)`` in the model grid."""
+    conds = torch.stack([it["conditions"] for it in batch])
+    if clock is not None:
+        clock.batch_started(len(batch))
+
+    def callback(i: int, n: int) -> None:
+        if bar is not None:
+            bar.update(len(batch))
+        if clock is not None:
+            clock.network_call()
+
+    return synth(conds, [it["name"] for it in batch], callback)
+
+
+def _write_item(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], paths: Paths,
+                threshold: Optional[float], postprocess_on: bool, overwrite: bool) -> None:
+    """Post-process one case's sample and write it (std map and true target first) on the original grid."""
+    from .nifti_io import save_nifti_like
+    from .preprocess import Grid
+
+    grid, first, reference = Grid.from_dict(item["grid"]), item["conditions"][0], item["reference"]
+    paths["volume"].parent.mkdir(parents=True, exist_ok=True)
+    vol = postprocess(mean, first, threshold, postprocess_on)
+    if std is not None:
+        s = postprocess(std, first, None, postprocess_on)
+        save_nifti_like(grid.to_original(s.numpy()), reference, paths["std"], overwrite=overwrite)
+    if paths.get("target") is not None and "target" in item:
+        save_nifti_like(grid.to_original(item["target"][0].numpy()), reference, paths["target"],
+                        overwrite=overwrite)
+    save_nifti_like(grid.to_original(vol.numpy()), reference, paths["volume"], overwrite=overwrite)
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    """A tqdm bar (a context manager) counting ``total`` network calls, labelled ``desc``, shown if ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="call", desc=desc, dynamic_ncols=True)
+
+
+def items_of(dataset, num_workers: int):
+    """Iterate a dataset's items in order, read by ``num_workers`` DataLoader workers (0: in this process)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+
+
+def model_grid(case, modality: str, divisor: int) -> Tuple[int, ...]:
+    """The network grid of one case, from the header of its ``modality`` file."""
+    from .nifti_io import load_header
+    from .preprocess import grid_for
+
+    return grid_for(load_header(case.files[modality])[0], divisor).model
+
+
+def announce(say, device: torch.device, channels: int, grid, calls_per_case: int, cases: int) -> None:
+    """Say the device, and warn before a released-size run on a CPU.
+
+    Args:
+        say: prints one line.
+        device: where the network runs.
+        channels: the network's base channels.
+        grid: model grid of the first case to do, or None when there is none.
+        calls_per_case: network calls per case.
+        cases: cases to do.
+    """
+    from .feedback import cpu_sampling_warning, device_line
+
+    say(device_line(device))
+    warning = cpu_sampling_warning(device, channels, grid, calls_per_case, cases) if grid else None
+    if warning:
+        say(warning)
