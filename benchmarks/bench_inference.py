@@ -25,17 +25,13 @@ import time
 import torch
 
 from cwdm.diffusion import clip_x0
+from gpu_check import random_network  # the benchmarks folder is on sys.path when a script in it runs
 from cwdm.unet import RELEASED_CONFIG, UNet
 
 
 def build(seed: int = 0) -> UNet:
-    """The released configuration with every layer random (zero-initialized output layers too)."""
-    torch.manual_seed(seed)
-    model = UNet(RELEASED_CONFIG)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv3d) and not m.weight.abs().sum():
-            m.reset_parameters()
-    return model.eval()
+    """The released configuration with every layer random (as ``gpu_check.py`` builds it)."""
+    return random_network(RELEASED_CONFIG, seed).eval()
 
 
 def options(model: UNet, x: torch.Tensor, t: torch.Tensor, compile_too: bool):

@@ -145,6 +145,8 @@ class MissingModality:
         existing files are kept unless ``overwrite``. Cases with nothing or several modalities
         missing are skipped (noted when ``verbose``). Returns ``{case name: written path}``.
         """
+        from .inference import output_path
+
         written: Dict[str, Path] = {}
         for case in discover_cases(data_folder, self.modalities):
             missing = case.missing(self.modalities)
@@ -152,9 +154,7 @@ class MissingModality:
                 if self.verbose:
                     print(f"cwdm: skipping {case.name}: {len(missing)} modalities missing", file=sys.stderr)
                 continue
-            target = case.folder / case.file_name(missing[0])
-            if output_folder is not None:
-                target = Path(output_folder) / case.name / target.name
+            target = output_path(case, missing[0], output_folder)  # where `cwdm auto` writes it
             if target.exists() and not overwrite:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)

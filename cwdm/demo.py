@@ -128,7 +128,8 @@ def run_demo(cfg: DemoConfig) -> dict:
                "sampler": f"{cfg.sampler} {cfg.sampling_steps}", "seconds": times,
                "cwdm": _means(model_summary), "baseline": _means(base_summary),
                "baseline_coefficients": [float(c) for c in coef], "config": _cfg_dict(cfg)}
-    summary["cwdm_beats_baseline_ssim"] = summary["cwdm"]["ssim"] > summary["baseline"]["ssim"]
+    summary["cwdm_beats_baseline"] = _verdicts(summary)  # ssim, mae_tumor, mae_non_tumor
+    summary["cwdm_beats_baseline_ssim"] = summary["cwdm_beats_baseline"]["ssim"]
     summary["montage"] = _comparison_montage(out, cfg)
     _write_report(out, cfg, summary)
     return summary
@@ -207,43 +208,25 @@ REPORTED = ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae", "mae_t
 
 def _comparison_montage(out: Path, cfg: DemoConfig) -> Optional[str]:
     """``montage.png``: the first held-out case's conditions, reference, cwdm and baseline syntheses and
-    both |error| maps (brain only, one colour bar scale), sliced through the tumour's centre."""
-    import numpy as np
-
-    from .data import conditions_for, discover_cases
-    from .metrics import brain_mask, brasyn_normalize, normalization_bounds, reference_on_prediction_scale
-    from .montage import mask_centroid, save_montage, volume_center
+    both |error| maps (brain only, one colour scale), sliced through the tumour's centre, as
+    ``cwdm evaluate`` draws and scores them."""
+    from .data import discover_cases
+    from .evaluate_report import write_pair_montage
+    from .metrics import brain_mask, reference_on_prediction_scale
     from .nifti_io import load_nifti
-
-    def load_volume(path):
-        return load_nifti(path)[0]
-
 
     cases = discover_cases(out / "data" / "test")
     if not cases:
         return None
     case = cases[0]
-    vols = {m: load_volume(case.files[m]) for m in MODALITIES}
-    seg = load_volume(case.seg) if case.seg is not None else None
-    preds = {name: load_volume(out / folder / case.name / f"{case.prefix}-{cfg.target}.nii.gz")
+    vols = {m: load_nifti(case.files[m])[0] for m in MODALITIES}
+    seg = load_nifti(case.seg)[0] if case.seg is not None else None
+    preds = {name: load_nifti(out / folder / case.name / f"{case.prefix}-{cfg.target}.nii.gz")[0]
              for name, folder in (("cwdm", "synthesis"), ("baseline", "baseline"))}
-    brain = brain_mask(*vols.values())
-    scaled, _ = reference_on_prediction_scale(preds["cwdm"], vols[cfg.target])  # as `cwdm evaluate` scores it
-    bounds = normalization_bounds(scaled)
-    ref = brasyn_normalize(scaled, bounds=bounds)
-    shown = {k: brasyn_normalize(v, bounds=bounds) for k, v in preds.items()}
-    errs = {k: np.where(brain, np.abs(v - ref), 0.0) for k, v in shown.items()}
-    emax = max(float(np.percentile(np.concatenate([e[brain] for e in errs.values()]), 99.5)), 1e-3)
-    unit = "|error|, both maps\n(fraction of target range)"
-    cols = [(m, vols[m]) for m in conditions_for(cfg.target, MODALITIES)]
-    cols += [(f"reference {cfg.target}", ref, {"vmin": 0.0, "vmax": 1.0}),
-             (f"cwdm {cfg.target}", shown["cwdm"], {"vmin": 0.0, "vmax": 1.0}),
-             (f"baseline {cfg.target}", shown["baseline"], {"vmin": 0.0, "vmax": 1.0}),
-             ("|error| cwdm", errs["cwdm"], {"cmap": "magma", "vmin": 0.0, "vmax": emax}),
-             ("|error| baseline", errs["baseline"], {"cmap": "magma", "vmin": 0.0, "vmax": emax, "colorbar": unit})]
-    center = (mask_centroid(seg) if seg is not None else None) or volume_center(brain)
+    ref, _ = reference_on_prediction_scale(preds["cwdm"], vols[cfg.target])  # as `cwdm evaluate` scores it
     path = out / "montage.png"
-    save_montage(path, cols, center=center, title=f"{case.name}: {cfg.target} synthesized from the other three")
+    write_pair_montage(path, case.name, cfg.target, MODALITIES, vols, ref, preds, brain_mask(*vols.values()),
+                       seg=seg, title=f"{case.name}: {cfg.target} synthesized from the other three")
     return path.name
 
 
@@ -278,7 +261,7 @@ def _write_report(out: Path, cfg: DemoConfig, summary: dict) -> None:
         lines.append(f"| {name} | {m.get('ssim', nan):.4f} | {m.get('ssim_tumor', nan):.4f} | "
                      f"{m.get('ssim_non_tumor', nan):.4f} | {m.get('psnr', nan):.2f} | {m.get('mse', nan):.5f} | "
                      f"{m.get('mae_tumor', nan):.4f} | {m.get('mae_non_tumor', nan):.4f} |")
-    v = _verdicts(summary)
+    v = summary["cwdm_beats_baseline"]
     lines += ["", "SSIM columns: the BraSyn challenge's definitions; PSNR / MSE / MAE: the target's 0.5/99.5 % "
               "percentile scale, over the brain (MAE tumour: seg > 0; outside: brain without the tumour).", "",
               f"cwdm {'beats' if v['ssim'] else 'does NOT beat'} the baseline on SSIM, "

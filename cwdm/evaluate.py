@@ -69,7 +69,7 @@ import numpy as np
 
 from . import MODALITIES
 from .errors import CwdmError
-from .evaluate_pairs import REFERENCE_CROP, REFERENCE_SAMPLE, STD_SUFFIX, Pair, find_pairs  # noqa: F401
+from .evaluate_pairs import REFERENCE_CROP, Pair, find_pairs  # noqa: F401  (Pair, find_pairs: public API)
 from .evaluate_report import (CSV_FIELDS, CSV_NAME, SUMMARY_NAME, format_table,  # noqa: F401  (public API)
                               summarize, write_csv, write_json, write_pair_montage)
 
@@ -212,7 +212,8 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
 
     if montage_path is not None and not row["problem"]:
         try:
-            write_pair_montage(montage_path, pair.case, pair.target, modalities, others, ref, pred, mask, std, seg)
+            write_pair_montage(montage_path, pair.case, pair.target, modalities, others, ref,
+                               {"synthesis": pred}, mask, std, seg)
         except Exception as exc:  # a failed picture must not lose the metrics
             problems.append(f"{montage_path}: montage not written ({type(exc).__name__}: {exc})")
     return row, problems

@@ -14,7 +14,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -148,21 +148,24 @@ def format_table(summary: Dict[str, Any]) -> str:
 
 
 def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[str],
-                       others: Dict[str, np.ndarray], ref: np.ndarray, pred: np.ndarray,
-                       mask: Optional[np.ndarray], std: Optional[np.ndarray],
-                       seg: Optional[np.ndarray] = None) -> None:
-    """PNG montage of one pair: the conditions, reference, synthesis, |error| and std columns.
+                       others: Dict[str, np.ndarray], ref: np.ndarray, preds: Mapping[str, np.ndarray],
+                       mask: Optional[np.ndarray], std: Optional[np.ndarray] = None,
+                       seg: Optional[np.ndarray] = None, title: Optional[str] = None) -> None:
+    """PNG montage of a reference and its syntheses: conditions, reference, syntheses, |error| maps, std.
 
     Args:
         others: the case's other (X, Y, Z) reference volumes by modality (the
             conditions of ``target`` among them are shown, in canonical order).
-        ref, pred: the true and synthesized (X, Y, Z) volumes (raw intensities);
-            both are shown on the reference's [0, 1] scale (the scale of
-            PSNR / MSE / MAE), the error is their absolute difference.
+        ref: the true (X, Y, Z) volume (raw intensities).
+        preds: label -> synthesized (X, Y, Z) volume (e.g. ``{"synthesis": pred}``, or
+            ``{"cwdm": a, "baseline": b}`` to compare methods); every synthesis is
+            shown on the reference's [0, 1] scale (the scale of PSNR / MSE / MAE)
+            with its absolute error, all error maps on one colour scale.
         mask: boolean (X, Y, Z) brain mask (slice centre, error colour range) or None.
         std: (X, Y, Z) uncertainty map or None.
         seg: (X, Y, Z) label map or None; the slices go through the tumour's
             centre of mass when it has labels, else through the brain's centre.
+        title: figure title (default ``"<case>  <target>"``).
     Error and std maps are zero outside the brain mask and carry colour bars.
     """
     from .data import conditions_for
@@ -171,20 +174,26 @@ def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[
 
     bounds = normalization_bounds(ref)
     rn = brasyn_normalize(ref, bounds=bounds)
-    pn = brasyn_normalize(pred, bounds=bounds)
-    err = np.abs(pn - rn)
+    shown = {label: brasyn_normalize(p, bounds=bounds) for label, p in preds.items()}
+    errs = {label: np.abs(pn - rn) for label, pn in shown.items()}
     if mask is not None:
-        err = np.where(mask, err, 0.0)
+        errs = {label: np.where(mask, e, 0.0) for label, e in errs.items()}
         std = None if std is None else np.where(mask, std, 0.0)
-    inside = err[mask] if mask is not None and mask.any() else err.ravel()
+    use = mask if mask is not None and mask.any() else None
+    inside = np.concatenate([(e[use] if use is not None else e.ravel()) for e in errs.values()])
     emax = max(float(np.percentile(inside, 99.5)), 1e-3) if inside.size else 1.0
     cols: List[tuple] = [(m, others[m]) for m in conditions_for(target, modalities) if m in others]
-    cols += [(f"reference {target}", rn, {"vmin": 0.0, "vmax": 1.0}),
-             (f"synthesis {target}", pn, {"vmin": 0.0, "vmax": 1.0}),
-             ("|error|", err, {"cmap": "magma", "vmin": 0.0, "vmax": emax,
-                               "colorbar": "|error| (fraction of\nthe reference range)"})]
+    cols.append((f"reference {target}", rn, {"vmin": 0.0, "vmax": 1.0}))
+    cols += [(f"{label} {target}", pn, {"vmin": 0.0, "vmax": 1.0}) for label, pn in shown.items()]
+    single = len(errs) == 1
+    for k, (label, e) in enumerate(errs.items()):
+        kwargs = {"cmap": "magma", "vmin": 0.0, "vmax": emax}
+        if k == len(errs) - 1:  # one colour bar: the maps share the scale
+            kwargs["colorbar"] = ("|error| (fraction of\nthe reference range)" if single
+                                  else "|error|, every map\n(fraction of the reference range)")
+        cols.append(("|error|" if single else f"|error| {label}", e, kwargs))
     if std is not None:
         cols.append(("std", std, {"cmap": "viridis", "colorbar": "ensemble std (output intensity)"}))
     center = (mask_centroid(seg) if seg is not None else None) or \
         (volume_center(mask) if mask is not None else volume_center(ref))
-    save_montage(path, cols, center=center, title=f"{case}  {target}")
+    save_montage(path, cols, center=center, title=title or f"{case}  {target}")

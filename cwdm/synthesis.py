@@ -52,11 +52,16 @@ class SamplingOptions:
         if self.eta < 0:
             raise CwdmError(f"--eta must be >= 0, got {self.eta}")
 
+    def member_chunks(self) -> List[List[int]]:
+        """Ensemble member indices in the groups that share network calls: chunks of at most
+        ``ensemble_batch`` members (0 = all members in one chunk)."""
+        chunk = self.ensemble_batch or self.ensemble
+        return [list(range(i, min(i + chunk, self.ensemble))) for i in range(0, self.ensemble, chunk)]
+
     @property
     def member_batches(self) -> int:
-        """Batched passes per case: the ensemble in chunks of ``ensemble_batch`` members (0 = one chunk)."""
-        chunk = self.ensemble_batch or self.ensemble
-        return -(-self.ensemble // chunk)
+        """Batched passes per case (the number of :meth:`member_chunks`)."""
+        return len(self.member_chunks())
 
     @property
     def calls_per_case(self) -> int:
@@ -99,10 +104,6 @@ class Synthesizer:
         self.net = torch.compile(self.model) if options.compile else self.model
         self.device, self.options = device, options
 
-    def _members(self) -> List[List[int]]:
-        k, chunk = self.options.ensemble, self.options.ensemble_batch or self.options.ensemble
-        return [list(range(i, min(i + chunk, k))) for i in range(0, k, chunk)]
-
     @torch.inference_mode()
     def __call__(self, conditions: torch.Tensor, names: Sequence[str],
                  callback: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -110,7 +111,7 @@ class Synthesizer:
         calls = network_calls(opt.sampler, opt.steps)  # per chunk of members
         cond = to_subbands(conditions.to(device, torch.float32))  # (B, 8K, d, h, w), once per call
         samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
-        for members in self._members():
+        for members in opt.member_chunks():
             m = len(members)
             rep = cond.repeat_interleave(m, dim=0).contiguous(memory_format=self.format)
             denoiser = make_denoiser(self.net, rep, clip=opt.clip_denoised)
