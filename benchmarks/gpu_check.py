@@ -50,6 +50,7 @@ from cwdm.phantom import generate_case
 from cwdm.preprocess import grid_for, prepare_volume
 from cwdm.runtime import precision
 from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
+from cwdm.task import Task
 from cwdm.train import train_step
 from cwdm.train_state import EMA, TrainingParts
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
@@ -129,14 +130,14 @@ def inference_rows(model, cond, target, args, device):
     x = torch.randn(1, 8, *cond_sb.shape[2:], device=device, generator=g)
     t = torch.tensor([500], device=device)
     mask = torch.from_numpy(target > 0).to(device)
-    loaded = LoadedModel(model=model, config=RELEASED_CONFIG, kind="released", target=TARGET)
+    loaded = LoadedModel(model=model, config=RELEASED_CONFIG, kind="released", task=Task.default(TARGET))
     for name, (prec, cl, comp) in PATHS.items():
         if args.quick and comp:
             continue
         row = {"path": name}
         try:
             opts = SamplingOptions(sampler="ddim", steps=10, precision=prec, channels_last=cl, compile=comp)
-            synth = Synthesizer(loaded, 3, device, opts)
+            synth = Synthesizer(loaded, loaded.task, device, opts)
             xin = torch.cat([x, cond_sb], 1).contiguous(memory_format=synth.format)
             reset_peak()
             with torch.inference_mode(), precision(device, prec):

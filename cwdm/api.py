@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Union
 
 from . import MODALITIES
-from .cases import Case, conditions_for, discover_cases
+from .cases import Case, discover_cases
 from .errors import CwdmError
 
 PathLike = Union[str, Path]
@@ -76,10 +76,9 @@ class MissingModality:
             raise CwdmError(f"no checkpoint synthesizes {modality} (give models={{'{modality}': PATH}} or a "
                             f"models_dir holding one)")
         if modality not in self._loaded:
-            loaded = resolve_model(self.checkpoints[modality], modality, self.modalities, self.network,
-                                   self.flags.ema, self.device)[0]
-            conditions = conditions_for(modality, self.modalities)
-            self._loaded[modality] = Synthesizer(loaded, len(conditions), self.device, self.options)
+            loaded, task = resolve_model(self.checkpoints[modality], modality, self.modalities, self.network,
+                                         self.flags.ema, self.device)
+            self._loaded[modality] = Synthesizer(loaded, task, self.device, self.options)
         return self._loaded[modality]
 
     def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool) -> Path:
@@ -97,11 +96,10 @@ class MissingModality:
         from .inference import completion_paths, synthesize_cases, usable_cases
 
         synth = self._synthesizer(modality)
-        conditions = conditions_for(modality, self.modalities)
         problems = []
-        if not usable_cases([case], conditions, synth.model.config.image_divisor, problems.append):
+        if not usable_cases([case], synth.task.condition_names, synth.model.config.image_divisor, problems.append):
             raise CwdmError(problems[0])
-        synthesize_cases(synth, [case], modality, self.modalities, lambda item: completion_paths(output_file),
+        synthesize_cases(synth, [case], lambda item: completion_paths(output_file),
                          threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite)
         if self.verbose:
             print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)

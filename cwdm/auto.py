@@ -1,8 +1,8 @@
 """``cwdm auto``: complete case folders that miss one modality (the BraSyn use).
 
 For each case folder the one missing modality is detected, the checkpoint for
-it is chosen (``--model_t1n PATH`` ... or one file per contrast in
-``--models_dir``), the modality is synthesized from the present ones and
+it is chosen (``--model t1n=PATH``, ``--model_t1n PATH`` ... or one file per
+contrast in ``--models_dir``), the modality is synthesized from the present ones and
 written as ``<case>-<modality>.nii.gz`` into the case folder (or
 ``--output_dir/<case>/``) with the header and affine of a present modality.
 Existing files are never touched. Cases with nothing missing are skipped;
@@ -20,8 +20,9 @@ from typing import Dict, List, Optional, Tuple
 
 from . import MODALITIES
 from .flags import ModelFlags, SamplingFlags
+from .errors import CwdmError
 from .inference import (announce, check_output_dir, completion_paths, find_checkpoints, model_grid, output_path,
-                        plan, progress_bar, resolve_model, synthesize_cases, usable_cases)
+                        parse_model_entries, plan, progress_bar, resolve_model, synthesize_cases, usable_cases)
 from .runtime import dist_from_env, select_device
 from .synthesis import AUTO_THRESHOLD, Synthesizer
 
@@ -41,6 +42,9 @@ class AutoConfig(SamplingFlags, ModelFlags):
     model_t1c: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t1c"})
     model_t2w: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t2w"})
     model_t2f: Optional[Path] = field(default=None, metadata={"help": "checkpoint that synthesizes t2f"})
+    model: Tuple[str, ...] = field(default=(), metadata={
+        "help": "checkpoint as MODALITY=PATH, or PATH (modality read from the checkpoint or its name); "
+                "repeatable", "repeatable": True})
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names"})
     threshold: float = field(default=AUTO_THRESHOLD, metadata={"help": "zero values at or below this (reference)"})
 
@@ -50,7 +54,7 @@ ALIASES = {"model_channels": ["num_channels"]}
 
 
 def checkpoints_of(cfg: AutoConfig) -> Dict[str, Path]:
-    """Modality -> checkpoint, from the ``--model_<m>`` flags first, then ``--models_dir``.
+    """Modality -> checkpoint, from ``--model`` and the ``--model_<m>`` flags first, then ``--models_dir``.
 
     Args:
         cfg: the command's settings.
@@ -58,7 +62,12 @@ def checkpoints_of(cfg: AutoConfig) -> Dict[str, Path]:
     Returns:
         What :func:`cwdm.inference.find_checkpoints` finds.
     """
-    explicit = {mod: getattr(cfg, f"model_{mod}", None) for mod in cfg.modalities}
+    explicit = parse_model_entries(cfg.model, cfg.modalities)
+    for mod in cfg.modalities:
+        flag = getattr(cfg, f"model_{mod}", None)
+        if flag is not None and mod in explicit and Path(flag) != explicit[mod]:
+            raise CwdmError(f"two checkpoints for {mod}: --model_{mod} {flag} and --model {explicit[mod]}")
+        explicit.setdefault(mod, flag)
     return find_checkpoints(cfg.models_dir, explicit, cfg.modalities)
 
 
@@ -72,7 +81,7 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     Returns:
         0 when every case ends up complete, 1 otherwise.
     """
-    from .data import conditions_for, discover_cases
+    from .data import discover_cases
     from .feedback import RunClock, write_line
 
     info = dist_from_env()
@@ -93,7 +102,7 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     todo = sum(len(c) for c in groups.values())
     first = next(iter(groups), None)
-    grid = model_grid(groups[first][0], conditions_for(first, cfg.modalities)[0],
+    grid = model_grid(groups[first][0], models[first].task.condition_names[0],
                       models[first].config.image_divisor) if first else None
     announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
              options.calls_per_case, todo)
@@ -119,7 +128,7 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[str, list], models, device, o
     Args:
         cfg: the command's settings.
         groups: modality -> cases missing it (:func:`cwdm.inference.plan`).
-        models: modality -> loaded checkpoint.
+        models: modality -> loaded checkpoint (its ``task`` set by :func:`cwdm.inference.resolve_model`).
         device: where the networks run.
         options: sampler settings.
         clock: :class:`cwdm.feedback.RunClock` of the whole run.
@@ -130,17 +139,15 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[str, list], models, device, o
     Returns:
         ``(names written, number of cases found unusable)``.
     """
-    from .data import conditions_for
-
     written: List[str] = []
     failed = 0
     for mod, group in groups.items():
-        conditions = conditions_for(mod, cfg.modalities)
-        good = usable_cases(group, conditions, models[mod].config.image_divisor, say)
+        task = models[mod].task
+        good = usable_cases(group, task.condition_names, models[mod].config.image_divisor, say)
         failed += len(group) - len(good)
         if not good:
             continue
-        synth = Synthesizer(models[mod], len(conditions), device, options)
+        synth = Synthesizer(models[mod], task, device, options)
         by_name = {c.name: c for c in good}
 
         def out_paths(item, mod=mod):
@@ -151,7 +158,7 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[str, list], models, device, o
 
         bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and show, f"auto {mod}")
         with bar:
-            written += synthesize_cases(synth, good, mod, cfg.modalities, out_paths, threshold=cfg.threshold,
+            written += synthesize_cases(synth, good, out_paths, threshold=cfg.threshold,
                                         postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar,
                                         clock=clock, on_case=on_case)

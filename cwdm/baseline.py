@@ -16,9 +16,15 @@ from typing import List, Sequence
 import numpy as np
 
 from . import MODALITIES
-from .data import Case, conditions_for
+from .data import Case
+from .task import Task
 from .nifti_io import load_nifti, save_nifti_like
 from .preprocess import clip_and_normalize
+
+
+def _conditions(target: str, modalities: Sequence[str]) -> List[str]:
+    """The baseline's inputs: those of the released task of ``target`` (the other modalities, in order)."""
+    return list(Task.default(target, modalities).condition_names)
 
 
 def _normalized(case: Case, modalities: Sequence[str]) -> List[np.ndarray]:
@@ -32,7 +38,7 @@ def _design(conds: List[np.ndarray], mask: np.ndarray) -> np.ndarray:
 
 def fit_linear_baseline(cases: Sequence[Case], target: str, modalities: Sequence[str] = MODALITIES) -> np.ndarray:
     """Least-squares coefficients (K + 1,): one weight per condition, then the intercept."""
-    conds_names = conditions_for(target, modalities)
+    conds_names = _conditions(target, modalities)
     rows, values = [], []
     for case in cases:
         conds = _normalized(case, conds_names)
@@ -47,7 +53,7 @@ def fit_linear_baseline(cases: Sequence[Case], target: str, modalities: Sequence
 def predict_linear_baseline(case: Case, target: str, coef: np.ndarray,
                             modalities: Sequence[str] = MODALITIES) -> np.ndarray:
     """(X, Y, Z) prediction in [0, 1], zero outside the brain of the first condition."""
-    conds = _normalized(case, conditions_for(target, modalities))
+    conds = _normalized(case, _conditions(target, modalities))
     mask = conds[0] > 0
     out = np.zeros(conds[0].shape, dtype=np.float32)
     out[mask] = np.clip(_design(conds, mask) @ coef, 0.0, 1.0)
@@ -58,7 +64,7 @@ def write_baseline(cases: Sequence[Case], target: str, coef: np.ndarray, out_dir
                    modalities: Sequence[str] = MODALITIES, overwrite: bool = False) -> List[Path]:
     """Write ``out_dir/<case>/<case>-<target>.nii.gz`` for every case (geometry of the first condition)."""
     written = []
-    first = conditions_for(target, modalities)[0]
+    first = _conditions(target, modalities)[0]
     for case in cases:
         folder = Path(out_dir) / case.name
         folder.mkdir(parents=True, exist_ok=True)

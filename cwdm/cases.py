@@ -24,7 +24,7 @@ from .errors import CwdmError
 from .naming import LEGACY_NAMES, SEG, legacy_name, parse_file_name
 from .nifti_io import is_nifti
 
-__all__ = ["SEG", "Case", "discover_cases", "conditions_for"]
+__all__ = ["SEG", "Case", "discover_cases"]
 
 _ANNOUNCED: set = set()  # data roots whose BraTS 2021 naming was already mentioned
 
@@ -68,6 +68,10 @@ class Case:
     def present(self) -> Tuple[str, ...]:
         """Modalities present exactly once, in canonical order."""
         return tuple(self.files)
+
+    def path(self, name: str) -> Optional[Path]:
+        """The file of modality ``name`` (or of the seg for ``seg``), None when absent."""
+        return self.seg if name == SEG else self.files.get(name)
 
     def missing(self, modalities: Sequence[str] = MODALITIES) -> List[str]:
         """Modalities of ``modalities`` that are not (unambiguously) present."""
@@ -173,14 +177,3 @@ def _check_modalities(modalities: Sequence[str]) -> None:
     if bad or len({m.lower() for m in mods}) != len(mods):
         raise CwdmError(f"invalid modality names {mods}: names must be unique, non-empty, "
                         f"without '-', and not '{SEG}'")
-
-
-def conditions_for(target: str, modalities: Sequence[str] = MODALITIES) -> List[str]:
-    """The condition modalities for ``target``: the others, in canonical order.
-
-    ``conditions_for("t1c") == ["t1n", "t2w", "t2f"]`` with the BraTS names.
-    """
-    mods = list(modalities)
-    if target not in mods:
-        raise CwdmError(f"unknown target modality {target!r}; expected one of {', '.join(mods)}")
-    return [m for m in mods if m != target]

@@ -9,8 +9,9 @@ Two kinds of file are accepted, always read with ``weights_only=True``:
   ``checkpoint has in_channels 32, config expects 24``.
 * a **cwdm checkpoint**: a dict with ``format == FORMAT`` holding
   ``model_config`` (dict), ``model`` and optionally ``ema`` (state_dicts),
-  ``target`` and ``modalities``, plus training state (see :mod:`cwdm.train`).
-  Its own configuration is used.
+  ``task`` (:meth:`cwdm.task.Task.to_dict`; files written before it existed
+  have ``target`` and ``modalities``, read as the default task), plus training
+  state (see :mod:`cwdm.train`). Its own configuration is used.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
+from . import MODALITIES
 from .config import from_dict, to_dict
 from .errors import CwdmError
+from .task import Task, check_network
 from .unet import RELEASED_CONFIG, UNet, UNetConfig
 from .wavelet import NUM_SUBBANDS
 
@@ -38,9 +41,13 @@ class LoadedModel:
     model: UNet
     config: UNetConfig
     kind: str  # "released" or "cwdm"
-    target: Optional[str] = None
-    modalities: Optional[list] = None
+    task: Optional[Task] = None  # a cwdm checkpoint's own; for a released state_dict set by the caller
     meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> Optional[str]:
+        """The modality the network synthesizes, when its task is known."""
+        return self.task.target if self.task is not None else None
 
 
 def _not_a_checkpoint_reason(path: Path) -> Optional[str]:
@@ -191,25 +198,42 @@ def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,
 
 
 def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
-                    ema: Optional[Dict[str, torch.Tensor]] = None, target: Optional[str] = None,
-                    modalities: Optional[Iterable[str]] = None, **training: Any) -> Dict[str, Any]:
+                    ema: Optional[Dict[str, torch.Tensor]] = None, task: Optional[Task] = None,
+                    **training: Any) -> Dict[str, Any]:
     """The dictionary of a cwdm checkpoint file, as :func:`load_model` reads it back.
 
     Args:
         config: the network's configuration (stored as ``model_config``).
         model: the network's state_dict (raw weights).
         ema: the EMA weights' state_dict, used for inference when present.
-        target: the modality the network synthesizes.
-        modalities: all modality names, the target included.
+        task: what the network maps (its ``in_channels`` must fit); also stored as
+            ``target``, ``modalities`` and ``conditions`` for readers that predate it.
         **training: further entries, e.g. the training state of :mod:`cwdm.train_state`
             (``train_config``, ``step``, ``optimizer``, ``data_order``, ``rng``).
 
     Returns:
         dict with ``format``, ``version`` and the above, ready for ``torch.save``.
     """
+    described: Dict[str, Any] = {"task": None, "target": None, "modalities": None, "conditions": None}
+    if task is not None:
+        check_network(task, config.in_channels, "checkpoint")
+        described = {"task": task.to_dict(), "target": task.target, "modalities": list(task.modalities),
+                     "conditions": list(task.condition_names)}
     return {"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(config), "model": model,
-            "ema": ema, "target": target, "modalities": list(modalities) if modalities is not None else None,
-            **training}
+            "ema": ema, **described, **training}
+
+
+def stored_task(obj: Dict[str, Any], source: str) -> Optional[Task]:
+    """The task of a cwdm checkpoint's dictionary: ``task``, else the older ``target`` /
+    ``modalities`` / ``conditions`` entries, else None."""
+    if obj.get("task") is not None:
+        return Task.from_dict(obj["task"], source)
+    if obj.get("target") is None:
+        return None
+    try:
+        return Task.default(obj["target"], obj.get("modalities") or MODALITIES, obj.get("conditions"))
+    except CwdmError as exc:
+        raise CwdmError(f"{source}: {exc}") from None
 
 
 def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool = True,
@@ -235,9 +259,11 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
                             f"understands ({FORMAT_VERSION}); upgrade cwdm")
         cfg = from_dict(UNetConfig, obj["model_config"])
         sd = obj["ema"] if ema and obj.get("ema") is not None else obj["model"]
-        kind, target, modalities = "cwdm", obj.get("target"), obj.get("modalities")
+        kind, task = "cwdm", stored_task(obj, str(path))
+        if task is not None:
+            check_network(task, cfg.in_channels, str(path))
     else:
-        sd, kind, target, modalities = obj, "released", None, None
+        sd, kind, task = obj, "released", None
         cfg = infer_config(sd, config.num_groups if config is not None else RELEASED_CONFIG.num_groups, str(path))
         if config is not None:
             names = NETWORK_FIELDS if given is None else [n for n in NETWORK_FIELDS
@@ -254,4 +280,4 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
     model.load_state_dict(sd, strict=True)
     model.to(device).eval()
     meta = {k: v for k, v in obj.items() if k in ("step", "train_config", "version")} if kind == "cwdm" else {}
-    return LoadedModel(model=model, config=cfg, kind=kind, target=target, modalities=modalities, meta=meta)
+    return LoadedModel(model=model, config=cfg, kind=kind, task=task, meta=meta)

@@ -11,7 +11,8 @@ Flag conventions (compatible with the reference implementation's scripts):
   ``--no-flag``.
 * ``list``/``tuple`` fields take several values (``--channel_mult 1 2 2 4 4``);
   a single comma-separated value (``--channel_mult=1,2,2,4,4``, the
-  reference's spelling) is also understood.
+  reference's spelling) is also understood. Fields with metadata
+  ``repeatable`` keep commas and collect the values of every occurrence.
 * ``Optional[X]`` fields accept ``none`` for ``None``.
 * Unknown flags are errors (argparse's default ``parse_args``).
 """
@@ -67,18 +68,25 @@ def _scalar_parser(tp: Any, optional: bool):
 
 
 class _ListAction(argparse.Action):
-    """Collect several values; split a single comma-separated value as well."""
+    """Collect several values; split a single comma-separated value as well.
 
-    def __init__(self, *args, elem_parser=None, **kwargs):
+    A ``repeatable`` flag instead keeps commas and adds the values of every
+    occurrence (``--model t1n=a.pt --model t2f=b.pt``).
+    """
+
+    def __init__(self, *args, elem_parser=None, repeatable=False, **kwargs):
         self.elem_parser = elem_parser
+        self.repeatable = repeatable
         super().__init__(*args, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         items = []
         for v in values:
-            items.extend(p for p in str(v).split(",") if p.strip() != "")
+            parts = [str(v)] if self.repeatable else str(v).split(",")
+            items.extend(p for p in parts if p.strip() != "")
+        before = list(getattr(namespace, self.dest, [])) if self.repeatable else []
         try:
-            setattr(namespace, self.dest, [self.elem_parser(p.strip()) for p in items])
+            setattr(namespace, self.dest, before + [self.elem_parser(p.strip()) for p in items])
         except (TypeError, ValueError) as exc:
             raise argparse.ArgumentError(self, f"invalid value in {values!r}: {exc}")
 
@@ -115,6 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Type[Any],
             elem = (typing.get_args(tp) or (str,))[0]
             parser.add_argument(*names, dest=f.name, nargs="+", action=_ListAction,
                                 elem_parser=_scalar_parser(elem, False),
+                                repeatable=bool(f.metadata.get("repeatable")),
                                 default=argparse.SUPPRESS, help=help_text,
                                 metavar=getattr(elem, "__name__", "V").upper())
         elif tp is bool:

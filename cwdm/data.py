@@ -25,13 +25,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import MODALITIES
-from .cases import SEG, Case, conditions_for, discover_cases
+from .cases import SEG, Case, discover_cases
 from .errors import CwdmError
 from .nifti_io import load_header, load_nifti
 from .preprocess import Grid, clip_and_normalize, grid_for
+from .task import IMAGE, Task
 
-__all__ = ["SEG", "Case", "discover_cases", "conditions_for", "validate_case", "validate_cases",
+__all__ = ["SEG", "Case", "discover_cases", "validate_case", "validate_cases",
            "check_cases", "PairedVolumeDataset", "InferenceDataset", "collate_list"]
 
 AFFINE_ATOL = 1e-3
@@ -51,7 +51,7 @@ def _presence_problems(case: Case, required: Sequence[str]) -> List[str]:
                 f"({', '.join(p.name for p in paths)}); keep exactly one"
                 for mod, paths in case.duplicates.items()]
     problems += [f"{case.folder}: missing required modality {mod} (no {case.file_name(mod)})"
-                 for mod in required if mod not in case.files and mod not in case.duplicates]
+                 for mod in required if case.path(mod) is None and mod not in case.duplicates]
     return problems
 
 
@@ -195,17 +195,34 @@ def _load_model_volume(path: Path, divisor: int, grid: Optional[Grid]) -> Tuple[
     return grid.to_model(norm.astype(np.float32)), grid
 
 
-class _CaseDataset:
-    """Shared set-up of the two datasets (target, conditions, checks)."""
+def _load_label_volume(path: Path, labels: Sequence[int], grid: Grid) -> np.ndarray:
+    """One-hot channels of a label map on the model grid: (L, X', Y', Z') float32 in {0, 1}, one per
+    declared label (background 0 is all channels 0). Unknown or non-integer values are refused."""
+    data, _ = load_nifti(path)
+    if tuple(data.shape) != grid.original:
+        raise CwdmError(f"{path}: shape {_fmt(data.shape)} differs from the case's other files "
+                        f"({_fmt(grid.original)})")
+    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+        raise CwdmError(f"{path}: a label map must hold whole numbers (found non-integer values)")
+    values = set(np.unique(data).astype(np.int64).tolist())
+    unknown = sorted(values - {0, *map(int, labels)})
+    if unknown:
+        raise CwdmError(f"{path}: labels {unknown} are not in the declared set {sorted(map(int, labels))} "
+                        f"(0 = background)")
+    return np.stack([grid.to_model((data == lab).astype(np.float32)) for lab in labels])
 
-    def __init__(self, cases: Sequence[Case], target: str, modalities: Sequence[str],
-                 divisor: int, required: Sequence[str], check: str, workers: int) -> None:
+
+class _CaseDataset:
+    """Shared set-up of the two datasets (task, checks, reading the conditions)."""
+
+    def __init__(self, cases: Sequence[Case], task: Task, divisor: int, required: Sequence[str], check: str,
+                 workers: int) -> None:
         if check not in CHECK_LEVELS:
             raise ValueError(f"check must be one of {CHECK_LEVELS}, got {check!r}")
         self.cases = list(cases)
-        self.modalities = list(modalities)
-        self.target = target
-        self.conditions = conditions_for(target, self.modalities)
+        self.task = task
+        self.target = task.target
+        self.conditions = list(task.condition_names)
         self.divisor = int(divisor)
         if not self.cases:
             raise CwdmError("no cases to use")
@@ -218,21 +235,32 @@ class _CaseDataset:
         return len(self.cases)
 
     def _conditions(self, case: Case) -> Tuple[np.ndarray, Grid]:
-        """Stacked conditions (3, X', Y', Z') float32 and the case's Grid."""
-        grid = None
+        """Stacked condition volumes (C, X', Y', Z') float32 (C = ``task.condition_channels``) and the
+        case's Grid."""
+        grid: Optional[Grid] = None
         vols = []
-        for mod in self.conditions:
-            vol, grid = _load_model_volume(case.files[mod], self.divisor, grid)
-            vols.append(vol)
-        return np.stack(vols), grid  # type: ignore[return-value]
+        for cond in self.task.conditions:
+            path = case.path(cond.name)
+            if cond.kind == IMAGE:
+                vol, grid = _load_model_volume(path, self.divisor, grid)
+                vols.append(vol[None])
+            else:
+                grid = grid or grid_for(load_header(path)[0], self.divisor)
+                vols.append(_load_label_volume(path, cond.labels, grid))
+        return np.concatenate(vols), grid  # type: ignore[return-value]
+
+    def _reference(self, case: Case) -> str:
+        """The file whose header and affine the outputs reuse: the first image condition's."""
+        images = [c.name for c in self.task.conditions if c.kind == IMAGE] or self.conditions
+        return str(case.path(images[0]))
 
 
 class PairedVolumeDataset(_CaseDataset):
     """Training pairs: item ``i`` is ``(target, conditions)`` of case ``i``.
 
     * ``target``: (1, X', Y', Z') float32 tensor, the target modality.
-    * ``conditions``: (3, X', Y', Z') float32 tensor, the other modalities in
-      canonical order (:func:`conditions_for`).
+    * ``conditions``: (C, X', Y', Z') float32 tensor, the task's conditions in
+      order (C = ``task.condition_channels``; 3 for the released BraTS tasks).
 
     Both are clip-and-normalized on the original volume, then cropped/padded
     to the model grid (BraTS: (1, 224, 224, 160) / (3, 224, 224, 160)). Cases
@@ -240,7 +268,7 @@ class PairedVolumeDataset(_CaseDataset):
 
     Args:
         cases: cases from :func:`discover_cases`.
-        target: modality to synthesize.
+        task: what is synthesized from what (:class:`cwdm.task.Task`).
         divisor: image-domain divisor of the network (:func:`~cwdm.preprocess.model_divisor`).
         check: ``"full"`` validates every file (headers and voxels) at
             construction; ``"header"`` reads headers only (voxel problems
@@ -250,10 +278,9 @@ class PairedVolumeDataset(_CaseDataset):
         workers: threads used for the construction-time check.
     """
 
-    def __init__(self, cases: Sequence[Case], target: str, modalities: Sequence[str] = MODALITIES,
-                 divisor: int = 32, *, check: str = "full", workers: int = 1) -> None:
-        required = [target] + [m for m in modalities if m != target]
-        super().__init__(cases, target, modalities, divisor, required, check, workers)
+    def __init__(self, cases: Sequence[Case], task: Task, divisor: int = 32, *, check: str = "full",
+                 workers: int = 1) -> None:
+        super().__init__(cases, task, divisor, [task.target, *task.condition_names], check, workers)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
         import torch
@@ -269,10 +296,10 @@ class InferenceDataset(_CaseDataset):
 
     Keys:
         ``name`` (str, case folder name), ``prefix`` (str, file-name prefix),
-        ``folder`` (str), ``conditions`` ((3, X', Y', Z') float32 tensor),
+        ``folder`` (str), ``conditions`` ((C, X', Y', Z') float32 tensor),
         ``grid`` (:meth:`Grid.to_dict`, to write results back with
         ``Grid.from_dict(item["grid"]).to_original(...)``), ``reference`` (str,
-        path of the first condition file, whose affine/header outputs reuse),
+        path of the first image condition, whose affine/header outputs reuse),
         and, only when the case has the target, ``target`` ((1, X', Y', Z')
         float32 tensor) and ``target_path`` (str).
 
@@ -284,12 +311,10 @@ class InferenceDataset(_CaseDataset):
         check, workers: as for :class:`PairedVolumeDataset`.
     """
 
-    def __init__(self, cases: Sequence[Case], target: str, modalities: Sequence[str] = MODALITIES,
-                 divisor: int = 32, *, require_target: bool = False, check: str = "full",
-                 workers: int = 1) -> None:
-        conds = conditions_for(target, modalities)
-        required = ([target] if require_target else []) + conds
-        super().__init__(cases, target, modalities, divisor, required, check, workers)
+    def __init__(self, cases: Sequence[Case], task: Task, divisor: int = 32, *, require_target: bool = False,
+                 check: str = "full", workers: int = 1) -> None:
+        required = ([task.target] if require_target else []) + list(task.condition_names)
+        super().__init__(cases, task, divisor, required, check, workers)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         import torch
@@ -302,7 +327,7 @@ class InferenceDataset(_CaseDataset):
             "folder": str(case.folder),
             "conditions": torch.from_numpy(cond),
             "grid": grid.to_dict(),
-            "reference": str(case.files[self.conditions[0]]),
+            "reference": self._reference(case),
         }
         path = case.files.get(self.target)
         if path is not None:

@@ -177,7 +177,7 @@ def _synthesize(cfg: DemoConfig, ckpt: Path, data_dir: Path, out_dir: Path) -> L
     Returns:
         The names of the cases written.
     """
-    from .data import conditions_for, discover_cases
+    from .data import discover_cases
     from .flags import ModelFlags, SamplingFlags
     from .inference import paired_paths, progress_bar, resolve_model, synthesize_cases, usable_cases
     from .runtime import select_device
@@ -187,14 +187,13 @@ def _synthesize(cfg: DemoConfig, ckpt: Path, data_dir: Path, out_dir: Path) -> L
     options = flags.options()
     options.validate()
     device = select_device(flags.device)
-    loaded, target, modalities = resolve_model(ckpt, None, MODALITIES, ModelFlags(), flags.ema, device)
-    conditions = conditions_for(target, modalities)
-    synth = Synthesizer(loaded, len(conditions), device, options)
-    cases = usable_cases(discover_cases(data_dir, modalities), conditions, loaded.config.image_divisor,
+    loaded, task = resolve_model(ckpt, None, MODALITIES, ModelFlags(), flags.ema, device)
+    synth = Synthesizer(loaded, task, device, options)
+    cases = usable_cases(discover_cases(data_dir, task.modalities), task.condition_names, loaded.config.image_divisor,
                          lambda msg: print(f"[demo] {msg}", file=sys.stderr))
-    with progress_bar(len(cases) * options.calls_per_case, cfg.progress, f"synthesis {target}") as bar:
-        return synthesize_cases(synth, cases, target, modalities,
-                                lambda it: paired_paths(out_dir, it["name"], it["prefix"], target),
+    with progress_bar(len(cases) * options.calls_per_case, cfg.progress, f"synthesis {task.target}") as bar:
+        return synthesize_cases(synth, cases,
+                                lambda it: paired_paths(out_dir, it["name"], it["prefix"], task.target),
                                 postprocess_on=flags.postprocess, bar=bar)
 
 

@@ -168,7 +168,6 @@ def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[
         title: figure title (default ``"<case>  <target>"``).
     Error and std maps are zero outside the brain mask and carry colour bars.
     """
-    from .data import conditions_for
     from .metrics import brasyn_normalize, normalization_bounds
     from .montage import mask_centroid, save_montage, volume_center
 
@@ -182,7 +181,7 @@ def write_pair_montage(path: Path, case: str, target: str, modalities: Sequence[
     use = mask if mask is not None and mask.any() else None
     inside = np.concatenate([(e[use] if use is not None else e.ravel()) for e in errs.values()])
     emax = max(float(np.percentile(inside, 99.5)), 1e-3) if inside.size else 1.0
-    cols: List[tuple] = [(m, others[m]) for m in conditions_for(target, modalities) if m in others]
+    cols: List[tuple] = [(m, others[m]) for m in modalities if m != target and m in others]
     cols.append((f"reference {target}", rn, {"vmin": 0.0, "vmax": 1.0}))
     cols += [(f"{label} {target}", pn, {"vmin": 0.0, "vmax": 1.0}) for label, pn in shown.items()]
     single = len(errs) == 1

@@ -27,6 +27,7 @@ from .errors import CwdmError
 from .flags import ModelFlags
 from .naming import canonical_contrast, contrast_of_checkpoint
 from .synthesis import Synthesizer, postprocess
+from .task import Task, check_network
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 """File name endings :func:`find_checkpoints` takes for checkpoints in a models folder."""
@@ -36,8 +37,12 @@ Paths = Dict[str, Optional[Path]]
 
 
 def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags: ModelFlags,
-                  ema: bool, device: torch.device) -> Tuple[LoadedModel, str, Tuple[str, ...]]:
-    """Load a checkpoint and settle the target contrast and the modalities.
+                  ema: bool, device: torch.device) -> Tuple[LoadedModel, Task]:
+    """Load a checkpoint and settle its task.
+
+    A cwdm checkpoint's task is its own; a released state_dict's is the
+    default task (:meth:`Task.default`) of the target asked for, or of the one
+    its file name says.
 
     Args:
         path: released state_dict or cwdm checkpoint (None: refused).
@@ -48,7 +53,8 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
         device: where it will run (the model is loaded on the CPU; the Synthesizer moves it).
 
     Returns:
-        ``(loaded model, target, modalities)``. Raises :class:`CwdmError` in one line on a mismatch.
+        ``(loaded model, task)``; ``loaded.task`` is set to the task. Raises :class:`CwdmError` in one
+        line on a mismatch.
     """
     if path is None:
         raise CwdmError("--model_path is required (a released state_dict or a cwdm checkpoint)")
@@ -56,22 +62,22 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
     given = getattr(flags, "_given", None)  # network flags the user typed: checked against a bare state_dict
     loaded = load_model(path, config=flags.unet_config(len(modalities) - 1), ema=ema, device="cpu",
                         given=set(given) if given is not None else set())
-    if loaded.kind == "cwdm":
-        if target is not None and loaded.target not in (None, target):
-            raise CwdmError(f"{path}: checkpoint was trained to synthesize {loaded.target}, not {target}")
-        target = target or loaded.target
-        if loaded.modalities and list(loaded.modalities) != list(modalities):
-            if tuple(modalities) != MODALITIES:
-                raise CwdmError(f"{path}: checkpoint modalities {loaded.modalities} differ from --modalities "
-                                f"{list(modalities)}")
-            modalities = tuple(loaded.modalities)  # the checkpoint knows its task
-    if loaded.kind == "released":
-        target = _released_target(Path(path), target, modalities)
-    if target is None:
-        raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
-    if target not in modalities:
-        raise CwdmError(f"target {target} is not one of the modalities {list(modalities)}")
-    return loaded, target, tuple(modalities)
+    task = loaded.task
+    if task is not None:
+        if target is not None and task.target != target:
+            raise CwdmError(f"{path}: checkpoint was trained to synthesize {task.target}, not {target}")
+        if list(task.modalities) != list(modalities) and tuple(modalities) != MODALITIES:
+            raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from --modalities "
+                            f"{list(modalities)}")
+    else:
+        if loaded.kind == "released":
+            target = _released_target(Path(path), target, modalities)
+        if target is None:
+            raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
+        task = Task.default(target, modalities)
+        check_network(task, loaded.config.in_channels, str(path))
+    loaded.task = task
+    return loaded, task
 
 
 def _released_target(path: Path, target: Optional[str], modalities) -> Optional[str]:
@@ -116,6 +122,45 @@ def find_checkpoints(models_dir: Optional[Path], models: Mapping[str, Optional[P
         if not Path(path).is_file():
             raise CwdmError(f"{path}: checkpoint for {mod} not found")
     return found
+
+
+def parse_model_entries(entries: Sequence[str], modalities: Sequence[str]) -> Dict[str, Path]:
+    """``--model`` values as modality -> checkpoint.
+
+    An entry is ``MODALITY=PATH`` (the BraTS 2021 names are understood, e.g.
+    ``flair=PATH``) or a bare ``PATH``, whose modality is read from the
+    checkpoint's task (cwdm checkpoints) or its file name (released ones).
+    Two entries for one modality are an error.
+    """
+    out: Dict[str, Path] = {}
+    for entry in entries:
+        name, sep, rest = str(entry).partition("=")
+        if sep and name and "/" not in name and not Path(str(entry)).exists():
+            mod, path = canonical_contrast(name, modalities), Path(rest)
+            if mod not in modalities:
+                raise CwdmError(f"--model {entry}: {name} is not one of the modalities {list(modalities)}")
+        else:
+            path = Path(str(entry))
+            mod = _target_of_file(path, modalities)
+        if mod in out:
+            raise CwdmError(f"--model: two checkpoints for {mod} ({out[mod]} and {path}); keep one")
+        out[mod] = path
+    return out
+
+
+def _target_of_file(path: Path, modalities: Sequence[str]) -> str:
+    """The modality a checkpoint synthesizes: the one its file name says, else its stored task's
+    (a wrong name is caught when the checkpoint is loaded, by :func:`resolve_model`)."""
+    from .checkpoint import is_cwdm_checkpoint, read_checkpoint, stored_task
+
+    mod = contrast_of_checkpoint(path, modalities)
+    if mod is None:
+        obj = read_checkpoint(path)
+        task = stored_task(obj, str(path)) if is_cwdm_checkpoint(obj) else None
+        mod = task.target if task is not None else None
+    if mod is None:
+        raise CwdmError(f"--model {path}: cannot tell which modality it synthesizes; write --model MODALITY={path}")
+    return mod
 
 
 def _checkpoints_in(folder: Path, modalities: Sequence[str]) -> Dict[str, Path]:
@@ -240,18 +285,15 @@ def paired_paths(root: Path, name: str, prefix: str, target: str, save_target: b
             "target": folder / f"{prefix}-{target}_target.nii.gz" if save_target else None}
 
 
-def synthesize_cases(synth: Synthesizer, cases, target: str, modalities: Sequence[str],
-                     out_paths: Callable[[Dict], Paths], *, threshold: Optional[float] = None,
+def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Paths], *, threshold: Optional[float] = None,
                      postprocess_on: bool = True, overwrite: bool = False, batch_size: int = 1,
                      num_workers: int = 0, bar=None, clock=None,
                      on_case: Optional[Callable[[Dict, Paths, float], None]] = None) -> List[str]:
-    """Read, synthesize and write ``target`` for each of ``cases`` (already validated).
+    """Read, synthesize and write the target of ``synth.task`` for each of ``cases`` (already validated).
 
     Args:
         synth: the loaded network and sampler.
         cases: usable cases (:func:`usable_cases`).
-        target: the contrast ``synth`` synthesizes.
-        modalities: modality names (the conditions are the others, in order).
         out_paths: item -> :data:`Paths` of its results.
         threshold, postprocess_on, overwrite, batch_size, bar, clock, on_case: as :func:`synthesize_items`.
         num_workers: DataLoader workers reading the cases.
@@ -261,7 +303,7 @@ def synthesize_cases(synth: Synthesizer, cases, target: str, modalities: Sequenc
     """
     from .data import InferenceDataset
 
-    dataset = InferenceDataset(cases, target, modalities, synth.model.config.image_divisor, check="none")
+    dataset = InferenceDataset(cases, synth.task, synth.model.config.image_divisor, check="none")
     return synthesize_items(synth, items_of(dataset, num_workers), batch_size, out_paths, threshold,
                             postprocess_on, overwrite, bar, clock, on_case)
 
@@ -369,7 +411,7 @@ def model_grid(case, modality: str, divisor: int) -> Tuple[int, ...]:
     from .nifti_io import load_header
     from .preprocess import grid_for
 
-    return grid_for(load_header(case.files[modality])[0], divisor).model
+    return grid_for(load_header(case.path(modality))[0], divisor).model
 
 
 def announce(say, device: torch.device, channels: int, grid, calls_per_case: int, cases: int) -> None:

@@ -51,7 +51,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     Returns:
         0 when every usable case was written and no case was unusable, 1 otherwise.
     """
-    from .data import conditions_for, discover_cases
+    from .data import discover_cases
     from .feedback import RunClock, write_line
 
     info = dist_from_env()
@@ -59,14 +59,14 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     options = cfg.options()
     options.validate()
     check_output_dir(cfg.output_dir, cfg.data_dir)
-    loaded, target, modalities = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
-    conditions = conditions_for(target, modalities)
-    synth = Synthesizer(loaded, len(conditions), device, options)
+    loaded, task = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
+    target, conditions = task.target, list(task.condition_names)
+    synth = Synthesizer(loaded, task, device, options)
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     if cfg.num_samples != 1:
         say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
 
-    all_cases = discover_cases(cfg.data_dir, modalities)
+    all_cases = discover_cases(cfg.data_dir, task.modalities)
     cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say)
     bad = len(all_cases) - len(cases)
     out_root = Path(cfg.output_dir)
@@ -82,7 +82,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor) if mine else None
     announce(say, device, loaded.config.model_channels, grid, options.calls_per_case, len(mine))
-    say(f"cwdm sample: {target} from {conditions} with {options.sampler} "
+    say(f"cwdm sample: {task.describe()} with {options.sampler} "
         f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: "
         f"{len(mine)} cases to do, {skipped} already done, {bad} unusable")
     done: List[str] = []
@@ -90,7 +90,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
         clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None))
         with bar, record.session():
-            done = synthesize_cases(synth, mine, target, modalities, lambda it: out_paths(it["name"], it["prefix"]),
+            done = synthesize_cases(synth, mine, lambda it: out_paths(it["name"], it["prefix"]),
                                     postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
                                     batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar, clock=clock,
                                     on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec))

@@ -18,7 +18,7 @@ from .diffusion import make_denoiser
 from .errors import CwdmError
 from .runtime import PRECISIONS, memory_format, precision
 from .samplers import SAMPLERS, network_calls, run_sampler
-from .unet import in_channels_for
+from .task import Task, check_network
 from .wavelet import NUM_SUBBANDS, from_subbands, to_subbands
 
 AUTO_THRESHOLD = 0.04
@@ -78,7 +78,7 @@ def case_generator(seed: int, name: str, member: int, device: torch.device) -> t
 class Synthesizer:
     """Sample target volumes from condition volumes with a loaded network.
 
-    ``__call__(conditions (B, K, X, Y, Z), names) -> (mean (B, X, Y, Z), std (B, X, Y, Z) or None)``
+    ``__call__(conditions (B, C, X, Y, Z), names) -> (mean (B, X, Y, Z), std (B, X, Y, Z) or None)``
     on CPU in float32, in the model grid and the [0, 1] intensity range
     (before post-processing). ``std`` is the voxel-wise standard deviation
     over the ensemble members (only when ``options.ensemble > 1``).
@@ -91,14 +91,18 @@ class Synthesizer:
 
     ``callback(i, n)``, if given, is called after each network call: ``i``
     calls of the ``n`` of the current chunk of members are done (progress bars).
+
+    Args:
+        loaded: the network.
+        task: what it maps (its ``in_channels`` must fit); C is ``task.condition_channels``.
+        device: where it runs.
+        options: sampler settings.
     """
 
-    def __init__(self, loaded: LoadedModel, num_conditions: int, device: torch.device, options: SamplingOptions):
+    def __init__(self, loaded: LoadedModel, task: Task, device: torch.device, options: SamplingOptions):
         options.validate()
-        expected = in_channels_for(num_conditions)
-        if loaded.config.in_channels != expected:
-            raise CwdmError(f"the checkpoint takes {loaded.config.in_channels // NUM_SUBBANDS - 1} conditions "
-                            f"(in_channels {loaded.config.in_channels}), but {num_conditions} are given")
+        check_network(task, loaded.config.in_channels, "checkpoint")
+        self.task = task
         self.format = memory_format(device, options.channels_last)
         self.model = loaded.model.to(device, memory_format=self.format).eval()
         self.net = torch.compile(self.model) if options.compile else self.model

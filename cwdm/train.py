@@ -83,7 +83,7 @@ def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
     from .data import PairedVolumeDataset, discover_cases
 
     cases = discover_cases(cfg.data_dir, cfg.modalities)
-    dataset = PairedVolumeDataset(cases, cfg.contr, cfg.modalities, divisor, check=cfg.check_data,
+    dataset = PairedVolumeDataset(cases, cfg.task(), divisor, check=cfg.check_data,
                                   workers=max(1, cfg.num_workers))
     order = DataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
     return dataset, order
@@ -233,9 +233,8 @@ def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder
     def cpu(module: torch.nn.Module) -> dict:
         return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
-    return checkpoint_dict(cfg.model_config(), cpu(parts.model), cpu(parts.ema.model), target=cfg.contr,
-                           modalities=cfg.modalities, train_config=to_dict(cfg),
-                           conditions=[m for m in cfg.modalities if m != cfg.contr], step=parts.step,
+    return checkpoint_dict(cfg.model_config(), cpu(parts.model), cpu(parts.ema.model), task=cfg.task(),
+                           train_config=to_dict(cfg), step=parts.step,
                            optimizer=optimizer_to_cpu(parts.optimizer.state_dict()),
                            data_order=order.state_dict(), rng=parts.rng_state())
 

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 from . import MODALITIES
 from .config import from_dict
 from .errors import CwdmError
+from .task import Task, parse_labels
 from .unet import NetworkFlags, UNetConfig
 
 
@@ -18,6 +19,11 @@ class TrainConfig(NetworkFlags):
     data_dir: Path = field(default=Path("data/training"), metadata={"help": "BraTS-layout training folder"})
     contr: str = field(default="t1n", metadata={"help": "target contrast to synthesize"})
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names (canonical order)"})
+    conditions: Tuple[str, ...] = field(default=(), metadata={
+        "help": "the network's inputs in order (default: every modality but the target; may include seg)"})
+    label_maps: Tuple[str, ...] = field(default=(), metadata={
+        "help": "conditions that are label maps, as NAME=L1,L2,... with the declared non-zero labels "
+                "(e.g. seg=1,2,3); repeatable", "repeatable": True})
     run_dir: Optional[Path] = field(default=None, metadata={"help": "run directory (default runs/<contr>)"})
     resume: Optional[str] = field(default=None, metadata={"help": "checkpoint path, or 'auto' for the run's latest"})
     resume_step: int = field(default=0, metadata={
@@ -66,16 +72,21 @@ class TrainConfig(NetworkFlags):
             return self.lr
         return self.lr * max(0.0, 1.0 - step / self.lr_anneal_steps)
 
+    def task(self) -> Task:
+        """What the run's network maps (:class:`cwdm.task.Task`); one-line error if the flags contradict."""
+        return Task.default(self.contr, self.modalities, self.conditions or None, parse_labels(self.label_maps))
+
     def model_config(self) -> UNetConfig:
-        return self.unet_config(len(self.modalities) - 1)
+        return self.unet_config(self.task().condition_channels)
 
 
 ALIASES = {"model_channels": ["num_channels"], "resume": ["resume_checkpoint"], "max_steps": ["iterations"],
            "run_dir": ["out_dir"], "contr": ["target"], "tensorboard": ["use_tensorboard"],
            "tensorboard_dir": ["tensorboard_path"]}
-ARCH_FIELDS = ("contr", "modalities",
+ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps",
                *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
-"""Settings a resume may not change: the target, the modalities (they fix ``in_channels``) and every
+"""Settings a resume may not change: the task (target, modalities, conditions, label maps: they fix
+``in_channels``) and every
 :class:`UNetConfig` field that is a training flag (they fix the tensors' shapes)."""
 
 
@@ -128,3 +139,4 @@ def validate_config(cfg: TrainConfig) -> None:
     for ok, message in rules:
         if not ok:
             raise CwdmError(message)
+    cfg.task()  # conditions and label maps

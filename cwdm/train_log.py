@@ -39,8 +39,7 @@ class TrainLogger:
         write_config_json(self.run_dir, cfg, mcfg)
         params = sum(torch.Size(s).numel() for s in _shapes(mcfg))
         head = f"resuming {resumed_from} at step {start_step}" if resumed_from else "new run"
-        print(f"cwdm train: {head} in {self.run_dir} | target {cfg.contr} from "
-              f"{[m for m in cfg.modalities if m != cfg.contr]} | {params / 1e6:.1f}M parameters",
+        print(f"cwdm train: {head} in {self.run_dir} | {cfg.task().describe()} | {params / 1e6:.1f}M parameters",
               file=sys.stderr)
         print(format_settings(cfg, mcfg), file=sys.stderr)
         if device is not None:
@@ -113,7 +112,7 @@ class TrainLogger:
 
 
 SETTING_GROUPS = (
-    ("data", ("data_dir", "contr", "modalities", "check_data", "num_workers")),
+    ("data", ("data_dir", "contr", "modalities", "conditions", "label_maps", "check_data", "num_workers")),
     ("network", ("model_channels", "channel_mult", "num_res_blocks", "num_groups", "additive_skips", "dropout",
                  "in_channels", "use_checkpoint")),
     ("optimization", ("lr", "weight_decay", "batch_size", "max_steps", "max_minutes", "ema_rate", "seed")),
@@ -165,9 +164,10 @@ def _shapes(mcfg):
 
 
 def write_config_json(run_dir: Path, cfg, mcfg) -> None:
-    """``config.json`` of a run: the resolved training and network configuration."""
+    """``config.json`` of a run: the resolved training configuration, its task and the network's."""
     from .nifti_io import atomic_write
 
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(run_dir / "config.json") as fh:
-        json.dump({"train": to_dict(cfg), "model": to_dict(mcfg), "argv": sys.argv}, fh, indent=2)
+        json.dump({"train": to_dict(cfg), "task": cfg.task().to_dict(), "model": to_dict(mcfg),
+                   "argv": sys.argv}, fh, indent=2)

@@ -58,6 +58,7 @@ def tiny_model():
 def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0) -> Path:
     """Write a tiny 3-condition cwdm checkpoint with random non-zero weights to ``path``; returns ``path``."""
     from cwdm.checkpoint import checkpoint_dict
+    from cwdm.task import Task
     from cwdm.unet import UNet, UNetConfig
 
     torch.manual_seed(seed)
@@ -65,8 +66,8 @@ def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0) -> Path:
     model = UNet(cfg)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    torch.save(checkpoint_dict(cfg, model.state_dict(), model.state_dict(), target=target,
-                               modalities=["t1n", "t1c", "t2w", "t2f"], step=1), path)
+    torch.save(checkpoint_dict(cfg, model.state_dict(), model.state_dict(), task=Task.default(target), step=1),
+               path)
     return path
 
 

@@ -5,6 +5,7 @@ import torch
 
 from cwdm.checkpoint import FORMAT, FORMAT_VERSION, checkpoint_dict, infer_config, load_model
 from cwdm.errors import CwdmError
+from cwdm.task import Task
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
 from conftest import REF, npz, tiny_config
 
@@ -105,8 +106,7 @@ def test_cwdm_checkpoint_uses_stored_config_and_ema(tmp_path):
     for p in ema.parameters():
         torch.nn.init.constant_(p, 0.01)
     path = tmp_path / "ckpt.pt"
-    torch.save(checkpoint_dict(TINY, model.state_dict(), ema.state_dict(), target="t2f",
-                               modalities=["t1n", "t1c", "t2w", "t2f"], step=7), path)
+    torch.save(checkpoint_dict(TINY, model.state_dict(), ema.state_dict(), task=Task.default("t2f"), step=7), path)
     loaded = load_model(path)  # no config given: read from the file
     assert loaded.kind == "cwdm" and loaded.target == "t2f" and loaded.config == TINY
     assert loaded.meta["step"] == 7

@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader
 from cwdm import MODALITIES
 from cwdm.cli import main as cli_main
 from cwdm.data import (Case, InferenceDataset, PairedVolumeDataset, check_cases, collate_list,
-                       conditions_for, discover_cases, validate_case)
+                       discover_cases, validate_case)
 from cwdm.errors import CwdmError
 from cwdm.preprocess import Grid, clip_and_normalize, grid_for
+from cwdm.task import Task
 
 SMALL = (24, 24, 16)
 
@@ -66,7 +67,6 @@ def test_discover_other_modality_names(tmp_path, make_brats_root):
     cases = discover_cases(root, modalities=("ct", "mr"))
     assert [c.name for c in cases] == ["p0", "p1"]
     assert cases[0].present == ("ct", "mr")
-    assert conditions_for("ct", ("ct", "mr")) == ["mr"]
 
 
 @pytest.mark.parametrize("dup", ["other_ext", "other_prefix"])
@@ -99,15 +99,6 @@ def test_discover_errors(tmp_path):
         discover_cases(empty)
 
 
-@pytest.mark.parametrize("target,conds", [("t1n", ["t1c", "t2w", "t2f"]), ("t1c", ["t1n", "t2w", "t2f"]),
-                                          ("t2w", ["t1n", "t1c", "t2f"]), ("t2f", ["t1n", "t1c", "t2w"])])
-def test_conditions_for(target, conds):
-    assert conditions_for(target) == conds
-
-
-def test_conditions_for_unknown():
-    with pytest.raises(CwdmError, match="unknown target modality 'flair'.*t1n, t1c, t2w, t2f"):
-        conditions_for("flair")
 
 
 # --- validation -------------------------------------------------------------------
@@ -295,14 +286,14 @@ def _expected(path, grid):
 def test_paired_dataset(make_brats_root, shape, divisor, model, target):
     root = make_brats_root(cases=2, shape=shape)
     cases = discover_cases(root)
-    ds = PairedVolumeDataset(cases, target, divisor=divisor)
+    ds = PairedVolumeDataset(cases, Task.default(target), divisor=divisor)
     assert len(ds) == 2
     tgt, cond = ds[1]
     assert tgt.shape == (1,) + model and cond.shape == (3,) + model
     assert tgt.dtype == torch.float32 and cond.dtype == torch.float32
     grid = grid_for(shape, divisor)
     np.testing.assert_allclose(tgt[0].numpy(), _expected(cases[1].files[target], grid), atol=1e-7)
-    for i, m in enumerate(conditions_for(target)):
+    for i, m in enumerate(Task.default(target).condition_names):
         np.testing.assert_allclose(cond[i].numpy(), _expected(cases[1].files[m], grid), atol=1e-7)
     assert float(tgt.max()) == 1.0 and float(tgt.min()) == 0.0
 
@@ -310,13 +301,11 @@ def test_paired_dataset(make_brats_root, shape, divisor, model, target):
 def test_paired_dataset_rejects_incomplete_cases(make_brats_root):
     root = make_brats_root(cases=3, missing={"BraTS-GLI-00000-000": ["t1c"], "BraTS-GLI-00002-000": ["t2w"]})
     with pytest.raises(CwdmError, match="2 of 3 cases are unusable") as err:
-        PairedVolumeDataset(discover_cases(root), "t1c", divisor=8)
+        PairedVolumeDataset(discover_cases(root), Task.default("t1c"), divisor=8)
     assert "BraTS-GLI-00000-000: missing required modality t1c" in str(err.value)
     assert "BraTS-GLI-00002-000: missing required modality t2w" in str(err.value)
     with pytest.raises(CwdmError, match="missing required modality t2w"):
-        PairedVolumeDataset(discover_cases(root)[1:], "t1c", divisor=8, check="none")
-    with pytest.raises(CwdmError, match="unknown target"):
-        PairedVolumeDataset(discover_cases(root), "t3", divisor=8)
+        PairedVolumeDataset(discover_cases(root)[1:], Task.default("t1c"), divisor=8, check="none")
 
 
 def test_header_check_defers_voxel_errors_to_loading(make_brats_root):
@@ -324,14 +313,14 @@ def test_header_check_defers_voxel_errors_to_loading(make_brats_root):
     case = _one_case(root)
     _save(case.files["t2w"], np.full(SMALL, np.inf))
     with pytest.raises(CwdmError, match="non-finite"):
-        PairedVolumeDataset([case], "t1c", divisor=8)
-    ds = PairedVolumeDataset([case], "t1c", divisor=8, check="header")
+        PairedVolumeDataset([case], Task.default("t1c"), divisor=8)
+    ds = PairedVolumeDataset([case], Task.default("t1c"), divisor=8, check="header")
     with pytest.raises(CwdmError, match=r"-t2w\.nii\.gz: volume contains non-finite"):
         ds[0]
 
 
 def test_paired_dataset_with_loader(brats_root):
-    ds = PairedVolumeDataset(discover_cases(brats_root), "t2w", divisor=8)
+    ds = PairedVolumeDataset(discover_cases(brats_root), Task.default("t2w"), divisor=8)
     batches = list(DataLoader(ds, batch_size=2, num_workers=0))
     assert batches[0][0].shape == (2, 1) + SMALL and batches[0][1].shape == (2, 3) + SMALL
     assert batches[1][0].shape == (1, 1) + SMALL
@@ -340,7 +329,7 @@ def test_paired_dataset_with_loader(brats_root):
 def test_inference_dataset(make_brats_root):
     root = make_brats_root(cases=3, shape=(20, 18, 10), missing={"BraTS-GLI-00001-000": ["t1n"]})
     cases = discover_cases(root)
-    ds = InferenceDataset(cases, "t1n", divisor=4)
+    ds = InferenceDataset(cases, Task.default("t1n"), divisor=4)
     item = ds[0]
     assert item["name"] == "BraTS-GLI-00000-000" and item["prefix"] == item["name"]
     assert item["conditions"].shape == (3, 20, 16, 8) and item["conditions"].dtype == torch.float32
@@ -355,12 +344,12 @@ def test_inference_dataset(make_brats_root):
     assert "target" not in missing and "target_path" not in missing
     assert missing["conditions"].shape == (3, 20, 16, 8)
     with pytest.raises(CwdmError, match="missing required modality t1n"):
-        InferenceDataset(cases, "t1n", divisor=4, require_target=True)
+        InferenceDataset(cases, Task.default("t1n"), divisor=4, require_target=True)
 
 
 def test_inference_dataset_loader_with_workers(make_brats_root):
     root = make_brats_root(cases=3, missing={"BraTS-GLI-00001-000": ["t2f"]})
-    ds = InferenceDataset(discover_cases(root), "t2f", divisor=8)
+    ds = InferenceDataset(discover_cases(root), Task.default("t2f"), divisor=8)
     items = [it for batch in DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_list)
              for it in batch]
     assert [it["name"] for it in items] == [c.name for c in ds.cases]

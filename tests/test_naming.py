@@ -10,6 +10,7 @@ from cwdm.cases import discover_cases
 from cwdm.cli import main as cli
 from cwdm.data import InferenceDataset, validate_case
 from cwdm.naming import canonical_contrast, contrast_of_checkpoint, parse_file_name
+from cwdm.task import Task
 from cwdm.train_state import checkpoint_files
 
 OLD = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "seg"}
@@ -58,7 +59,7 @@ def test_brats2021_cases_are_read_and_said_once(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 of 2 cases" in err[0] and "flair=t2f" in err[0]
     assert validate_case(cases[0], MODALITIES, divisor=8) == []
-    item = InferenceDataset(cases[:1], "t2f", divisor=8)[0]
+    item = InferenceDataset(cases[:1], Task.default("t2f"), divisor=8)[0]
     assert item["conditions"].shape[0] == 3
     assert cli(["check", str(root), "--require", "t1n", "t1c", "t2w"]) == 0
 

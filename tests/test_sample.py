@@ -7,6 +7,7 @@ import torch
 
 from cwdm.checkpoint import checkpoint_dict
 from cwdm.cli import main as cli
+from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 from conftest import FAST, REF, make_checkpoint
 
@@ -203,7 +204,7 @@ def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=16)
     path = tmp_path / "ct.pt"
     model = UNet(cfg)
-    torch.save(checkpoint_dict(cfg, model.state_dict(), target="ct", modalities=["mr", "ct"], step=1), path)
+    torch.save(checkpoint_dict(cfg, model.state_dict(), task=Task.default("ct", ["mr", "ct"]), step=1), path)
     data = make_brats_root(cases=1, modalities=("mr", "ct"))
     out = tmp_path / "out"
     assert cli(["sample", "--data_dir", str(data), "--model_path", str(path), "--output_dir", str(out), *FAST]) == 0

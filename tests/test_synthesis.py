@@ -6,6 +6,7 @@ import torch
 from cwdm.checkpoint import LoadedModel
 from cwdm.errors import CwdmError
 from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
+from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 
 
@@ -17,7 +18,7 @@ def _loaded(seed: int = 0) -> LoadedModel:
     for m in model.modules():
         if isinstance(m, torch.nn.Conv3d):
             m.reset_parameters()
-    return LoadedModel(model=model, config=cfg, kind="released", target="t2f")
+    return LoadedModel(model=model, config=cfg, kind="released", task=TASK)
 
 
 def _count_calls(model: torch.nn.Module) -> list:
@@ -26,6 +27,7 @@ def _count_calls(model: torch.nn.Module) -> list:
     return batches
 
 
+TASK = Task.default("t2f")
 CONDS = torch.rand(2, 3, 8, 8, 8, generator=torch.Generator().manual_seed(3))
 NAMES = ["case-a", "case-b"]
 
@@ -33,14 +35,14 @@ NAMES = ["case-a", "case-b"]
 @pytest.mark.parametrize("sampler,steps", [("ddim", 3), ("ddpm", 4), ("regression", 1)])
 def test_ensemble_is_one_batched_call_per_step_and_matches_member_loop(sampler, steps):
     k = 3
-    batched = Synthesizer(_loaded(), 3, torch.device("cpu"),
+    batched = Synthesizer(_loaded(), TASK, torch.device("cpu"),
                           SamplingOptions(sampler=sampler, steps=steps, ensemble=k, eta=0.5))
     calls = _count_calls(batched.model)
     mean_b, std_b = batched(CONDS, NAMES)
     assert calls == [len(NAMES) * k] * steps  # K members of both cases in each call, `steps` calls
     assert batched.options.calls_per_case == steps
 
-    looped = Synthesizer(_loaded(), 3, torch.device("cpu"),
+    looped = Synthesizer(_loaded(), TASK, torch.device("cpu"),
                          SamplingOptions(sampler=sampler, steps=steps, ensemble=k, eta=0.5, ensemble_batch=1))
     calls = _count_calls(looped.model)
     mean_l, std_l = looped(CONDS, NAMES)
@@ -53,14 +55,14 @@ def test_ensemble_is_one_batched_call_per_step_and_matches_member_loop(sampler, 
 
 
 def test_case_result_does_not_depend_on_batch_partners():
-    synth = Synthesizer(_loaded(), 3, torch.device("cpu"), SamplingOptions(sampler="ddim", steps=3, ensemble=2))
+    synth = Synthesizer(_loaded(), TASK, torch.device("cpu"), SamplingOptions(sampler="ddim", steps=3, ensemble=2))
     both, _ = synth(CONDS, NAMES)
     alone, _ = synth(CONDS[1:], NAMES[1:])
     torch.testing.assert_close(both[1], alone[0], atol=1e-5, rtol=0)
 
 
 def test_precision_is_plain_fp32_on_cpu_and_checked():
-    outs = [Synthesizer(_loaded(), 3, torch.device("cpu"),
+    outs = [Synthesizer(_loaded(), TASK, torch.device("cpu"),
                         SamplingOptions(sampler="ddim", steps=2, precision=p))(CONDS, NAMES)[0]
             for p in ("fp32", "tf32", "bf16")]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
@@ -71,8 +73,9 @@ def test_precision_is_plain_fp32_on_cpu_and_checked():
 
 
 def test_wrong_number_of_conditions_is_refused():
-    with pytest.raises(CwdmError, match="takes 3 conditions"):
-        Synthesizer(_loaded(), 2, torch.device("cpu"), SamplingOptions(sampler="regression"))
+    with pytest.raises(CwdmError, match=r"takes 32 input channels \(3 condition volumes\).*t1n, t1c gives 24"):
+        Synthesizer(_loaded(), Task.default("t2f", ["t1n", "t1c", "t2f"]), torch.device("cpu"),
+                    SamplingOptions(sampler="regression"))
 
 
 def test_postprocess_clamps_masks_and_thresholds():

@@ -1,0 +1,196 @@
+"""The task spec: what a model maps, i.e. its conditions (in order) and its target.
+
+A :class:`Task` is stored in every cwdm checkpoint and run ``config.json``, and
+it is what data loading, synthesis, ``cwdm auto``, ``cwdm demo`` and the
+network's ``in_channels`` read. For the released BraTS models the task is
+"``target`` from the other three modalities in canonical order"
+(:meth:`Task.default`), e.g. ``t1c from t1n, t2w, t2f``.
+
+Each condition has a kind:
+
+* ``image``: an intensity volume, clipped at its 0.1/99.9 % quantiles and
+  scaled to [0, 1] (one channel);
+* ``label``: a label map such as the BraTS ``seg`` with a declared label set;
+  never clipped or scaled (see :mod:`cwdm.data`).
+
+Channels in the network: each condition channel becomes 8 wavelet subbands,
+and the noisy target adds 8 more, so ``in_channels = 8 * (1 + channels)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+from . import MODALITIES
+from .errors import CwdmError
+from .wavelet import NUM_SUBBANDS
+
+IMAGE, LABEL = "image", "label"
+KINDS = (IMAGE, LABEL)
+"""The kinds of condition a task may have."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One input of a model.
+
+    Attributes:
+        name: the modality (file-name suffix) it is read from, e.g. ``t1n`` or ``seg``.
+        kind: :data:`IMAGE` or :data:`LABEL`.
+        labels: a label map's declared non-zero labels (0 is background); empty for images.
+    """
+
+    name: str
+    kind: str = IMAGE
+    labels: Tuple[int, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        """Volumes this condition gives the network: 1 for an image, one per declared label for a label map."""
+        return len(self.labels) if self.kind == LABEL else 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == LABEL:
+            out["labels"] = list(self.labels)
+        return out
+
+    def __str__(self) -> str:
+        return self.name if self.kind == IMAGE else f"{self.name} (labels {' '.join(map(str, self.labels))})"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a model synthesizes, and from what.
+
+    Attributes:
+        target: the modality the network synthesizes.
+        conditions: the network's inputs, in the order of its input channels.
+        modalities: the image modalities of a complete case (``cwdm auto`` looks for the missing one among them).
+    """
+
+    target: str
+    conditions: Tuple[Condition, ...]
+    modalities: Tuple[str, ...] = MODALITIES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        self.validate()
+
+    @classmethod
+    def default(cls, target: str, modalities: Sequence[str] = MODALITIES,
+                conditions: Optional[Sequence[str]] = None,
+                labels: Optional[Mapping[str, Sequence[int]]] = None) -> "Task":
+        """The task of ``target`` from ``conditions`` (default: the other modalities, in order).
+
+        Args:
+            target: the modality to synthesize.
+            modalities: the image modalities of a complete case.
+            conditions: condition names in order; None or empty gives the released layout.
+            labels: label-map conditions: name -> declared non-zero labels (all others are images).
+        """
+        labels = dict(labels or {})
+        mods = tuple(modalities)
+        if target not in mods:
+            raise CwdmError(f"target {target!r} is not one of the modalities {list(mods)}")
+        names = list(conditions) if conditions else [m for m in mods if m != target]
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise CwdmError(f"label maps {unknown} are not among the conditions {names}")
+        conds = tuple(Condition(n, LABEL, tuple(int(v) for v in labels[n])) if n in labels else Condition(n)
+                      for n in names)
+        return cls(target, conds, mods)
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`CwdmError` if the task cannot be used."""
+        from .naming import SEG
+
+        names = self.condition_names
+        problems = []
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            problems.append(f"modalities {list(self.modalities)} must be unique and not empty")
+        if self.target not in self.modalities:
+            problems.append(f"target {self.target!r} is not one of the modalities {list(self.modalities)}")
+        if not names:
+            problems.append("no conditions")
+        if len(set(names)) != len(names):
+            problems.append(f"conditions {list(names)} repeat a name")
+        if self.target in names:
+            problems.append(f"the target {self.target} is also a condition")
+        for c in self.conditions:
+            if c.kind not in KINDS:
+                problems.append(f"condition {c.name} has unknown kind {c.kind!r} (choose {' or '.join(KINDS)})")
+            elif c.kind == IMAGE and c.name not in self.modalities:
+                problems.append(f"image condition {c.name} is not one of the modalities {list(self.modalities)}")
+            elif c.kind == LABEL and c.name not in self.modalities and c.name != SEG:
+                problems.append(f"label map {c.name} is neither {SEG} nor one of the modalities")
+            elif c.kind == LABEL and (not c.labels or len(set(c.labels)) != len(c.labels) or 0 in c.labels):
+                problems.append(f"label map {c.name} needs distinct non-zero labels, got {list(c.labels)}")
+        if problems:
+            raise CwdmError("invalid task: " + "; ".join(problems))
+
+    @property
+    def condition_names(self) -> Tuple[str, ...]:
+        """The conditions' modality names, in order."""
+        return tuple(c.name for c in self.conditions)
+
+    @property
+    def condition_channels(self) -> int:
+        """Condition volumes the network takes (before the wavelet transform)."""
+        return sum(c.channels for c in self.conditions)
+
+    @property
+    def in_channels(self) -> int:
+        """The network's input channels: 8 subbands of the noisy target and of every condition volume."""
+        return NUM_SUBBANDS * (1 + self.condition_channels)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the released models' task (the other modalities, all images, in order)."""
+        return self == Task.default(self.target, self.modalities)
+
+    def describe(self) -> str:
+        """E.g. ``t1c from t1n, t2w, t2f``."""
+        return f"{self.target} from {', '.join(map(str, self.conditions))}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly form, as stored in checkpoints and ``config.json``."""
+        return {"target": self.target, "conditions": [c.to_dict() for c in self.conditions],
+                "modalities": list(self.modalities)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "task") -> "Task":
+        """Rebuild a task from :meth:`to_dict` output; a one-line error names ``source`` if it is malformed."""
+        try:
+            conds = tuple(Condition(str(c["name"]), str(c.get("kind", IMAGE)), tuple(int(v) for v in c.get("labels", ())))
+                          for c in data["conditions"])
+            return cls(str(data["target"]), conds, tuple(str(m) for m in data["modalities"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CwdmError(f"{source}: malformed task spec ({type(exc).__name__}: {exc})") from None
+        except CwdmError as exc:
+            raise CwdmError(f"{source}: {exc}") from None
+
+
+def check_network(task: Task, in_channels: int, source: str) -> None:
+    """Raise a one-line :class:`CwdmError` unless a network of ``in_channels`` inputs fits ``task``."""
+    if in_channels != task.in_channels:
+        raise CwdmError(f"{source}: the network takes {in_channels} input channels "
+                        f"({in_channels // NUM_SUBBANDS - 1} condition volumes), but the task {task.describe()} "
+                        f"gives {task.in_channels} ({task.condition_channels})")
+
+
+def parse_labels(entries: Iterable[str]) -> Dict[str, Tuple[int, ...]]:
+    """``["seg=1,2,3"]``-style flag values (or ``seg=1 2 3`` already split) as name -> labels."""
+    out: Dict[str, Tuple[int, ...]] = {}
+    for entry in entries:
+        name, sep, values = str(entry).partition("=")
+        try:
+            labels = tuple(int(v) for v in values.replace(",", " ").split())
+        except ValueError:
+            labels = ()
+        if not sep or not name or not labels:
+            raise CwdmError(f"--label_maps {entry!r}: expected NAME=L1,L2,... (e.g. seg=1,2,3)")
+        out[name] = labels
+    return out
