@@ -18,7 +18,7 @@ import torch
 
 from cwdm.diffusion import linear_schedule
 from cwdm.runtime import memory_format, peak_memory_mb, select_device
-from cwdm.train import train_step
+from cwdm.training import train_step
 from cwdm.train_state import EMA, TrainingParts
 from cwdm.unet import UNet, UNetConfig
 

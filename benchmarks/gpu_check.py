@@ -51,7 +51,7 @@ from cwdm.preprocess import grid_for, prepare_volume
 from cwdm.runtime import precision
 from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
 from cwdm.task import Task
-from cwdm.train import train_step
+from cwdm.training import train_step
 from cwdm.train_state import EMA, TrainingParts
 from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
 from cwdm.wavelet import to_subbands

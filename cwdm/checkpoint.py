@@ -11,7 +11,7 @@ Two kinds of file are accepted, always read with ``weights_only=True``:
   ``model_config`` (dict), ``model`` and optionally ``ema`` (state_dicts),
   ``task`` (:meth:`cwdm.task.Task.to_dict`; files written before it existed
   have ``target`` and ``modalities``, read as the default task), plus training
-  state (see :mod:`cwdm.train`). Its own configuration is used.
+  state (see :mod:`cwdm.training`). Its own configuration is used.
 """
 
 from __future__ import annotations

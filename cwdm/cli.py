@@ -133,7 +133,7 @@ def interrupt_hint(command: str, args: List[str], cfg) -> str:
     """How to go on after Ctrl-C: continue a training run, or rerun a synthesis (done cases are skipped)."""
     if command == "train" and cfg is not None:
         from .naming import canonical_contrast
-        from .train import resume_command
+        from .training import resume_command
 
         try:
             run_dir = cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities)

@@ -136,7 +136,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _train(cfg: DemoConfig, data_dir: Path, run_dir: Path) -> Path:
-    """Train the demo network through ``cwdm train``'s function.
+    """Train the demo network with the training library (what ``cwdm train`` runs).
 
     Args:
         cfg: the demo's settings.
@@ -146,8 +146,9 @@ def _train(cfg: DemoConfig, data_dir: Path, run_dir: Path) -> Path:
     Returns:
         The last checkpoint written.
     """
-    from .train import TrainConfig, train
+    from .train_config import TrainConfig
     from .train_state import latest_checkpoint
+    from .training import train
 
     tcfg = TrainConfig(data_dir=data_dir, contr=cfg.target, run_dir=run_dir,
                        model_channels=cfg.model_channels, channel_mult=cfg.channel_mult,

@@ -112,7 +112,7 @@ class EMA:
 
 @dataclass
 class TrainingParts:
-    """What one optimisation step changes (see :func:`cwdm.train.train_step`).
+    """What one optimisation step changes (see :func:`cwdm.training.train_step`).
 
     ``model`` is the raw network (what is saved and what ``ema`` follows);
     ``net`` is what runs forward: ``model`` itself, or DDP / ``torch.compile``
