@@ -22,6 +22,7 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 from . import MODALITIES
 from .cases import Case, discover_cases
 from .errors import CwdmError
+from .task import ANY
 
 PathLike = Union[str, Path]
 
@@ -33,7 +34,8 @@ class MissingModality:
         models_dir: folder with one checkpoint per contrast, named as published
             (``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``) or
             ``brats_<contrast>_*.pt``.
-        models: modality -> checkpoint path (takes precedence over ``models_dir``).
+        models: modality -> checkpoint path (takes precedence over ``models_dir``); ``"any"`` -> a
+            unified checkpoint (``cwdm train --contr any``), used for modalities without their own.
         sampler, steps, eta, ensemble, seed, precision: as ``cwdm sample``'s flags
             (``sampler`` ``ddpm`` with 1000 steps is the reference's sampler).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -47,12 +49,12 @@ class MissingModality:
                  precision: str = "fp32", device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False):
         from .flags import ModelFlags, SamplingFlags
-        from .inference import find_checkpoints
+        from .completion import find_checkpoints
         from .runtime import select_device
         from .synthesis import AUTO_THRESHOLD
 
         self.modalities = tuple(modalities)
-        unknown = [m for m in (models or {}) if m not in self.modalities]
+        unknown = [m for m in (models or {}) if m not in (*self.modalities, ANY)]
         if unknown:
             raise CwdmError(f"models given for unknown modalities {unknown}; known: {', '.join(self.modalities)}")
         self.flags = SamplingFlags(sampler=sampler, sampling_steps=steps, eta=eta, ensemble=ensemble, seed=seed,
@@ -68,18 +70,23 @@ class MissingModality:
         self._loaded: Dict[str, object] = {}
 
     def _synthesizer(self, modality: str):
-        """The Synthesizer of ``modality`` (its checkpoint loaded on first use, then kept)."""
+        """The Synthesizer of ``modality``: its per-contrast checkpoint, else the unified one (``any``),
+        loaded on first use, then kept."""
         from .inference import resolve_model
         from .synthesis import Synthesizer
 
-        if modality not in self.checkpoints:
-            raise CwdmError(f"no checkpoint synthesizes {modality} (give models={{'{modality}': PATH}} or a "
-                            f"models_dir holding one)")
-        if modality not in self._loaded:
-            loaded, task = resolve_model(self.checkpoints[modality], modality, self.modalities, self.network,
-                                         self.flags.ema, self.device)
-            self._loaded[modality] = Synthesizer(loaded, task, self.device, self.options)
-        return self._loaded[modality]
+        key = modality if modality in self.checkpoints else ANY
+        if key not in self.checkpoints:
+            raise CwdmError(f"no checkpoint synthesizes {modality} (give models={{'{modality}': PATH}}, a unified "
+                            f"models={{'any': PATH}} or a models_dir holding one)")
+        if key not in self._loaded:
+            loaded, task = resolve_model(self.checkpoints[key], None if key == ANY else key, self.modalities,
+                                         self.network, self.flags.ema, self.device)
+            if key == ANY and not task.is_unified:
+                raise CwdmError(f"{self.checkpoints[key]}: given as the unified checkpoint, but it synthesizes "
+                                f"{task.target} only")
+            self._loaded[key] = Synthesizer(loaded, task, self.device, self.options)
+        return self._loaded[key]
 
     def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool) -> Path:
         """Synthesize ``modality`` of ``case`` into ``output_file`` through ``cwdm auto``'s pipeline.
@@ -93,13 +100,15 @@ class MissingModality:
         Returns:
             ``output_file``.
         """
-        from .inference import completion_paths, synthesize_cases, usable_cases
+        from .completion import completion_paths
+        from .inference import synthesize_cases, usable_cases
 
         synth = self._synthesizer(modality)
         problems = []
-        if not usable_cases([case], synth.task.condition_names, synth.model.config.image_divisor, problems.append):
+        if not usable_cases([case], synth.task.inputs_for(modality), synth.model.config.image_divisor,
+                            problems.append):
             raise CwdmError(problems[0])
-        synthesize_cases(synth, [case], lambda item: completion_paths(output_file),
+        synthesize_cases(synth, [case], lambda item: completion_paths(output_file), target=modality,
                          threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite)
         if self.verbose:
             print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)
@@ -143,7 +152,7 @@ class MissingModality:
         existing files are kept unless ``overwrite``. Cases with nothing or several modalities
         missing are skipped (noted when ``verbose``). Returns ``{case name: written path}``.
         """
-        from .inference import output_path
+        from .completion import output_path
 
         written: Dict[str, Path] = {}
         for case in discover_cases(data_folder, self.modalities):

@@ -21,8 +21,10 @@ from typing import Dict, List, Optional, Tuple
 from . import MODALITIES
 from .flags import ModelFlags, SamplingFlags
 from .errors import CwdmError
-from .inference import (announce, check_output_dir, completion_paths, find_checkpoints, model_grid, output_path,
-                        parse_model_entries, plan, progress_bar, resolve_model, synthesize_cases, usable_cases)
+from .completion import Group, completion_paths, find_checkpoints, output_path, parse_model_entries, plan
+from .inference import (announce, check_output_dir, model_grid, progress_bar, resolve_model, synthesize_cases,
+                        usable_cases)
+from .task import ANY
 from .runtime import dist_from_env, select_device
 from .synthesis import AUTO_THRESHOLD, Synthesizer
 
@@ -92,22 +94,27 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     if cfg.output_dir is not None:
         check_output_dir(cfg.output_dir, cfg.data_dir, in_place_ok=True)
     checkpoints = checkpoints_of(cfg)
+    unified = _unified_model(cfg, checkpoints, device)
     # each rank takes its share of the cases before looking at outputs other ranks may be writing
     cases = discover_cases(cfg.data_dir, cfg.modalities)[info.rank::info.world_size]
-    groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say)
+    groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say,
+                                       unified.task if unified is not None else None)
     # load (and so check) every needed checkpoint before any case is processed
-    models = {mod: resolve_model(checkpoints[mod], mod, cfg.modalities, cfg, cfg.ema, device)[0] for mod in groups}
-    record = _provenance(cfg, options, device, {mod: (checkpoints[mod], models[mod]) for mod in groups},
+    models = {key: unified if key == ANY else resolve_model(checkpoints[key], key, cfg.modalities, cfg, cfg.ema,
+                                                            device)[0]
+              for key in dict.fromkeys(key for _, key in groups)}
+    record = _provenance(cfg, options, device, {key: (checkpoints[key], models[key]) for key in models},
                          info.rank, say)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     todo = sum(len(c) for c in groups.values())
     first = next(iter(groups), None)
-    grid = model_grid(groups[first][0], models[first].task.condition_names[0],
-                      models[first].config.image_divisor) if first else None
+    grid = model_grid(groups[first][0], models[first[1]].task.inputs_for(first[0], groups[first][0].present)[0],
+                      models[first[1]].config.image_divisor) if first else None
     announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
              options.calls_per_case, todo)
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
-        f"to synthesize: " + (", ".join(f"{m} x{len(c)}" for m, c in groups.items()) or "nothing"))
+        f"to synthesize: " + (", ".join(f"{m} x{len(c)}" + (" (unified)" if key == ANY else "")
+                                        for (m, key), c in groups.items()) or "nothing"))
     clock = RunClock(todo, options.calls_per_case, write_line if info.is_main else (lambda msg: None))
     with record.session():
         written, failed = _complete_groups(cfg, groups, models, device, options, clock, record, say,
@@ -116,19 +123,30 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
              else f"under {cfg.output_dir}/<case>/")
     status = 0 if unfixable + failed == 0 else 1
     after = _next_step(cfg, status) if next_step else ""
-    say(f"completed {len(written)} cases (files written {where}); {complete} were already complete; "
+    say(f"completed {len(set(written))} cases ({len(written)} files written {where}); {complete} were already complete; "
         f"{unfixable + failed} could not be completed{after}")
     return status
 
 
-def _complete_groups(cfg: AutoConfig, groups: Dict[str, list], models, device, options, clock, record, say,
+def _unified_model(cfg: AutoConfig, checkpoints: Dict[str, Path], device):
+    """The loaded unified checkpoint (``--model any=PATH``, or one whose task says so), or None."""
+    if ANY not in checkpoints:
+        return None
+    loaded, task = resolve_model(checkpoints[ANY], None, cfg.modalities, cfg, cfg.ema, device)
+    if not task.is_unified:
+        raise CwdmError(f"{checkpoints[ANY]}: given as the unified checkpoint, but it synthesizes {task.target} only "
+                        f"(pass it as --model {task.target}=PATH)")
+    return loaded
+
+
+def _complete_groups(cfg: AutoConfig, groups: Dict[Group, list], models, device, options, clock, record, say,
                      show: bool) -> Tuple[List[str], int]:
     """Synthesize each group's missing modality for its usable cases.
 
     Args:
         cfg: the command's settings.
-        groups: modality -> cases missing it (:func:`cwdm.inference.plan`).
-        models: modality -> loaded checkpoint (its ``task`` set by :func:`cwdm.inference.resolve_model`).
+        groups: (modality, checkpoint key) -> cases missing it (:func:`cwdm.completion.plan`).
+        models: checkpoint key -> loaded checkpoint (its ``task`` set by :func:`cwdm.inference.resolve_model`).
         device: where the networks run.
         options: sampler settings.
         clock: :class:`cwdm.feedback.RunClock` of the whole run.
@@ -141,24 +159,28 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[str, list], models, device, o
     """
     written: List[str] = []
     failed = 0
-    for mod, group in groups.items():
-        task = models[mod].task
-        good = usable_cases(group, task.condition_names, models[mod].config.image_divisor, say)
+    synths: Dict[str, Synthesizer] = {}
+    for (mod, key), group in groups.items():
+        task = models[key].task
+        good = usable_cases(group, task.condition_names if not task.is_unified else (),
+                            models[key].config.image_divisor, say)
         failed += len(group) - len(good)
         if not good:
             continue
-        synth = Synthesizer(models[mod], task, device, options)
+        if key not in synths:
+            synths[key] = Synthesizer(models[key], task, device, options)
+        synth = synths[key]
         by_name = {c.name: c for c in good}
 
         def out_paths(item, mod=mod):
             return completion_paths(output_path(by_name[item["name"]], mod, cfg.output_dir))
 
         def on_case(item, paths, seconds, mod=mod):
-            record.case_done(paths["volume"], mod, seconds)
+            record.case_done(paths["volume"], mod, seconds, inputs=item["inputs"])
 
         bar = progress_bar(len(good) * options.calls_per_case, cfg.progress and show, f"auto {mod}")
         with bar:
-            written += synthesize_cases(synth, good, out_paths, threshold=cfg.threshold,
+            written += synthesize_cases(synth, good, out_paths, target=mod, threshold=cfg.threshold,
                                         postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar,
                                         clock=clock, on_case=on_case)

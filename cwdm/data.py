@@ -29,7 +29,7 @@ from .cases import SEG, Case, discover_cases
 from .errors import CwdmError
 from .nifti_io import load_header, load_nifti
 from .preprocess import Grid, clip_and_normalize, grid_for
-from .task import IMAGE, Task
+from .task import IMAGE, Condition, Task
 
 __all__ = ["SEG", "Case", "discover_cases", "validate_case", "validate_cases",
            "check_cases", "PairedVolumeDataset", "InferenceDataset", "collate_list"]
@@ -221,8 +221,6 @@ class _CaseDataset:
             raise ValueError(f"check must be one of {CHECK_LEVELS}, got {check!r}")
         self.cases = list(cases)
         self.task = task
-        self.target = task.target
-        self.conditions = list(task.condition_names)
         self.divisor = int(divisor)
         if not self.cases:
             raise CwdmError("no cases to use")
@@ -234,25 +232,28 @@ class _CaseDataset:
     def __len__(self) -> int:
         return len(self.cases)
 
-    def _conditions(self, case: Case) -> Tuple[np.ndarray, Grid]:
-        """Stacked condition volumes (C, X', Y', Z') float32 (C = ``task.condition_channels``) and the
-        case's Grid."""
+    def _volumes(self, case: Case, conditions: Sequence[Condition],
+                 use: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, Grid]:
+        """Stacked volumes of ``conditions`` (C, X', Y', Z') float32 (C: their channels) and the case's Grid.
+
+        Conditions not named in ``use`` (when given) are zero-filled: the empty slots of a unified network.
+        """
         grid: Optional[Grid] = None
-        vols = []
-        for cond in self.task.conditions:
+        vols: List[Optional[np.ndarray]] = []
+        for cond in conditions:
             path = case.path(cond.name)
-            if cond.kind == IMAGE:
+            if use is not None and cond.name not in use:
+                vols.append(None)
+            elif cond.kind == IMAGE:
                 vol, grid = _load_model_volume(path, self.divisor, grid)
                 vols.append(vol[None])
             else:
                 grid = grid or grid_for(load_header(path)[0], self.divisor)
                 vols.append(_load_label_volume(path, cond.labels, grid))
-        return np.concatenate(vols), grid  # type: ignore[return-value]
-
-    def _reference(self, case: Case) -> str:
-        """The file whose header and affine the outputs reuse: the first image condition's."""
-        images = [c.name for c in self.task.conditions if c.kind == IMAGE] or self.conditions
-        return str(case.path(images[0]))
+        if grid is None:
+            raise CwdmError(f"{case.folder}: no input to synthesize from")
+        return np.concatenate([v if v is not None else np.zeros((c.channels, *grid.model), np.float32)
+                               for v, c in zip(vols, conditions)]), grid
 
 
 class PairedVolumeDataset(_CaseDataset):
@@ -261,6 +262,10 @@ class PairedVolumeDataset(_CaseDataset):
     * ``target``: (1, X', Y', Z') float32 tensor, the target modality.
     * ``conditions``: (C, X', Y', Z') float32 tensor, the task's conditions in
       order (C = ``task.condition_channels``; 3 for the released BraTS tasks).
+
+    For a unified task ``target`` is every modality, (M, X', Y', Z'), and
+    ``conditions`` is empty, (0, X', Y', Z'): each training step draws the
+    target and the inputs (:func:`cwdm.unified.draw_training_inputs`).
 
     Both are clip-and-normalized on the original volume, then cropped/padded
     to the model grid (BraTS: (1, 224, 224, 160) / (3, 224, 224, 160)). Cases
@@ -280,14 +285,17 @@ class PairedVolumeDataset(_CaseDataset):
 
     def __init__(self, cases: Sequence[Case], task: Task, divisor: int = 32, *, check: str = "full",
                  workers: int = 1) -> None:
-        super().__init__(cases, task, divisor, [task.target, *task.condition_names], check, workers)
+        required = list(task.modalities) if task.is_unified else [task.target, *task.condition_names]
+        super().__init__(cases, task, divisor, required, check, workers)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
         import torch
 
         case = self.cases[index]
-        cond, grid = self._conditions(case)
-        tgt, _ = _load_model_volume(case.files[self.target], self.divisor, grid)
+        cond, grid = self._volumes(case, self.task.conditions)
+        if self.task.is_unified:
+            return torch.from_numpy(cond), torch.zeros((0, *grid.model))
+        tgt, _ = _load_model_volume(case.files[self.task.target], self.divisor, grid)
         return torch.from_numpy(tgt[None].copy()), torch.from_numpy(cond)
 
 
@@ -297,38 +305,56 @@ class InferenceDataset(_CaseDataset):
     Keys:
         ``name`` (str, case folder name), ``prefix`` (str, file-name prefix),
         ``folder`` (str), ``conditions`` ((C, X', Y', Z') float32 tensor),
-        ``grid`` (:meth:`Grid.to_dict`, to write results back with
-        ``Grid.from_dict(item["grid"]).to_original(...)``), ``reference`` (str,
-        path of the first image condition, whose affine/header outputs reuse),
-        and, only when the case has the target, ``target`` ((1, X', Y', Z')
-        float32 tensor) and ``target_path`` (str).
+        ``first_input`` ((X', Y', Z'), the first image input: outside the brain where it is 0),
+        ``inputs`` (the modalities read into them), ``grid`` (:meth:`Grid.to_dict`,
+        to write results back with ``Grid.from_dict(item["grid"]).to_original(...)``),
+        ``reference`` (str, path of the first image input, whose affine/header
+        outputs reuse), for a unified task ``identity`` ((M,) one-hot of the
+        target), and, only when the case has the target, ``target``
+        ((1, X', Y', Z') float32 tensor) and ``target_path`` (str).
 
     Items differ in keys and shapes, so use ``DataLoader(ds, batch_size=None)``
     (no batching) or ``collate_fn=collate_list`` (a list of item dicts).
 
     Args:
+        target: the modality to synthesize (default: the task's; required for a unified task, whose
+            other slots take the modalities each case has, zero-filled where it lacks one).
         require_target: reject cases without the target (paired evaluation).
         check, workers: as for :class:`PairedVolumeDataset`.
     """
 
-    def __init__(self, cases: Sequence[Case], task: Task, divisor: int = 32, *, require_target: bool = False,
-                 check: str = "full", workers: int = 1) -> None:
-        required = ([task.target] if require_target else []) + list(task.condition_names)
-        super().__init__(cases, task, divisor, required, check, workers)
+    def __init__(self, cases: Sequence[Case], task: Task, divisor: int = 32, *, target: Optional[str] = None,
+                 require_target: bool = False, check: str = "full", workers: int = 1) -> None:
+        self.target = target or task.target
+        task.inputs_for(self.target)  # a one-line error for a target the task does not synthesize
+        required = list(task.condition_names) if not task.is_unified else []
+        super().__init__(cases, task, divisor, ([self.target] if require_target else []) + required, check,
+                         workers)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         import torch
 
         case = self.cases[index]
-        cond, grid = self._conditions(case)
+        inputs = self.task.inputs_for(self.target, case.present)
+        cond, grid = self._volumes(case, self.task.conditions, inputs if self.task.is_unified else None)
+        first = next((c for c in self.task.conditions if c.kind == IMAGE and c.name in inputs),
+                     self.task.conditions[0])
+        start = sum(c.channels for c in self.task.conditions[:self.task.conditions.index(first)])
+        conditions = torch.from_numpy(cond)
         item: Dict[str, Any] = {
             "name": case.name,
             "prefix": case.prefix,
             "folder": str(case.folder),
-            "conditions": torch.from_numpy(cond),
+            "conditions": conditions,
+            "first_input": conditions[start],
+            "inputs": list(inputs),
             "grid": grid.to_dict(),
-            "reference": self._reference(case),
+            "reference": str(case.path(first.name)),
         }
+        if self.task.is_unified:
+            from .unified import one_hot
+
+            item["identity"] = one_hot(self.task.modalities, self.target)
         path = case.files.get(self.target)
         if path is not None:
             tgt, _ = _load_model_volume(path, self.divisor, grid)

@@ -1,10 +1,9 @@
 """The inference library under ``cwdm sample``, ``cwdm auto``, ``cwdm demo`` and the Python API.
 
-* model resolution: :func:`resolve_model` (checkpoint, target contrast, modalities),
-  :func:`find_checkpoints` (one checkpoint per contrast for ``auto``);
-* which cases to do: :func:`check_output_dir`, :func:`usable_cases`, :func:`plan`;
-* where results go: :func:`paired_paths` (``sample``), :func:`output_path` and
-  :func:`completion_paths` (``auto`` and the API);
+* model resolution: :func:`resolve_model` (checkpoint and its task), :func:`chosen_target`;
+* which cases to do: :func:`check_output_dir`, :func:`usable_cases` (and, for
+  ``auto`` and the API, :mod:`cwdm.completion`);
+* where results go: :func:`paired_paths` (``sample``);
 * case iteration, batching, post-processing and writing: :func:`synthesize_cases`
   over :func:`synthesize_items`;
 * progress: :func:`progress_bar`, :func:`announce`, :func:`model_grid`.
@@ -17,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -29,9 +28,6 @@ from .naming import canonical_contrast, contrast_of_checkpoint
 from .synthesis import Synthesizer, postprocess
 from .task import Task, check_network
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-"""File name endings :func:`find_checkpoints` takes for checkpoints in a models folder."""
-
 Paths = Dict[str, Optional[Path]]
 """Where one case's results go: ``{"volume": path, "std": path, "target": path or None}``."""
 
@@ -40,7 +36,8 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
                   ema: bool, device: torch.device) -> Tuple[LoadedModel, Task]:
     """Load a checkpoint and settle its task.
 
-    A cwdm checkpoint's task is its own; a released state_dict's is the
+    A cwdm checkpoint's task is its own (a unified one synthesizes any of its
+    modalities: the caller picks the target); a released state_dict's is the
     default task (:meth:`Task.default`) of the target asked for, or of the one
     its file name says.
 
@@ -64,8 +61,8 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
                         given=set(given) if given is not None else set())
     task = loaded.task
     if task is not None:
-        if target is not None and task.target != target:
-            raise CwdmError(f"{path}: checkpoint was trained to synthesize {task.target}, not {target}")
+        if target is not None and target not in task.targets:
+            raise CwdmError(f"{path}: checkpoint was trained to synthesize {' or '.join(task.targets)}, not {target}")
         if list(task.modalities) != list(modalities) and tuple(modalities) != MODALITIES:
             raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from --modalities "
                             f"{list(modalities)}")
@@ -80,6 +77,18 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
     return loaded, task
 
 
+def chosen_target(task: Task, asked: Optional[str], path) -> str:
+    """The modality to synthesize: the task's own, or for a unified model the one asked for (required)."""
+    if not task.is_unified:
+        return task.target
+    target = canonical_contrast(asked, task.modalities)
+    if target is None:
+        raise CwdmError(f"{path}: a unified checkpoint synthesizes any of {', '.join(task.modalities)}; "
+                        f"pass --contr to choose")
+    task.inputs_for(target)
+    return target
+
+
 def _released_target(path: Path, target: Optional[str], modalities) -> Optional[str]:
     """The target of a released state_dict: as asked, else as its file name says (noted on stderr)."""
     named = contrast_of_checkpoint(path, modalities)
@@ -91,94 +100,6 @@ def _released_target(path: Path, target: Optional[str], modalities) -> Optional[
         print(f"warning: {path}: the file name says it synthesizes {named}, but {target} was asked for",
               file=sys.stderr)
     return target
-
-
-def find_checkpoints(models_dir: Optional[Path], models: Mapping[str, Optional[Path]],
-                     modalities: Sequence[str]) -> Dict[str, Path]:
-    """One checkpoint per modality, from ``models`` first, then ``models_dir``.
-
-    In ``models_dir`` a checkpoint belongs to the contrast its name says
-    (:func:`cwdm.naming.contrast_of_checkpoint`): the published names
-    ``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``, or a name
-    with the modality as one of its words, e.g. ``brats_t1n_1200000.pt``;
-    two candidates for one modality is an error.
-
-    Args:
-        models_dir: folder of checkpoints (``--models_dir``), or None.
-        models: modality -> checkpoint given explicitly (``--model_<m>``); None values are ignored.
-        modalities: modality names.
-
-    Returns:
-        Modality -> checkpoint path (every one an existing file).
-    """
-    found: Dict[str, Path] = {}
-    if models_dir is not None:
-        found = _checkpoints_in(Path(models_dir), modalities)
-    for mod in modalities:
-        explicit = models.get(mod)
-        if explicit is not None:
-            found[mod] = Path(explicit)
-    for mod, path in found.items():
-        if not Path(path).is_file():
-            raise CwdmError(f"{path}: checkpoint for {mod} not found")
-    return found
-
-
-def parse_model_entries(entries: Sequence[str], modalities: Sequence[str]) -> Dict[str, Path]:
-    """``--model`` values as modality -> checkpoint.
-
-    An entry is ``MODALITY=PATH`` (the BraTS 2021 names are understood, e.g.
-    ``flair=PATH``) or a bare ``PATH``, whose modality is read from the
-    checkpoint's task (cwdm checkpoints) or its file name (released ones).
-    Two entries for one modality are an error.
-    """
-    out: Dict[str, Path] = {}
-    for entry in entries:
-        name, sep, rest = str(entry).partition("=")
-        if sep and name and "/" not in name and not Path(str(entry)).exists():
-            mod, path = canonical_contrast(name, modalities), Path(rest)
-            if mod not in modalities:
-                raise CwdmError(f"--model {entry}: {name} is not one of the modalities {list(modalities)}")
-        else:
-            path = Path(str(entry))
-            mod = _target_of_file(path, modalities)
-        if mod in out:
-            raise CwdmError(f"--model: two checkpoints for {mod} ({out[mod]} and {path}); keep one")
-        out[mod] = path
-    return out
-
-
-def _target_of_file(path: Path, modalities: Sequence[str]) -> str:
-    """The modality a checkpoint synthesizes: the one its file name says, else its stored task's
-    (a wrong name is caught when the checkpoint is loaded, by :func:`resolve_model`)."""
-    from .checkpoint import is_cwdm_checkpoint, read_checkpoint, stored_task
-
-    mod = contrast_of_checkpoint(path, modalities)
-    if mod is None:
-        obj = read_checkpoint(path)
-        task = stored_task(obj, str(path)) if is_cwdm_checkpoint(obj) else None
-        mod = task.target if task is not None else None
-    if mod is None:
-        raise CwdmError(f"--model {path}: cannot tell which modality it synthesizes; write --model MODALITY={path}")
-    return mod
-
-
-def _checkpoints_in(folder: Path, modalities: Sequence[str]) -> Dict[str, Path]:
-    """Modality -> the one checkpoint of ``folder`` whose name says it synthesizes that modality."""
-    if not folder.is_dir():
-        raise CwdmError(f"{folder}: --models_dir is not a folder")
-    by_mod: Dict[str, List[Path]] = {}
-    for p in sorted(p for p in folder.iterdir() if p.suffix in CHECKPOINT_SUFFIXES):
-        mod = contrast_of_checkpoint(p, modalities)
-        if mod is not None:
-            by_mod.setdefault(mod, []).append(p)
-    found: Dict[str, Path] = {}
-    for mod, hits in by_mod.items():
-        if len(hits) > 1:
-            raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
-                            f"keep one or pass --model_{mod} to choose")
-        found[mod] = hits[0]
-    return found
 
 
 def check_output_dir(output_dir: Path, data_dir: Path, in_place_ok: bool = False) -> None:
@@ -223,60 +144,6 @@ def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
     return good
 
 
-def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path], overwrite: bool,
-         report) -> Tuple[Dict[str, list], int, int]:
-    """Group the cases to complete by missing modality (``cwdm auto``).
-
-    Args:
-        cases: the discovered cases.
-        modalities: modality names.
-        checkpoints: modality -> checkpoint (:func:`find_checkpoints`).
-        out_dir: output folder, or None to complete the case folders in place.
-        overwrite: redo cases whose output in ``out_dir`` exists.
-        report: called with one line per case that cannot be completed.
-
-    Returns:
-        ``(groups, complete, unfixable)``: modality -> cases to synthesize, the number of
-        cases with nothing to do, and the number that cannot be completed.
-    """
-    groups: Dict[str, list] = {}
-    complete = unfixable = 0
-    for case in cases:
-        missing = [m for m in case.missing(modalities) if m not in case.duplicates]
-        if case.problems:
-            report(f"skipping {case.name}: " + "; ".join(case.problems))
-            unfixable += 1
-        elif case.duplicates:
-            report(f"skipping {case.name}: duplicate files for {', '.join(case.duplicates)}")
-            unfixable += 1
-        elif not missing:
-            complete += 1
-        elif len(missing) > 1:
-            report(f"skipping {case.name}: {len(missing)} modalities missing ({', '.join(missing)}); "
-                   f"cwdm completes cases missing exactly one")
-            unfixable += 1
-        elif missing[0] not in checkpoints:
-            report(f"skipping {case.name}: no checkpoint for {missing[0]} (pass --model_{missing[0]} or --models_dir)")
-            unfixable += 1
-        elif out_dir is not None and not overwrite and output_path(case, missing[0], out_dir).exists():
-            complete += 1  # done by an earlier run
-        else:
-            groups.setdefault(missing[0], []).append(case)
-    return groups, complete, unfixable
-
-
-def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:
-    """Where the synthesized ``modality`` of ``case`` goes: its case folder, or ``out_dir/<case>/``."""
-    folder = case.folder if out_dir is None else Path(out_dir) / case.name
-    return folder / case.file_name(modality)
-
-
-def completion_paths(volume: Path) -> Paths:
-    """Paths of a completed modality: the volume and its ``_std`` map next to it, no target copy."""
-    return {"volume": volume, "std": volume.with_name(volume.name.replace(".nii.gz", "_std.nii.gz")),
-            "target": None}
-
-
 def paired_paths(root: Path, name: str, prefix: str, target: str, save_target: bool = False) -> Paths:
     """Paths of a paired-mode result: ``root/<name>/<prefix>-<target>.nii.gz``, its ``_std`` map and,
     with ``save_target``, the preprocessed true target (``_target``; else None)."""
@@ -285,16 +152,17 @@ def paired_paths(root: Path, name: str, prefix: str, target: str, save_target: b
             "target": folder / f"{prefix}-{target}_target.nii.gz" if save_target else None}
 
 
-def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Paths], *, threshold: Optional[float] = None,
-                     postprocess_on: bool = True, overwrite: bool = False, batch_size: int = 1,
+def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Paths], *, target: Optional[str] = None,
+                     threshold: Optional[float] = None, postprocess_on: bool = True, overwrite: bool = False, batch_size: int = 1,
                      num_workers: int = 0, bar=None, clock=None,
                      on_case: Optional[Callable[[Dict, Paths, float], None]] = None) -> List[str]:
-    """Read, synthesize and write the target of ``synth.task`` for each of ``cases`` (already validated).
+    """Read, synthesize and write ``target`` for each of ``cases`` (already validated).
 
     Args:
         synth: the loaded network and sampler.
         cases: usable cases (:func:`usable_cases`).
         out_paths: item -> :data:`Paths` of its results.
+        target: the modality to synthesize (default: the task's; required for a unified model).
         threshold, postprocess_on, overwrite, batch_size, bar, clock, on_case: as :func:`synthesize_items`.
         num_workers: DataLoader workers reading the cases.
 
@@ -303,7 +171,7 @@ def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Path
     """
     from .data import InferenceDataset
 
-    dataset = InferenceDataset(cases, synth.task, synth.model.config.image_divisor, check="none")
+    dataset = InferenceDataset(cases, synth.task, synth.model.config.image_divisor, target=target, check="none")
     return synthesize_items(synth, items_of(dataset, num_workers), batch_size, out_paths, threshold,
                             postprocess_on, overwrite, bar, clock, on_case)
 
@@ -362,6 +230,7 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
 def _sample_batch(synth: Synthesizer, batch: List[Dict], bar, clock):
     """Run the sampler on a batch of items; returns ``(mean, std or None)`` in the model grid."""
     conds = torch.stack([it["conditions"] for it in batch])
+    identity = torch.stack([it["identity"] for it in batch]) if "identity" in batch[0] else None
     if clock is not None:
         clock.batch_started(len(batch))
 
@@ -371,7 +240,7 @@ def _sample_batch(synth: Synthesizer, batch: List[Dict], bar, clock):
         if clock is not None:
             clock.network_call()
 
-    return synth(conds, [it["name"] for it in batch], callback)
+    return synth(conds, [it["name"] for it in batch], callback, identity=identity)
 
 
 def _write_item(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], paths: Paths,
@@ -380,7 +249,7 @@ def _write_item(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], pat
     from .nifti_io import save_nifti_like
     from .preprocess import Grid
 
-    grid, first, reference = Grid.from_dict(item["grid"]), item["conditions"][0], item["reference"]
+    grid, first, reference = Grid.from_dict(item["grid"]), item["first_input"], item["reference"]
     paths["volume"].parent.mkdir(parents=True, exist_ok=True)
     vol = postprocess(mean, first, threshold, postprocess_on)
     if std is not None:

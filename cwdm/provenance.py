@@ -60,7 +60,8 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 def checkpoint_entry(path: Path, loaded) -> Dict[str, Any]:
     """What the record says about one checkpoint (hashed here, once per run)."""
     return {"path": str(Path(path).resolve()), "sha256": sha256_file(Path(path)),
-            "step": loaded.meta.get("step"), "kind": loaded.kind}
+            "step": loaded.meta.get("step"), "kind": loaded.kind,
+            "task": loaded.task.to_dict() if loaded.task is not None else None}
 
 
 def result_settings(options, device, *, target: Optional[str], postprocess: bool,
@@ -164,11 +165,14 @@ class Provenance:
                         f"differently made results, or choose another output folder")
 
     # -- during and after the run ------------------------------------------------------------------
-    def case_done(self, output: Path, target: str, seconds: float) -> None:
-        """Record one written volume (rewrites the record)."""
+    def case_done(self, output: Path, target: str, seconds: float, inputs: Optional[list] = None) -> None:
+        """Record one written volume (rewrites the record); ``inputs``: the acquired modalities it was
+        synthesized from."""
         rel = Path(output).resolve().relative_to(self.folder.resolve()).as_posix()
         self.mine[rel] = {"run": self.run_id, "target": target, "seconds": round(float(seconds), 3),
                           "finished": now()}
+        if inputs is not None:
+            self.mine[rel]["inputs"] = list(inputs)
         self._write()
 
     def finish(self, status: str = "finished") -> None:

@@ -17,8 +17,8 @@ from typing import List, Optional, Tuple
 
 from . import MODALITIES
 from .flags import ModelFlags, SamplingFlags
-from .inference import (announce, check_output_dir, model_grid, paired_paths, progress_bar, resolve_model,
-                        synthesize_cases, usable_cases)
+from .inference import (announce, check_output_dir, chosen_target, model_grid, paired_paths, progress_bar,
+                        resolve_model, synthesize_cases, usable_cases)
 from .runtime import dist_from_env, select_device
 from .synthesis import Synthesizer
 
@@ -60,7 +60,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     options.validate()
     check_output_dir(cfg.output_dir, cfg.data_dir)
     loaded, task = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
-    target, conditions = task.target, list(task.condition_names)
+    target = chosen_target(task, cfg.contr, cfg.model_path)
+    conditions = list(task.inputs_for(target))
     synth = Synthesizer(loaded, task, device, options)
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     if cfg.num_samples != 1:
@@ -82,7 +83,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor) if mine else None
     announce(say, device, loaded.config.model_channels, grid, options.calls_per_case, len(mine))
-    say(f"cwdm sample: {task.describe()} with {options.sampler} "
+    what = task.describe() if not task.is_unified else f"{target} from {', '.join(conditions)} (unified model)"
+    say(f"cwdm sample: {what} with {options.sampler} "
         f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: "
         f"{len(mine)} cases to do, {skipped} already done, {bad} unusable")
     done: List[str] = []
@@ -90,7 +92,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
         clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None))
         with bar, record.session():
-            done = synthesize_cases(synth, mine, lambda it: out_paths(it["name"], it["prefix"]),
+            done = synthesize_cases(synth, mine, lambda it: out_paths(it["name"], it["prefix"]), target=target,
                                     postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
                                     batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar, clock=clock,
                                     on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec))

@@ -19,7 +19,8 @@ from .errors import CwdmError
 from .runtime import PRECISIONS, memory_format, precision
 from .samplers import SAMPLERS, network_calls, run_sampler
 from .task import Task, check_network
-from .wavelet import NUM_SUBBANDS, from_subbands, to_subbands
+from .unified import condition_input
+from .wavelet import NUM_SUBBANDS, from_subbands
 
 AUTO_THRESHOLD = 0.04
 """Values at or below this are zeroed when a missing modality is written back (reference)."""
@@ -91,6 +92,7 @@ class Synthesizer:
 
     ``callback(i, n)``, if given, is called after each network call: ``i``
     calls of the ``n`` of the current chunk of members are done (progress bars).
+    A unified model also takes ``identity`` (B, M), the one-hot target of each case.
 
     Args:
         loaded: the network.
@@ -110,10 +112,14 @@ class Synthesizer:
 
     @torch.inference_mode()
     def __call__(self, conditions: torch.Tensor, names: Sequence[str],
-                 callback: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                 callback: Optional[Callable[[int, int], None]] = None,
+                 identity: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         opt, device = self.options, self.device
+        if (identity is not None) != self.task.is_unified:
+            raise CwdmError("a unified model needs the target's identity; a per-contrast model takes none")
         calls = network_calls(opt.sampler, opt.steps)  # per chunk of members
-        cond = to_subbands(conditions.to(device, torch.float32))  # (B, 8K, d, h, w), once per call
+        ident = identity.to(device, torch.float32) if identity is not None else None
+        cond = condition_input(conditions.to(device, torch.float32), ident)  # (B, 8C [+ M], d, h, w), once
         samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
         for members in opt.member_chunks():
             m = len(members)

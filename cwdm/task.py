@@ -15,6 +15,15 @@ Each condition has a kind:
 
 Channels in the network: each condition channel becomes 8 wavelet subbands,
 and the noisy target adds 8 more, so ``in_channels = 8 * (1 + channels)``.
+
+A **unified** task (target :data:`ANY`, :meth:`Task.unified`) has one input
+slot per modality, in order; the slot of the modality being synthesized, and
+of any modality a case lacks, is zero-filled, and the target's identity is
+given as one constant channel per modality (one-hot) after the subbands, so
+``in_channels = 8 * (1 + M) + M`` (44 for the four BraTS modalities). With
+``drop_conditions`` the network was also trained with random subsets of the
+other modalities hidden (at least one kept), so it completes cases that miss
+several modalities.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from .wavelet import NUM_SUBBANDS
 IMAGE, LABEL = "image", "label"
 KINDS = (IMAGE, LABEL)
 """The kinds of condition a task may have."""
+
+ANY = "any"
+"""The target of a unified model: it synthesizes whichever modality is missing (:meth:`Task.unified`)."""
 
 
 @dataclass(frozen=True)
@@ -65,14 +77,16 @@ class Task:
     """What a model synthesizes, and from what.
 
     Attributes:
-        target: the modality the network synthesizes.
-        conditions: the network's inputs, in the order of its input channels.
+        target: the modality the network synthesizes, or :data:`ANY` for a unified model.
+        conditions: the network's inputs, in the order of its input channels (a unified model: every modality).
         modalities: the image modalities of a complete case (``cwdm auto`` looks for the missing one among them).
+        drop_conditions: a unified model trained to work from any non-empty subset of the other modalities.
     """
 
     target: str
     conditions: Tuple[Condition, ...]
     modalities: Tuple[str, ...] = MODALITIES
+    drop_conditions: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", tuple(self.conditions))
@@ -103,6 +117,12 @@ class Task:
                       for n in names)
         return cls(target, conds, mods)
 
+    @classmethod
+    def unified(cls, modalities: Sequence[str] = MODALITIES, drop_conditions: bool = False) -> "Task":
+        """The task of one network for every modality: one image slot per modality (see the module notes)."""
+        mods = tuple(modalities)
+        return cls(ANY, tuple(Condition(m) for m in mods), mods, bool(drop_conditions))
+
     def validate(self) -> None:
         """Raise a one-line :class:`CwdmError` if the task cannot be used."""
         from .naming import SEG
@@ -111,13 +131,21 @@ class Task:
         problems = []
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             problems.append(f"modalities {list(self.modalities)} must be unique and not empty")
-        if self.target not in self.modalities:
+        if self.target == ANY:
+            if names != self.modalities or any(c.kind != IMAGE for c in self.conditions):
+                problems.append(f"a unified task's inputs are its modalities {list(self.modalities)} as images, "
+                                f"not {list(names)}")
+            if len(self.modalities) < 2:
+                problems.append("a unified task needs at least two modalities")
+        elif self.drop_conditions:
+            problems.append("drop_conditions needs the unified target 'any'")
+        elif self.target not in self.modalities:
             problems.append(f"target {self.target!r} is not one of the modalities {list(self.modalities)}")
         if not names:
             problems.append("no conditions")
         if len(set(names)) != len(names):
             problems.append(f"conditions {list(names)} repeat a name")
-        if self.target in names:
+        if self.target in names and self.target != ANY:
             problems.append(f"the target {self.target} is also a condition")
         for c in self.conditions:
             if c.kind not in KINDS:
@@ -142,23 +170,56 @@ class Task:
         return sum(c.channels for c in self.conditions)
 
     @property
+    def is_unified(self) -> bool:
+        """Whether one network synthesizes any modality (target :data:`ANY`)."""
+        return self.target == ANY
+
+    @property
+    def targets(self) -> Tuple[str, ...]:
+        """The modalities the network can synthesize."""
+        return self.modalities if self.is_unified else (self.target,)
+
+    @property
+    def identity_channels(self) -> int:
+        """Constant input channels naming the target: one per modality for a unified task, else none."""
+        return len(self.modalities) if self.is_unified else 0
+
+    @property
     def in_channels(self) -> int:
-        """The network's input channels: 8 subbands of the noisy target and of every condition volume."""
-        return NUM_SUBBANDS * (1 + self.condition_channels)
+        """The network's input channels: 8 subbands of the noisy target and of every condition volume,
+        plus the target's identity channels."""
+        return NUM_SUBBANDS * (1 + self.condition_channels) + self.identity_channels
 
     @property
     def is_default(self) -> bool:
         """Whether this is the released models' task (the other modalities, all images, in order)."""
-        return self == Task.default(self.target, self.modalities)
+        return not self.is_unified and self == Task.default(self.target, self.modalities)
+
+    def inputs_for(self, target: str, present: Optional[Iterable[str]] = None) -> Tuple[str, ...]:
+        """The conditions that feed the synthesis of ``target`` when a case has the modalities ``present``
+        (None: all). A per-contrast task always needs all of its conditions; a unified one uses the
+        other modalities the case has."""
+        if target not in self.targets:
+            raise CwdmError(f"the model synthesizes {' or '.join(self.targets)}, not {target}")
+        if not self.is_unified:
+            return self.condition_names
+        have = set(self.modalities if present is None else present)
+        return tuple(m for m in self.modalities if m != target and m in have)
 
     def describe(self) -> str:
         """E.g. ``t1c from t1n, t2w, t2f``."""
+        if self.is_unified:
+            also = ", or fewer (trained with dropped conditions)" if self.drop_conditions else ""
+            return f"any of {', '.join(self.modalities)} from the others{also}"
         return f"{self.target} from {', '.join(map(str, self.conditions))}"
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-friendly form, as stored in checkpoints and ``config.json``."""
-        return {"target": self.target, "conditions": [c.to_dict() for c in self.conditions],
-                "modalities": list(self.modalities)}
+        out = {"target": self.target, "conditions": [c.to_dict() for c in self.conditions],
+               "modalities": list(self.modalities)}
+        if self.is_unified:
+            out["drop_conditions"] = self.drop_conditions
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "task") -> "Task":
@@ -166,7 +227,8 @@ class Task:
         try:
             conds = tuple(Condition(str(c["name"]), str(c.get("kind", IMAGE)), tuple(int(v) for v in c.get("labels", ())))
                           for c in data["conditions"])
-            return cls(str(data["target"]), conds, tuple(str(m) for m in data["modalities"]))
+            return cls(str(data["target"]), conds, tuple(str(m) for m in data["modalities"]),
+                       bool(data.get("drop_conditions", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise CwdmError(f"{source}: malformed task spec ({type(exc).__name__}: {exc})") from None
         except CwdmError as exc:
@@ -177,8 +239,8 @@ def check_network(task: Task, in_channels: int, source: str) -> None:
     """Raise a one-line :class:`CwdmError` unless a network of ``in_channels`` inputs fits ``task``."""
     if in_channels != task.in_channels:
         raise CwdmError(f"{source}: the network takes {in_channels} input channels "
-                        f"({in_channels // NUM_SUBBANDS - 1} condition volumes), but the task {task.describe()} "
-                        f"gives {task.in_channels} ({task.condition_channels})")
+                        f"({(in_channels - task.identity_channels) // NUM_SUBBANDS - 1} condition volumes), but "
+                        f"the task {task.describe()} gives {task.in_channels} ({task.condition_channels})")
 
 
 def parse_labels(entries: Iterable[str]) -> Dict[str, Tuple[int, ...]]:

@@ -10,17 +10,21 @@ from typing import Optional, Tuple
 from . import MODALITIES
 from .config import from_dict
 from .errors import CwdmError
-from .task import Task, parse_labels
+from .task import ANY, Task, parse_labels
 from .unet import NetworkFlags, UNetConfig
 
 
 @dataclass
 class TrainConfig(NetworkFlags):
     data_dir: Path = field(default=Path("data/training"), metadata={"help": "BraTS-layout training folder"})
-    contr: str = field(default="t1n", metadata={"help": "target contrast to synthesize"})
+    contr: str = field(default="t1n", metadata={
+        "help": "target contrast to synthesize; 'any': one network for every modality (unified)"})
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names (canonical order)"})
     conditions: Tuple[str, ...] = field(default=(), metadata={
         "help": "the network's inputs in order (default: every modality but the target; may include seg)"})
+    drop_conditions: bool = field(default=False, metadata={
+        "help": "--contr any: also hide a random subset of the other modalities (at least one stays), so the "
+                "network completes cases missing several"})
     label_maps: Tuple[str, ...] = field(default=(), metadata={
         "help": "conditions that are label maps, as NAME=L1,L2,... with the declared non-zero labels "
                 "(e.g. seg=1,2,3); repeatable", "repeatable": True})
@@ -74,16 +78,22 @@ class TrainConfig(NetworkFlags):
 
     def task(self) -> Task:
         """What the run's network maps (:class:`cwdm.task.Task`); one-line error if the flags contradict."""
+        if self.contr == ANY:
+            if self.conditions or self.label_maps:
+                raise CwdmError("--contr any takes every modality as input: drop --conditions / --label_maps")
+            return Task.unified(self.modalities, self.drop_conditions)
+        if self.drop_conditions:
+            raise CwdmError("--drop_conditions needs --contr any (one network for every modality)")
         return Task.default(self.contr, self.modalities, self.conditions or None, parse_labels(self.label_maps))
 
     def model_config(self) -> UNetConfig:
-        return self.unet_config(self.task().condition_channels)
+        return replace(self.unet_config(0), in_channels=self.task().in_channels)
 
 
 ALIASES = {"model_channels": ["num_channels"], "resume": ["resume_checkpoint"], "max_steps": ["iterations"],
            "run_dir": ["out_dir"], "contr": ["target"], "tensorboard": ["use_tensorboard"],
            "tensorboard_dir": ["tensorboard_path"]}
-ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps",
+ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions",
                *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
 """Settings a resume may not change: the task (target, modalities, conditions, label maps: they fix
 ``in_channels``) and every
@@ -135,7 +145,8 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.max_minutes is None or cfg.max_minutes > 0, "--max_minutes must be positive"),
              (cfg.lr_anneal_steps >= 0, "--lr_anneal_steps must be >= 0 (0 = constant learning rate)"),
              (cfg.resume_step >= 0, "--resume_step must be >= 0"),
-             (cfg.contr in cfg.modalities, f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)}")]
+             (cfg.contr in (*cfg.modalities, ANY),
+              f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)} (or 'any')")]
     for ok, message in rules:
         if not ok:
             raise CwdmError(message)

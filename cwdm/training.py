@@ -33,6 +33,7 @@ from .train_state import (EMA, DataOrder, TrainingParts, checkpoint_files, lates
                           optimizer_to_cpu, save_checkpoint)
 from .train_config import TrainConfig, merge_resumed_config, validate_config
 from .unet import UNet
+from .unified import condition_input, draw_training_inputs
 from .wavelet import to_subbands
 
 class StopFlag:
@@ -189,24 +190,25 @@ def build_parts(plan: RunPlan, order: DataOrder, device: torch.device, info) -> 
 
 def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, cond: torch.Tensor,
                bf16: bool = True, layout: torch.memory_format = torch.contiguous_format,
-               lr: Optional[float] = None):
+               lr: Optional[float] = None, identity: Optional[torch.Tensor] = None):
     """One optimisation step on a batch: noise, forward, backward, AdamW, EMA; ``parts.step`` += 1.
 
     Args:
         parts: the network, EMA, optimizer and generator (timestep and noise draws).
         schedule: the diffusion schedule of the noising.
         target: (B, 1, X, Y, Z) target images on the training device.
-        cond: (B, K, X, Y, Z) condition images, same device.
+        cond: (B, C, X, Y, Z) condition volumes, same device.
         bf16: bf16 autocast of the forward pass on CUDA (ignored on CPU).
         layout: memory format of the network input.
         lr: learning rate of this step (None: leave the optimizer's as it is).
+        identity: (B, M) target identity of a unified network (:mod:`cwdm.unified`), else None.
 
     Returns:
         ``(loss (), per_subband (8,), prediction (B, 8, X/2, Y/2, Z/2))``.
     """
     device = target.device
     x0 = to_subbands(target).contiguous(memory_format=layout)
-    c = to_subbands(cond).contiguous(memory_format=layout)
+    c = condition_input(cond, identity).contiguous(memory_format=layout)
     t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device, generator=parts.generator)
     noise = torch.randn(x0.shape, device=device, generator=parts.generator)
     with autocast(device, bf16):
@@ -282,12 +284,16 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
     schedule, layout = linear_schedule(), memory_format(device, cfg.channels_last)
     start = time.monotonic()
     parts.model.train()
+    task = cfg.task()
     while parts.step < cfg.step_limit:
         target, cond = _next_batch(batches, parts, save)
         target, cond = target.to(device, non_blocking=True), cond.to(device, non_blocking=True)
+        identity = None
+        if task.is_unified:  # the batch holds every modality: draw each case's target and inputs
+            target, cond, identity = draw_training_inputs(target, parts.generator, task.drop_conditions)
         try:
             loss, per_subband, pred = train_step(parts, schedule, target, cond, cfg.bf16, layout,
-                                                 lr=cfg.lr_at(parts.step))
+                                                 lr=cfg.lr_at(parts.step), identity=identity)
         except torch.cuda.OutOfMemoryError:
             raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
                             f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "

@@ -7,7 +7,8 @@ import pytest
 
 from cwdm.cli import COMMANDS
 from cwdm.errors import CwdmError
-from cwdm.inference import completion_paths, find_checkpoints, paired_paths
+from cwdm.completion import completion_paths, find_checkpoints
+from cwdm.inference import paired_paths
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cwdm"
 COMMAND_MODULES = {module.rpartition(".")[2] for module, _ in COMMANDS.values()}

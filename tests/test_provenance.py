@@ -9,6 +9,7 @@ import torch
 from cwdm import __version__
 from cwdm.cli import main as cli
 from cwdm.provenance import RECORD_NAME, Provenance, sha256_file
+from cwdm.task import Task
 from test_auto import models  # noqa: F401  (fixture)
 from test_sample import FAST, make_checkpoint
 
@@ -44,7 +45,8 @@ def test_sample_writes_a_record(setup):
                                "seed": 3, "clip_denoised": True, "postprocess": True, "threshold": None,
                                "ema": True, "precision": "fp32"}
     assert run["checkpoints"]["t2f"] == {"path": str(ckpt.resolve()), "step": 1, "kind": "cwdm",
-                                         "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+                                         "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+                                         "task": Task.default("t2f").to_dict()}
     for case in rec["cases"].values():
         assert case["run"] == run_id and case["target"] == "t2f" and case["seconds"] > 0
 
