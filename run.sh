@@ -15,7 +15,7 @@ CHANNEL_MULT=${CHANNEL_MULT:-1 2 2 4 4}   # channel multiplier per level (releas
 NUM_RES_BLOCKS=${NUM_RES_BLOCKS:-2}    # residual blocks per level (released: 2)
 NUM_GROUPS=${NUM_GROUPS:-32}    # GroupNorm groups (released: 32; must divide CHANNELS)
 ADDITIVE_SKIP=${ADDITIVE_SKIP:-False}     # True: average skips instead of concatenating (less memory)
-CONTR=${CONTR:-t1n}             # target contrast: t1n, t1c, t2w or t2f
+CONTR=${CONTR:-t1n}             # target contrast: t1n, t1c, t2w or t2f; any = one unified network for every modality
 
 # ---- training ---------------------------------------------------------------------------
 DATA_DIR=${DATA_DIR:-./datasets/BraTS2023/training}   # BraTS-layout training folder
@@ -25,12 +25,14 @@ BATCH_SIZE=${BATCH_SIZE:-1}
 LR=${LR:-1e-5}
 SAVE_INTERVAL=${SAVE_INTERVAL:-100000}
 RESUME=${RESUME:-auto}             # auto: continue the run in RUN_DIR if there is one; none: refuse an existing run
+DROP_CONDITIONS=${DROP_CONDITIONS:-False}   # CONTR=any: also train on random subsets of the inputs (completes cases missing several)
 
 # ---- sampling / inference ----------------------------------------------------------------
 VAL_DIR=${VAL_DIR:-./datasets/BraTS2023/validation}              # cases to synthesize (sample mode)
 MODEL_PATH=${MODEL_PATH:-./checkpoints/brats_${CONTR}_1200000.pt}   # released state_dict or cwdm checkpoint
-MODELS_DIR=${MODELS_DIR:-./checkpoints}                             # auto mode: one checkpoint per contrast
+MODELS_DIR=${MODELS_DIR:-./checkpoints}                             # auto mode: one checkpoint per contrast (CONTR=any: MODEL_PATH instead)
 AUTO_DIR=${AUTO_DIR:-./datasets/BraTS2023/pseudo_validation}      # auto mode: case folders missing one modality
+SYNTH=${SYNTH:-}                    # sample mode with a unified model (CONTR=any): the modality to synthesize
 OUTPUT_DIR=${OUTPUT_DIR:-./results}
 SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
 SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
@@ -84,12 +86,13 @@ case "$MODE" in
   train)
     CMD=("${LAUNCH[@]}" train --data_dir "$DATA_DIR" --contr "$CONTR" --run_dir "$RUN_DIR" "${NET[@]}"
          --max_steps "$ITERATIONS" --batch_size "$BATCH_SIZE" --lr "$LR" --save_interval "$SAVE_INTERVAL"
-         --seed "$SEED" --resume "$RESUME") ;;
+         --seed "$SEED" --resume "$RESUME" --drop_conditions "$DROP_CONDITIONS") ;;
   sample)
-    CMD=("${LAUNCH[@]}" sample --data_dir "$VAL_DIR" --model_path "$MODEL_PATH" --contr "$CONTR"
+    CMD=("${LAUNCH[@]}" sample --data_dir "$VAL_DIR" --model_path "$MODEL_PATH" --contr "${SYNTH:-$CONTR}"
          --output_dir "$OUTPUT_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
   auto)
-    CMD=("${LAUNCH[@]}" auto --data_dir "$AUTO_DIR" --models_dir "$MODELS_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
+    if [ "$CONTR" = any ]; then MODELS=(--model "any=$MODEL_PATH"); else MODELS=(--models_dir "$MODELS_DIR"); fi
+    CMD=("${LAUNCH[@]}" auto --data_dir "$AUTO_DIR" "${MODELS[@]}" "${NET[@]}" "${SAMPLING[@]}") ;;
   dropout)
     CMD=("$PYTHON" -m cwdm dropout "$VAL_DIR" "$AUTO_DIR") ;;
   evaluate)

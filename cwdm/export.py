@@ -1,9 +1,14 @@
-"""``cwdm export CKPT OUT.pt``: a bare state_dict in the released format.
+"""``cwdm export CKPT OUT.pt``: the weights of a training checkpoint, for inference.
 
-The result is the plain ordered dict of tensors that the reference
-implementation saves and loads (``model.load_state_dict(torch.load(path))``),
+``--format state_dict`` writes the plain ordered dict of tensors that the
+reference implementation saves and loads (``model.load_state_dict(torch.load(path))``),
 so a model trained with cwdm runs there, and in ``cwdm sample --model_path``
 (which reads the network from the tensors; only ``--num_groups`` must match).
+A bare state_dict cannot say what its network maps, so a model whose task is
+not the released kind (chosen conditions, label maps, a unified ``--contr any``
+model) is written by default (``--format auto``) as a slim cwdm checkpoint:
+network configuration, the chosen weights, the task and the step, no
+optimizer state; it loads back with its task everywhere cwdm takes a checkpoint.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from shlex import quote
 
 import torch
 
-from .checkpoint import is_cwdm_checkpoint, read_checkpoint
+from .checkpoint import checkpoint_dict, is_cwdm_checkpoint, read_checkpoint, stored_task
+from .config import from_dict
 from .errors import CwdmError
 from .nifti_io import atomic_path
+from .unet import UNetConfig
 
-HELP = "write a bare state_dict in the released format from a training checkpoint"
+HELP = "write a training checkpoint's weights for inference (the released state_dict format, or with their task)"
+FORMATS = ("auto", "state_dict", "cwdm")
 
 
 @dataclass
@@ -28,6 +36,9 @@ class ExportConfig:
     out: Path = field(default=None, metadata={"positional": True, "help": "output state_dict (.pt)"})
     ema: bool = field(default=True, metadata={"help": "export the EMA weights (else the raw weights)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output file"})
+    format: str = field(default="auto", metadata={
+        "help": "state_dict (the reference's format), cwdm (weights with their task), or auto: state_dict for "
+                "a released-kind task, cwdm otherwise", "choices": list(FORMATS)})
 
 
 CONFIG = ExportConfig
@@ -47,8 +58,10 @@ def resolve_checkpoint(path: Path) -> Path:
     return latest
 
 
-def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: bool = False) -> Path:
-    """Write the model (or EMA) weights of a cwdm checkpoint as a bare state_dict."""
+def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: bool = False,
+                      format: str = "auto") -> Path:
+    """Write the model (or EMA) weights of a cwdm checkpoint as a bare state_dict or a slim cwdm checkpoint
+    (``format``: see the module notes)."""
     if checkpoint is None or out is None:
         raise CwdmError("usage: cwdm export CHECKPOINT|RUN_DIR OUT.pt [--ema False]")
     checkpoint = resolve_checkpoint(Path(checkpoint))
@@ -59,15 +72,22 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
         raise CwdmError(f"{checkpoint}: not a cwdm training checkpoint (already a bare state_dict?)")
     key = "ema" if ema and obj.get("ema") is not None else "model"
     state = {k: v.contiguous() for k, v in obj[key].items()}
+    task = stored_task(obj, str(checkpoint))
+    if format == "state_dict" and task is not None and not task.is_default:
+        raise CwdmError(f"{checkpoint}: its task ({task.describe()}) is not the released kind, and a bare "
+                        f"state_dict cannot record it; use --format cwdm (or auto)")
+    if format == "cwdm" or (format == "auto" and task is not None and not task.is_default):
+        state = checkpoint_dict(from_dict(UNetConfig, obj["model_config"]), state, task=task, step=obj.get("step"))
     out = Path(out)
     with atomic_path(out, overwrite=overwrite) as tmp:
         torch.save(state, tmp)
-    print(f"wrote {out} ({key} weights of {checkpoint}, step {obj.get('step')}, target {obj.get('target')}, "
+    kind = "bare state_dict" if all(isinstance(v, torch.Tensor) for v in state.values()) else "cwdm checkpoint"
+    print(f"wrote {out} ({kind}: {key} weights of {checkpoint}, step {obj.get('step')}, target {obj.get('target')}, "
           f"model config {obj.get('model_config')}); next: cwdm sample --data_dir VAL_DIR --model_path "
           f"{quote(str(out))} --output_dir results")
     return out
 
 
 def run(cfg: ExportConfig) -> int:
-    export_state_dict(cfg.checkpoint, cfg.out, cfg.ema, cfg.overwrite)
+    export_state_dict(cfg.checkpoint, cfg.out, cfg.ema, cfg.overwrite, cfg.format)
     return 0

@@ -26,7 +26,7 @@ from .errors import CwdmError
 from .flags import ModelFlags
 from .naming import canonical_contrast, contrast_of_checkpoint
 from .synthesis import Synthesizer, postprocess
-from .task import Task, check_network
+from .task import ANY, Task, check_network
 
 Paths = Dict[str, Optional[Path]]
 """Where one case's results go: ``{"volume": path, "std": path, "target": path or None}``."""
@@ -61,7 +61,7 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
                         given=set(given) if given is not None else set())
     task = loaded.task
     if task is not None:
-        if target is not None and target not in task.targets:
+        if target is not None and target not in task.targets and not (task.is_unified and target == ANY):
             raise CwdmError(f"{path}: checkpoint was trained to synthesize {' or '.join(task.targets)}, not {target}")
         if list(task.modalities) != list(modalities) and tuple(modalities) != MODALITIES:
             raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from --modalities "
@@ -82,7 +82,7 @@ def chosen_target(task: Task, asked: Optional[str], path) -> str:
     if not task.is_unified:
         return task.target
     target = canonical_contrast(asked, task.modalities)
-    if target is None:
+    if target is None or target == ANY:
         raise CwdmError(f"{path}: a unified checkpoint synthesizes any of {', '.join(task.modalities)}; "
                         f"pass --contr to choose")
     task.inputs_for(target)

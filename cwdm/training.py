@@ -130,6 +130,9 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
                             f"trained that many steps with --resume_checkpoint (or --resume)")
         return plan
     state = read_checkpoint(plan.resume_path)
+    if is_cwdm_checkpoint(state) and state.get("train_config") is None:
+        raise CwdmError(f"{plan.resume_path}: an exported checkpoint (weights and task, no training state); "
+                        f"resume from the run's checkpoints/ckpt_<step>.pt instead")
     if is_cwdm_checkpoint(state):
         asked = cfg.resume_step
         plan.cfg, changed = merge_resumed_config(cfg, state["train_config"], plan.resume_path,

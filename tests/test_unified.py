@@ -1,0 +1,155 @@
+"""One network for any missing modality: cwdm/unified.py, and --contr any through train, export, sample, auto."""
+
+import json
+
+import pytest
+import torch
+from conftest import FAST
+
+from cwdm import MODALITIES
+from cwdm.checkpoint import load_model, read_checkpoint
+from cwdm.cli import main as cli
+from cwdm.errors import CwdmError
+from cwdm.task import ANY, Task
+from cwdm.train import TrainConfig
+from cwdm.train_state import checkpoint_files
+from cwdm.unified import condition_input, draw_training_inputs
+
+TINY_FLAGS = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
+SHAPE = (16, 16, 16)
+
+
+def _volumes(b: int, m: int = 4) -> torch.Tensor:
+    """(B, M, 4, 4, 4) volumes whose values name their slot: slot j holds j + 1."""
+    return (torch.arange(m, dtype=torch.float32) + 1)[None, :, None, None, None].expand(b, m, 4, 4, 4).clone()
+
+
+@pytest.mark.parametrize("drop", [False, True])
+@pytest.mark.parametrize("b,m", [(1, 2), (5, 4), (64, 4)])
+def test_draw_training_inputs(drop, b, m):
+    vols = _volumes(b, m)
+    target, slots, identity = draw_training_inputs(vols, torch.Generator().manual_seed(0), drop)
+    assert target.shape == (b, 1, 4, 4, 4) and slots.shape == vols.shape and identity.shape == (b, m)
+    k = identity.argmax(dim=1)
+    assert torch.equal(identity.sum(dim=1), torch.ones(b))
+    assert torch.equal(target[:, 0, 0, 0, 0], (k + 1).float())  # the target is the slot the identity names
+    kept = slots[:, :, 0, 0, 0] != 0
+    assert not kept[torch.arange(b), k].any()  # the target's slot is always empty
+    n_kept = kept.sum(dim=1)
+    assert (n_kept >= 1).all() and (n_kept <= m - 1).all()
+    if not drop:
+        assert (n_kept == m - 1).all()
+    elif b == 64:
+        assert set(n_kept.tolist()) == set(range(1, m))  # one, two and three inputs all occur
+    again = draw_training_inputs(vols, torch.Generator().manual_seed(0), drop)
+    assert torch.equal(again[1], slots) and torch.equal(again[2], identity)  # reproducible from the generator
+
+
+def test_condition_input_appends_constant_identity_channels():
+    cond, identity = torch.rand(2, 4, 8, 8, 8), torch.eye(4)[[1, 3]]
+    x = condition_input(cond, identity)
+    assert x.shape == (2, 36, 4, 4, 4)
+    assert torch.equal(x[:, 32:, 1, 2, 3], identity)
+    assert torch.equal(condition_input(cond), x[:, :32])
+
+
+def test_unified_task():
+    task = Task.unified(drop_conditions=True)
+    assert task.target == ANY and task.in_channels == 44 and task.targets == MODALITIES and task.is_unified
+    assert Task.from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    assert task.inputs_for("t1c", ["t1n", "t2f"]) == ("t1n", "t2f") and not task.is_default
+    with pytest.raises(CwdmError, match="drop_conditions needs"):
+        Task("t1c", Task.default("t1c").conditions, MODALITIES, True)
+    with pytest.raises(CwdmError, match="--drop_conditions needs --contr any"):
+        TrainConfig(contr="t1c", drop_conditions=True).task()
+
+
+def _train(data, run, *extra):
+    return cli(["train", "--data_dir", str(data), "--contr", "any", "--run_dir", str(run), "--num_workers", "0",
+                "--progress", "False", "--tensorboard", "False", "--lr", "1e-3", *TINY_FLAGS, *extra])
+
+
+@pytest.fixture(scope="module")
+def unified_runs(tmp_path_factory):
+    """Two tiny unified models trained 2 steps: with and without dropped conditions, exported."""
+    from conftest import write_brats_root
+
+    root = tmp_path_factory.mktemp("unified")
+    data = write_brats_root(root / "data", cases=2, shape=SHAPE)
+    out = {}
+    for name, extra in (("drop", ["--drop_conditions", "True"]), ("plain", [])):
+        assert _train(data, root / name, "--max_steps", "2", *extra) == 0
+        out[name] = root / f"{name}.pt"
+        assert cli(["export", str(root / name), str(out[name])]) == 0
+    return data, root, out
+
+
+def test_unified_training_and_export_keep_the_task(unified_runs):
+    data, root, out = unified_runs
+    assert Task.from_dict(json.loads((root / "drop" / "config.json").read_text())["task"]) == Task.unified(
+        drop_conditions=True)
+    ckpt = checkpoint_files(root / "drop")[-1]
+    assert read_checkpoint(ckpt)["model_config"]["in_channels"] == 44
+    exported = read_checkpoint(out["drop"])
+    assert "optimizer" not in exported and exported["step"] == 2
+    loaded = load_model(out["drop"])
+    assert loaded.task == Task.unified(drop_conditions=True) and loaded.config.in_channels == 44
+    assert cli(["export", str(root / "drop"), str(root / "bare.pt"), "--format", "state_dict"]) == 1
+    assert cli(["train", "--data_dir", str(data), "--run_dir", str(root / "x"), "--resume", str(out["drop"])]) == 1
+
+
+def test_exact_resume_of_a_unified_run(make_brats_root, tmp_path):
+    data = make_brats_root(cases=3, shape=SHAPE)
+    assert _train(data, tmp_path / "a", "--max_steps", "4", "--drop_conditions", "True") == 0
+    assert _train(data, tmp_path / "b", "--max_steps", "2", "--drop_conditions", "True") == 0
+    assert _train(data, tmp_path / "b", "--max_steps", "4", "--drop_conditions", "True", "--resume", "auto") == 0
+    a, b = (read_checkpoint(checkpoint_files(tmp_path / r)[-1])["model"] for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sample_with_a_unified_checkpoint(unified_runs, tmp_path, capsys):
+    data, _, out = unified_runs
+    res = tmp_path / "res"
+    assert cli(["sample", "--data_dir", str(data), "--model_path", str(out["plain"]), "--contr", "t1c",
+                "--output_dir", str(res), *FAST]) == 0
+    assert len(list(res.glob("*/*-t1c.nii.gz"))) == 2
+    assert cli(["sample", "--data_dir", str(data), "--model_path", str(out["plain"]), "--output_dir",
+                str(tmp_path / "r2"), *FAST]) == 1
+    assert "a unified checkpoint synthesizes any of t1n, t1c, t2w, t2f; pass --contr" in capsys.readouterr().err
+
+
+def test_auto_completes_whatever_is_missing(unified_runs, make_brats_root, tmp_path, capsys):
+    _, _, out = unified_runs
+    missing = {"BraTS-GLI-00000-000": ["t1n"], "BraTS-GLI-00001-000": ["t1c"], "BraTS-GLI-00002-000": ["t2w"],
+               "BraTS-GLI-00003-000": ["t2f"], "BraTS-GLI-00004-000": ["t1c", "t2f"]}
+    data = make_brats_root(cases=5, shape=SHAPE, missing=missing)
+    # without dropped conditions: the case missing two is reported and left alone
+    plain = tmp_path / "plain"
+    assert cli(["auto", "--data_dir", str(data), "--output_dir", str(plain), "--model", str(out["plain"]),
+                *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "skipping BraTS-GLI-00004-000: 2 modalities missing (t1c, t2f); the unified checkpoint was trained " \
+           "without --drop_conditions" in err
+    assert sorted(p.name for p in plain.glob("*/*.nii.gz")) == [
+        f"BraTS-GLI-0000{i}-000-{m}.nii.gz" for i, m in enumerate(["t1n", "t1c", "t2w", "t2f"])]
+    # with dropped conditions: every case is completed, each file from the acquired inputs only
+    done = tmp_path / "drop"
+    assert cli(["auto", "--data_dir", str(data), "--output_dir", str(done), "--model", f"any={out['drop']}",
+                *FAST]) == 0
+    assert "completed 5 cases (6 files written" in capsys.readouterr().err
+    record = json.loads((done / "cwdm_provenance.json").read_text())
+    inputs = {name: entry["inputs"] for name, entry in record["cases"].items()}
+    assert inputs["BraTS-GLI-00004-000/BraTS-GLI-00004-000-t1c.nii.gz"] == ["t1n", "t2w"]
+    assert inputs["BraTS-GLI-00004-000/BraTS-GLI-00004-000-t2f.nii.gz"] == ["t1n", "t2w"]
+    assert inputs["BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz"] == ["t1c", "t2w", "t2f"]
+
+
+def test_api_with_a_unified_checkpoint(unified_runs, tmp_path):
+    from cwdm import MissingModality
+
+    data, _, out = unified_runs
+    case = data / "BraTS-GLI-00000-000"
+    files = {m: case / f"BraTS-GLI-00000-000-{m}.nii.gz" for m in ("t1n", "t1c", "t2f")}
+    api = MissingModality(models={"any": out["plain"]}, sampler="ddim", steps=2)
+    written = api.infer_single(output_file=tmp_path / "x-t2w.nii.gz", **files)
+    assert written.is_file()
