@@ -46,7 +46,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from cwdm.checkpoint import LoadedModel
 from cwdm.diffusion import linear_schedule
 from cwdm.metrics import brasyn_normalize
-from cwdm.phantom import generate_case
+from cwdm.phantom_anatomy import generate_case
 from cwdm.preprocess import grid_for, prepare_volume
 from cwdm.runtime import precision
 from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
