@@ -285,8 +285,9 @@ def _notes(pairs: List[Pair], skipped: List[str], verbose: bool) -> None:
 
     n_ref = sum(p.reference_layout for p in pairs)
     if n_ref and verbose:
+        target = next(p.target for p in pairs if p.reference_layout)
         tqdm.write(f"note: {n_ref} cases hold the reference's results (<case>/sample.nii.gz); scored as "
-                   f"{next(p.target for p in pairs if p.reference_layout)}, put back on the case grid (cropped border = 0)", file=sys.stderr)
+                   f"{target}, put back on the case grid (cropped border = 0)", file=sys.stderr)
     if skipped and verbose:
         tqdm.write(f"note: {len(skipped)} prediction files are copies of their reference and were "
                    f"skipped (listed in {SUMMARY_NAME})", file=sys.stderr)
