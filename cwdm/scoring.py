@@ -31,17 +31,7 @@ DEFAULT_OUT = "evaluation"
 # ----------------------------------------------------------------------------- one pair
 
 def _load(path: Path) -> np.ndarray:
-    """The voxel array of a NIfTI file.
-
-    Args:
-        path: the ``.nii`` / ``.nii.gz`` file.
-
-    Returns:
-        Its (X, Y, Z) data array.
-
-    Raises:
-        CwdmError: the file cannot be read.
-    """
+    """The (X, Y, Z) data array of a NIfTI file (``CwdmError`` if it cannot be read)."""
     from .nifti_io import load_nifti
 
     data, _ = load_nifti(path)
@@ -49,14 +39,7 @@ def _load(path: Path) -> np.ndarray:
 
 
 def _fmt_shape(shape: Sequence[int]) -> str:
-    """A shape as messages write it, e.g. ``60x60x39``.
-
-    Args:
-        shape: the array shape.
-
-    Returns:
-        The sizes joined by ``x``.
-    """
+    """A shape as messages write it, e.g. ``60x60x39``."""
     return "x".join(str(int(s)) for s in shape)
 
 
