@@ -46,7 +46,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from cwdm.checkpoint import LoadedModel
 from cwdm.diffusion import linear_schedule
 from cwdm.metrics import brasyn_normalize
-from cwdm.phantom import generate_case
+from cwdm.phantom_anatomy import generate_case
 from cwdm.preprocess import grid_for, prepare_volume
 from cwdm.runtime import precision
 from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
@@ -207,7 +207,7 @@ def training_rows(args, device, size):
                 times = timed(lambda: train_step(parts, sched, target, cond, bf16, fmt), args.repeats, warmup=2)
             row["s_per_step"] = round(statistics.median(times), 4)
             row["peak_mib_step"] = round(peak_mib())
-            del model, parts
+            model = parts = None  # frees the GPU memory (pyflakes misreads a del of a name the lambda uses)
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             traceback.print_exc()

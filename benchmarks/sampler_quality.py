@@ -28,7 +28,7 @@ def parse(spec: str):
 
 
 def main():
-    from cwdm.evaluate import evaluate_dirs
+    from cwdm.scoring import evaluate_dirs
     from cwdm.sample import SampleConfig, sample
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

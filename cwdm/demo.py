@@ -82,8 +82,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the summary dict that is also written to ``summary.json``."""
     from .baseline import fit_linear_baseline, write_baseline
     from .data import discover_cases
-    from .evaluate import evaluate_dirs
-    from .phantom import make_phantom_set
+    from .phantom_set import make_phantom_set
+    from .scoring import evaluate_dirs
 
     if cfg.target not in MODALITIES:
         raise CwdmError(f"--target must be one of {', '.join(MODALITIES)}, got {cfg.target}")

@@ -33,7 +33,8 @@ the BraSyn challenge scores them (tumour scores need a ``-seg`` file; errors
 inside the brain mask: any reference volume of the case non-zero).
 
 Outputs in ``out_dir`` (default ``P/evaluation``), each written atomically
-(the statistics and the CSV / JSON writers are in :mod:`cwdm.evaluate_report`):
+(the scoring is in :mod:`cwdm.scoring`, the statistics and the CSV / JSON
+writers in :mod:`cwdm.evaluate_report`):
 
 * ``metrics.csv``: one row per (case, target) with the columns of
   :data:`CSV_FIELDS`. Floats are written with 10 significant digits, an
@@ -63,21 +64,19 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import List, Optional
 
 from . import MODALITIES
-from .errors import CwdmError
-from .evaluate_pairs import REFERENCE_CROP, Pair, find_pairs  # noqa: F401  (Pair, find_pairs: public API)
-from .evaluate_report import (CSV_FIELDS, CSV_NAME, SUMMARY_NAME, format_table,  # noqa: F401  (public API)
-                              summarize, write_csv, write_json, write_pair_montage)
+from .evaluate_pairs import Pair, find_pairs
+from .evaluate_report import CSV_FIELDS, CSV_NAME, SUMMARY_NAME, format_table
+from .scoring import DEFAULT_OUT, MONTAGE_DIR, evaluate_dirs, evaluate_pair
+
+# the library names are re-exported: they live in cwdm.scoring, cwdm.evaluate_pairs, cwdm.evaluate_report
+__all__ = ["EvaluateConfig", "CONFIG", "ALIASES", "HELP", "run", "evaluate_dirs", "evaluate_pair", "Pair",
+           "find_pairs", "CSV_FIELDS", "CSV_NAME", "SUMMARY_NAME", "MONTAGE_DIR", "DEFAULT_OUT"]
 
 HELP = ("SSIM (whole / tumour / non-tumour), PSNR, MSE and MAE of synthesized volumes "
         "against references (as the BraSyn challenge scores them), with CSV/JSON reports and PNG montages")
-
-MONTAGE_DIR = "montages"
-DEFAULT_OUT = "evaluation"
 
 
 @dataclass
@@ -106,201 +105,6 @@ class EvaluateConfig:
 
 CONFIG = EvaluateConfig
 ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "out_dir": ["out-dir"]}
-
-
-# ----------------------------------------------------------------------------- one pair
-
-def _load(path: Path) -> np.ndarray:
-    from .nifti_io import load_nifti
-
-    data, _ = load_nifti(path)
-    return data
-
-
-def _fmt_shape(shape: Sequence[int]) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
-def _load_matching(path: Path, shape: Sequence[int], against: str, consequence: str, problems: List[str],
-                   unreadable: Optional[str] = None) -> Optional[np.ndarray]:
-    """Load a volume that must have ``shape``; on failure append a problem line and return None.
-
-    The line names the file and says ``consequence`` (``unreadable`` replaces
-    it for a file that cannot be read); ``against`` names what the shape is
-    compared with.
-    """
-    try:
-        vol = _load(path)
-    except CwdmError as exc:
-        problems.append(f"{exc}; {unreadable or consequence}")
-        return None
-    if vol.shape != tuple(shape):
-        problems.append(f"{path}: shape {_fmt_shape(vol.shape)} differs from {against} "
-                        f"({_fmt_shape(shape)}); {consequence}")
-        return None
-    return vol
-
-
-def _on_reference_grid(pred: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """The reference's cropped result (X-16, Y-16, Z) placed back on the (X, Y, Z) grid, zeros in the
-    border; any other shape is returned as it is (and reported as a mismatch)."""
-    c = REFERENCE_CROP
-    x, y, z = (int(s) for s in shape)
-    if pred.shape != (x - 2 * c, y - 2 * c, z) or x <= 2 * c or y <= 2 * c:
-        return pred
-    out = np.zeros((x, y, z), dtype=pred.dtype)
-    out[c:x - c, c:y - c, :] = pred
-    return out
-
-
-def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_path: Optional[Path] = None,
-                  device: Any = None, pred_scale: str = "auto") -> Tuple[Optional[Dict[str, Any]], List[str]]:
-    """Metrics (and optionally the montage) of one pair.
-
-    ``pred_scale``: see :func:`cwdm.metrics.reference_on_prediction_scale`; the
-    scale used is the row's ``pred_scale``.
-
-    Returns:
-        (row dict with :data:`CSV_FIELDS` keys -- metrics ``nan`` and
-        ``problem`` set when a volume is degenerate --, or None if the pair
-        could not be read; problem lines).
-    """
-    from . import metrics as M
-
-    problems: List[str] = []
-    rcase = pair.ref_case
-    ref_path = rcase.files[pair.target]
-    try:
-        pred = _load(pair.pred)
-        ref = _load(ref_path)
-    except CwdmError as exc:
-        return None, [f"{exc}; {pair.case}/{pair.target} not evaluated"]
-    if pair.reference_layout:
-        pred = _on_reference_grid(pred, ref.shape)
-    if pred.shape != ref.shape:
-        return None, [f"{pair.pred}: shape {_fmt_shape(pred.shape)} differs from the reference "
-                      f"{ref_path.name} ({_fmt_shape(ref.shape)}); not evaluated"]
-
-    others: Dict[str, np.ndarray] = {}
-    for mod, path in rcase.files.items():
-        if mod == pair.target:
-            continue
-        vol = _load_matching(path, ref.shape, ref_path.name, "left out of the brain mask", problems,
-                             unreadable=f"left out of the brain mask of {pair.case}/{pair.target}")
-        if vol is not None:
-            others[mod] = vol
-    seg = None
-    if rcase.seg is not None:
-        seg = _load_matching(rcase.seg, ref.shape, ref_path.name, "tumour / non-tumour SSIM not computed",
-                             problems)
-
-    finite_refs = [v for v in (ref, *others.values()) if np.all(np.isfinite(v))]
-    mask = M.brain_mask(*finite_refs) if finite_refs else None
-    ref, used_scale = M.reference_on_prediction_scale(pred, ref, pred_scale)
-    row: Dict[str, Any] = {"case": pair.case, "target": pair.target, "problem": "", "pred_scale": used_scale}
-    try:
-        row.update(M.case_metrics(pred, ref, mask, seg, device=device))
-    except M.DegenerateVolume as exc:
-        bad = ref_path if exc.volume == "reference" else pair.pred
-        row.update(dict.fromkeys(M.METRIC_NAMES, float("nan")), problem=str(exc))
-        problems.append(f"{bad}: {exc}; {pair.case}/{pair.target} not scored (empty metric cells)")
-
-    std = None
-    if pair.std is not None:
-        std = _load_matching(pair.std, pred.shape, "the prediction", "uncertainty map ignored", problems)
-    row["has_std"] = std is not None
-
-    if montage_path is not None and not row["problem"]:
-        try:
-            write_pair_montage(montage_path, pair.case, pair.target, modalities, others, ref,
-                               {"synthesis": pred}, mask, std, seg)
-        except Exception as exc:  # a failed picture must not lose the metrics
-            problems.append(f"{montage_path}: montage not written ({type(exc).__name__}: {exc})")
-    return row, problems
-
-
-# ----------------------------------------------------------------------------- driver
-
-def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: Sequence[str] = MODALITIES,
-                  montage: bool = True, progress: bool = True, *, targets: Optional[Sequence[str]] = None,
-                  verbose: bool = True, device: Any = None,
-                  pred_scale: str = "auto") -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """Evaluate every prediction of ``pred_dir`` against ``ref_dir`` and write the reports.
-
-    Args:
-        pred_dir, ref_dir: see the module docstring.
-        out_dir: report folder (created); None: ``pred_dir/evaluation``.
-        modalities: modality names (conditions of a target are the others).
-        montage: write ``montages/<case>-<target>.png``.
-        progress: show a tqdm bar over the pairs' cases.
-        targets: evaluate only these modalities (default: all found).
-        verbose: print each problem as a ``warning:`` line on stderr.
-        device: torch device of the SSIM computation (None: CPU).
-        pred_scale: ``auto``, ``target`` or ``unit`` (:func:`cwdm.metrics.reference_on_prediction_scale`).
-
-    Returns:
-        (rows: one dict per evaluated pair with the :data:`CSV_FIELDS` keys --
-        floats may be ``nan``/``inf``; a degenerate pair has ``nan`` metrics
-        and a ``problem`` --, summary: the ``summary.json`` dict before JSON
-        sanitizing).
-
-    Raises:
-        CwdmError: a folder is missing, or the report folder cannot be created.
-    """
-    from tqdm import tqdm
-
-    modalities = list(modalities)
-    if targets:
-        unknown = [t for t in targets if t not in modalities]
-        if unknown:
-            raise CwdmError(f"unknown target modalities {unknown}; known: {', '.join(modalities)}")
-    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    out = Path(out_dir) if out_dir is not None else pred_dir / DEFAULT_OUT
-
-    def warn(msg: str) -> None:
-        if verbose:
-            tqdm.write(f"warning: {msg}", file=sys.stderr)
-
-    pairs, problems, skipped = find_pairs(pred_dir, ref_dir, modalities, targets)
-    for p in problems:
-        warn(p)
-    n_ref = sum(p.reference_layout for p in pairs)
-    if n_ref and verbose:
-        tqdm.write(f"note: {n_ref} cases hold the reference's results (<case>/sample.nii.gz); scored as "
-                   f"{next(p.target for p in pairs if p.reference_layout)}, put back on the case grid (cropped border = 0)", file=sys.stderr)
-    if skipped and verbose:
-        tqdm.write(f"note: {len(skipped)} prediction files are copies of their reference and were "
-                   f"skipped (listed in {SUMMARY_NAME})", file=sys.stderr)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if montage:
-            (out / MONTAGE_DIR).mkdir(exist_ok=True)
-    except OSError as exc:
-        raise CwdmError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
-
-    by_case: Dict[str, List[Pair]] = {}
-    for pair in pairs:
-        by_case.setdefault(pair.case, []).append(pair)
-    rows: List[Dict[str, Any]] = []
-    bar = tqdm(by_case.items(), total=len(by_case), desc="evaluate", unit="case",
-               disable=not progress, file=sys.stderr)
-    for case, case_pairs in bar:
-        bar.set_postfix_str(case, refresh=False)
-        for pair in case_pairs:
-            mpath = out / MONTAGE_DIR / f"{pair.case}-{pair.target}.png" if montage else None
-            row, pair_problems = evaluate_pair(pair, modalities, mpath, device=device, pred_scale=pred_scale)
-            for p in pair_problems:
-                warn(p)
-            problems.extend(pair_problems)
-            if row is not None:
-                rows.append(row)
-    bar.close()
-
-    summary = summarize(rows, problems, skipped, modalities)
-    summary.update({"pred_dir": str(pred_dir), "ref_dir": str(ref_dir), "out_dir": str(out)})
-    write_csv(out / CSV_NAME, rows)
-    write_json(out / SUMMARY_NAME, summary)
-    return rows, summary
 
 
 def run(cfg: EvaluateConfig) -> int:

@@ -15,7 +15,7 @@ so importing :mod:`cwdm` stays light. The PNG is written atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -75,6 +75,87 @@ def _display_range(vol: np.ndarray) -> Tuple[float, float]:
     return lo, hi
 
 
+def _column_volumes(columns: Sequence[tuple]) -> List[np.ndarray]:
+    """The volumes of the montage's columns, checked.
+
+    Args:
+        columns: ``(title, volume)`` or ``(title, volume, imshow_kwargs)`` tuples.
+
+    Returns:
+        One float32 (X, Y, Z) array per column.
+
+    Raises:
+        ValueError: no column, a malformed column, a volume that is not 3D or
+            whose shape differs from the first one's.
+    """
+    if not columns:
+        raise ValueError("save_montage needs at least one column")
+    vols: List[np.ndarray] = []
+    for col in columns:
+        if len(col) not in (2, 3):
+            raise ValueError("each column must be (title, volume) or (title, volume, imshow_kwargs)")
+        vol = np.asarray(col[1], dtype=np.float32)
+        if vol.ndim != 3:
+            raise ValueError(f"column {col[0]!r}: expected a 3D volume, got shape {vol.shape}")
+        if vols and vol.shape != vols[0].shape:
+            raise ValueError(f"column {col[0]!r}: shape {vol.shape} differs from {vols[0].shape}")
+        vols.append(vol)
+    return vols
+
+
+def _imshow_kwargs(col: tuple, vol: np.ndarray) -> Tuple[Dict[str, Any], Any]:
+    """The ``imshow`` arguments of one column and its colour-bar label.
+
+    Args:
+        col: the column tuple (its optional third item: imshow kwargs with an
+            optional ``"colorbar"`` label).
+        vol: the column's (X, Y, Z) volume (default display range).
+
+    Returns:
+        (kwargs with ``cmap``, ``vmin`` and ``vmax`` set, colour-bar label or None).
+    """
+    kwargs: Dict[str, Any] = dict(col[2]) if len(col) == 3 and col[2] else {}
+    bar_label = kwargs.pop("colorbar", None)
+    kwargs.setdefault("cmap", "gray")
+    if "vmin" not in kwargs or "vmax" not in kwargs:
+        lo, hi = _display_range(vol)
+        kwargs.setdefault("vmin", lo)
+        kwargs.setdefault("vmax", hi)
+    return kwargs, bar_label
+
+
+def _draw_column(fig: Any, axes: Any, j: int, col: tuple, vol: np.ndarray, center: Sequence[int]) -> None:
+    """Draw column ``j``: the three planes of one volume, titled, with its colour bar if asked.
+
+    Args:
+        fig: the matplotlib figure.
+        axes: its (3, ncols) grid of axes.
+        j: the column index.
+        col: the column tuple (title, volume[, imshow kwargs]).
+        vol: the column's float32 (X, Y, Z) volume.
+        center: voxel (x, y, z) the planes go through.
+    """
+    kwargs, bar_label = _imshow_kwargs(col, vol)
+    nrows = len(PLANES)
+    slices = mid_slices(vol, center)
+    for i, plane in enumerate(PLANES):
+        ax = axes[i][j]
+        image = ax.imshow(slices[plane], interpolation="nearest", aspect="equal", **kwargs)
+        if bar_label is not None and i == nrows - 1:
+            cax = ax.inset_axes([0.08, -0.09, 0.84, 0.05])  # under the column, outside the layout
+            bar = fig.colorbar(image, cax=cax, orientation="horizontal")
+            bar.set_label(str(bar_label), color="white", fontsize=8)
+            bar.ax.tick_params(colors="white", labelsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if i == 0:
+            ax.set_title(str(col[0]), color="white", fontsize=9)
+        if j == 0:
+            ax.set_ylabel(plane, color="white", fontsize=9)
+
+
 def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[int]] = None,
                  title: Optional[str] = None, panel_size: float = 2.2, dpi: int = 100) -> Path:
     """Write a PNG grid: rows = axial / coronal / sagittal, one column per volume.
@@ -91,27 +172,21 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
         center: voxel (x, y, z) the three planes go through; default
             :func:`volume_center` of all columns.
         title: optional figure title.
+        panel_size: inches per panel.
+        dpi: resolution of the PNG.
 
     Returns:
         ``path`` as a :class:`Path`.
+
+    Raises:
+        ValueError: see :func:`_column_volumes`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from .nifti_io import atomic_write
 
-    if not columns:
-        raise ValueError("save_montage needs at least one column")
-    vols = []
-    for col in columns:
-        if len(col) not in (2, 3):
-            raise ValueError("each column must be (title, volume) or (title, volume, imshow_kwargs)")
-        vol = np.asarray(col[1], dtype=np.float32)
-        if vol.ndim != 3:
-            raise ValueError(f"column {col[0]!r}: expected a 3D volume, got shape {vol.shape}")
-        if vols and vol.shape != vols[0].shape:
-            raise ValueError(f"column {col[0]!r}: shape {vol.shape} differs from {vols[0].shape}")
-        vols.append(vol)
+    vols = _column_volumes(columns)
     if center is None:
         center = volume_center(*vols)
     center = tuple(int(np.clip(c, 0, s - 1)) for c, s in zip(center, vols[0].shape))
@@ -124,30 +199,7 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
     fig.patch.set_facecolor("black")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for j, (col, vol) in enumerate(zip(columns, vols)):
-        kwargs: Dict[str, Any] = dict(col[2]) if len(col) == 3 and col[2] else {}
-        bar_label = kwargs.pop("colorbar", None)
-        kwargs.setdefault("cmap", "gray")
-        if "vmin" not in kwargs or "vmax" not in kwargs:
-            lo, hi = _display_range(vol)
-            kwargs.setdefault("vmin", lo)
-            kwargs.setdefault("vmax", hi)
-        slices = mid_slices(vol, center)
-        for i, plane in enumerate(PLANES):
-            ax = axes[i][j]
-            image = ax.imshow(slices[plane], interpolation="nearest", aspect="equal", **kwargs)
-            if bar_label is not None and i == nrows - 1:
-                cax = ax.inset_axes([0.08, -0.09, 0.84, 0.05])  # under the column, outside the layout
-                bar = fig.colorbar(image, cax=cax, orientation="horizontal")
-                bar.set_label(str(bar_label), color="white", fontsize=8)
-                bar.ax.tick_params(colors="white", labelsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if i == 0:
-                ax.set_title(str(col[0]), color="white", fontsize=9)
-            if j == 0:
-                ax.set_ylabel(plane, color="white", fontsize=9)
+        _draw_column(fig, axes, j, col, vol, center)
     if title:
         fig.suptitle(title, color="white", fontsize=10)
     fig.tight_layout()

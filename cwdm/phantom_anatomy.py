@@ -26,10 +26,11 @@ Everything is computed only at the brain voxels of the output grid, so a
 full-size case takes about one to two seconds; ``downsample`` F samples the
 same model directly on a coarser grid (see :func:`grid_shape`).
 
-This module holds the tumour shapes, the bias field, the intensity of each
-contrast and :func:`generate_case`; the output grid, the templates and the
-spatial transform (affine, warp, mass effect) are in :mod:`cwdm.phantom_geometry`,
-whose public names are re-exported here.
+This module holds the random parameters of a subject, the tumour shapes and
+:func:`generate_case`; the intensity of each contrast, the bias field and the
+noise are in :mod:`cwdm.phantom_contrast`; the output grid, the templates and
+the spatial transform (affine, warp, mass effect) are in
+:mod:`cwdm.phantom_geometry`, whose public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from .phantom_geometry import (BRATS_AFFINE, BRATS_SHAPE, TEMPLATE_FILES, Templates,  # noqa: F401
-                               check_downsample, grid_affine, grid_shape, load_templates)
-from .phantom_geometry import _coordinates, _crop, _mass_effect, _output_to_template, _rotation
+from .phantom_contrast import CHOROID, _acquire, _contrasts
+from .phantom_geometry import (BRATS_AFFINE, BRATS_SHAPE, TEMPLATE_FILES, Templates, check_downsample,
+                               grid_affine, grid_shape, load_templates)
+from .phantom_geometry import _on_grid, _rotation, _subject_grid
 
 LABEL_NECROSIS, LABEL_EDEMA, LABEL_ENHANCING = 1, 2, 3
-CHOROID = np.array([25.0, -38.0, 14.0])      # MNI mm of the right ventricular atrium
+# CHOROID and the phantom_geometry names are re-exported
+__all__ = ["generate_case", "LABEL_NECROSIS", "LABEL_EDEMA", "LABEL_ENHANCING", "CHOROID", "BRATS_AFFINE",
+           "BRATS_SHAPE", "TEMPLATE_FILES", "Templates", "check_downsample", "grid_affine", "grid_shape",
+           "load_templates"]
 
 
 # ----------------------------------------------------------------- random helpers
@@ -158,14 +163,50 @@ def _tumour(d: np.ndarray, tissue: dict, p: dict, f: int) -> dict:
             "texture": p["texture"](d), "labels": labels}
 
 
-def _bias(points: np.ndarray, coef: np.ndarray, amp: float) -> np.ndarray:
-    """Smooth multiplicative field 1 + amp * n, n a quadratic scaled to [-0.5, 0.5]."""
-    u, v, w = points
-    n = (coef[0] * u + coef[1] * v + coef[2] * w + coef[3] * u * u + coef[4] * v * v
-         + coef[5] * w * w + coef[6] * u * v + coef[7] * u * w + coef[8] * v * w)
-    lo, hi = float(n.min()), float(n.max())
-    n = (n - 0.5 * (lo + hi)) / max(hi - lo, 1e-6)
-    return (1.0 + amp * n).astype(np.float32)
+def _sample_templates(tpl: Templates, grid: dict) -> tuple:
+    """Template T1, T2 and tissue fractions at the brain voxels.
+
+    Args:
+        tpl: the templates.
+        grid: the resampling (:func:`_subject_grid`).
+
+    Returns:
+        (t1, t2, fractions): float32 (n,) template intensities and
+        ``{"gm", "wm", "csf"}`` float32 (n,) fractions summing to 1.
+    """
+    def sample(volume):
+        return ndimage.map_coordinates(volume, grid["pts"], order=1, mode="constant", cval=0.0,
+                                       prefilter=False, output=np.float32)
+
+    t1, t2, gm, wm = sample(tpl.t1), sample(tpl.t2), sample(tpl.gm), sample(tpl.wm)
+    csf = np.clip(grid["mask"] - gm - wm, 0.0, 1.0)
+    total = np.maximum(gm + wm + csf, 1e-3)
+    return t1, t2, {"gm": gm / total, "wm": wm / total, "csf": csf / total}
+
+
+def _tumour_near(grid: dict, fractions: dict, p: dict, f: int) -> tuple:
+    """The tumour at the brain voxels near its centre (positions before the push).
+
+    Args:
+        grid: the resampling (:func:`_subject_grid`).
+        fractions: the tissue fractions (n,) at the brain voxels.
+        p: the subject's parameters.
+        f: the downsampling factor.
+
+    Returns:
+        (near, tum, seg): (k,) indices of the brain voxels the tumour may
+        reach, the :func:`_tumour` compartments (k,) there, uint8 (n,) labels
+        of all brain voxels.
+    """
+    centre = p["centre"].astype(np.float32)[:, None]
+    d = (grid["pts"] - centre) / grid["push"]
+    lob = 1.0 + p["lobes"].amp.sum()
+    reach = (p["radius"] + 1.6 * p["edema"] + 4.0 + 0.5 * f) * lob + 2.0
+    near = np.flatnonzero((d * d).sum(0) < reach ** 2)
+    tum = _tumour(d[:, near], {k: v[near] for k, v in fractions.items()}, p, f)
+    seg = np.zeros(grid["flat"].size, dtype=np.uint8)
+    seg[near] = tum["labels"]
+    return near, tum, seg
 
 
 def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: bool = False) -> dict:
@@ -178,6 +219,18 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     byte-identical however many other cases are made. ``tissue=True`` adds
     ``"tissue": {"gm", "wm", "csf"}``, the float32 tissue fractions of the
     healthy anatomy at each brain voxel (0 outside), for checks and tests.
+
+    Args:
+        seed: non-negative random seed.
+        index: non-negative case number.
+        downsample: grid factor F (1 to 16).
+        tissue: add the tissue fractions.
+
+    Returns:
+        The case dict described above.
+
+    Raises:
+        ValueError: a negative or non-integer seed or index.
     """
     if int(seed) != seed or int(index) != index or seed < 0 or index < 0:
         raise ValueError(f"seed and index must be non-negative integers, got {seed!r}, {index!r}")
@@ -187,102 +240,12 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     p = _draw_parameters(rng, tpl, f)
     shape = grid_shape(f)
 
-    # one resampling: affine + elastic warp + mass effect, at brain voxels only
-    m = _output_to_template(p, tpl, f)
-    box = _crop(m, tpl, shape, f)
-    q = _coordinates(m, box, p, f)
-    g = _mass_effect(q, p)
-    mask = ndimage.map_coordinates(tpl.mask, q, order=1, mode="constant", cval=0.0,
-                                   prefilter=False, output=np.float32)
-    inside = mask > 0.5
-    flat = np.flatnonzero(inside)
-    pts = q.reshape(3, -1)[:, flat]
-    del q
-
-    def sample(volume):
-        return ndimage.map_coordinates(volume, pts, order=1, mode="constant", cval=0.0,
-                                       prefilter=False, output=np.float32)
-
-    t1, t2, gm, wm = sample(tpl.t1), sample(tpl.t2), sample(tpl.gm), sample(tpl.wm)
-    csf = np.clip(mask.ravel()[flat] - gm - wm, 0.0, 1.0)
-    total = np.maximum(gm + wm + csf, 1e-3)
-    fractions = {"gm": gm / total, "wm": wm / total, "csf": csf / total}
-    ref1, ref2 = tpl.ref["t1"], tpl.ref["t2"]
-
-    # tumour near its centre (positions before the push)
-    centre = p["centre"].astype(np.float32)[:, None]
-    d = (pts - centre) / g.ravel()[flat]
-    lob = 1.0 + p["lobes"].amp.sum()
-    reach = (p["radius"] + 1.6 * p["edema"] + 4.0 + 0.5 * f) * lob + 2.0
-    near = np.flatnonzero((d * d).sum(0) < reach ** 2)
-    tum = _tumour(d[:, near], {k: v[near] for k, v in fractions.items()}, p, f)
-    tex = tum["texture"]
-    core, nec, ed = tum["core"], tum["necrosis"], tum["edema"]
-    seg = np.zeros(flat.size, dtype=np.uint8)
-    seg[near] = tum["labels"]
-
-    def paint(image, base, core_value):
-        image[near] = base * (1.0 - core) + core * core_value
-        return image
-
-    # t1n / t1c: template T1; edema darker, necrosis CSF-like, rim enhancing on t1c only
-    wm1 = np.float32(ref1["wm"])
-    t1 = wm1 * (t1 / wm1) ** np.float32(p["gamma"][0])
-    base = t1[near] * (1.0 - np.float32(p["t1_edema"]) * ed)
-    necro = wm1 * p["t1_necrosis"] * (1.0 + 0.08 * tex)
-    t1n = paint(t1.copy(), base, nec * necro + (1 - nec) * wm1 * p["t1_rim"] * (1.0 + 0.08 * tex))
-    t1c = paint(t1.copy(), base, nec * necro + (1 - nec) * wm1 * p["t1c_rim"] * (1.0 + 0.15 * tex))
-
-    # choroid plexus: patchy enhancement in the CSF of both ventricular atria
-    fluid = np.flatnonzero(fractions["csf"] > 0.3)
-    world = pts[:, fluid].T @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]
-    blob = np.zeros(fluid.size, dtype=np.float32)
-    for side in (-1.0, 1.0):
-        blob += np.exp(-((world - CHOROID * [side, 1, 1]) ** 2).sum(1) / (2 * 5.0 ** 2)).astype(np.float32)
-    blob *= fractions["csf"][fluid] * (0.6 + 0.4 * p["choroid_tex"](world.T.astype(np.float32)))
-    t1c[fluid] += wm1 * np.float32(p["choroid"]) * blob
-
-    # t2w: template T2; edema and necrosis bright
-    csf2, wm2, gm2 = (np.float32(ref2[k]) for k in ("csf", "wm", "gm"))
-    t2g = csf2 * (t2 / csf2) ** np.float32(p["gamma"][1])
-    edema2 = 0.35 * t2g[near] + 0.65 * wm2 * p["t2_edema"] * (1.0 + 0.1 * tex)
-    base = t2g[near] * (1.0 - ed) + ed * edema2
-    t2w = paint(t2g, base, nec * csf2 * p["t2_necrosis"] * (1.0 + 0.05 * tex)
-                + (1 - nec) * wm2 * p["t2_rim"] * (1.0 + 0.08 * tex))
-
-    # t2f: tissue model (grey 1, white < 1, CSF suppressed) times the T2 detail
-    gmf, wmf, csff = fractions["gm"], fractions["wm"], fractions["csf"]
-    flair = gmf + p["flair_wm"] * wmf + p["flair_csf"] * csff
-    expected = gmf * gm2 + wmf * wm2 + csff * csf2
-    detail = np.clip(t2 / expected, 0.7, 1.4) - 1.0
-    flair *= 1.0 + 0.8 * detail * (1.0 - csff)
-    base = flair[near] * (1.0 - ed) + ed * p["flair_edema"] * (1.0 + 0.1 * tex)
-    t2f = paint(flair, base, nec * p["flair_necrosis"] * (1.0 + 0.08 * tex)
-                + (1 - nec) * p["flair_rim"] * (1.0 + 0.08 * tex))
-
-    # bias field, gain, Rician noise; background stays exactly 0
-    ijk = np.unravel_index(flat, inside.shape)
-    half = (np.array(shape) - 1) / 2.0
-    where = np.stack([((ijk[a] + box[a].start) - half[a]) / half[a] for a in range(3)]).astype(np.float32)
-    images = {"t1n": t1n / wm1, "t1c": t1c / wm1, "t2w": t2w / csf2, "t2f": t2f}
-    out = {}
-    for c, name in enumerate(("t1n", "t1c", "t2w", "t2f")):
-        signal = images[name] * _bias(where, p["bias_coef"][c], p["bias_amp"][c])
-        signal *= np.float32(p["gain"][name])
-        sigma = np.float32(p["noise"][c] * float(signal.mean()))
-        noise = rng.standard_normal((2, flat.size), dtype=np.float32) * sigma
-        signal = np.hypot(signal + noise[0], noise[1])
-        volume = np.zeros(shape, dtype=np.int16)
-        volume[box][inside] = np.clip(np.rint(signal), 1, 32767).astype(np.int16)
-        out[name] = volume
-    labels = np.zeros(shape, dtype=np.uint8)
-    labels[box][inside] = seg
-    out["seg"] = labels
+    grid = _subject_grid(p, tpl, shape, f)
+    t1, t2, fractions = _sample_templates(tpl, grid)
+    near, tum, seg = _tumour_near(grid, fractions, p, f)
+    out = _acquire(_contrasts(t1, t2, fractions, near, tum, grid, p, tpl), grid, shape, p, rng)
+    out["seg"] = _on_grid(seg, shape, grid, np.uint8)
     out["affine"] = grid_affine(f)
     if tissue:
-        out["tissue"] = {}
-        for name, values in fractions.items():
-            volume = np.zeros(shape, dtype=np.float32)
-            volume[box][inside] = values
-            out["tissue"][name] = volume
+        out["tissue"] = {name: _on_grid(values, shape, grid, np.float32) for name, values in fractions.items()}
     return out

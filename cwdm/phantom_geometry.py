@@ -5,8 +5,10 @@ loading of the templates shipped in ``cwdm/templates/icbm152`` (see the
 ``COPYING`` notice there) with their resampling onto the 2009c grid and the
 low-pass filtering for a coarser output grid (:func:`load_templates`), and the
 coordinate field of the one linear resampling of a subject: random affine,
-elastic warp and the tumour's mass effect. The tumour and contrast model and
-:func:`~cwdm.phantom_anatomy.generate_case` are in :mod:`cwdm.phantom_anatomy`.
+elastic warp and the tumour's mass effect, applied at the brain voxels of the
+output grid by :func:`_subject_grid`. The tumour model and
+:func:`~cwdm.phantom_anatomy.generate_case` are in :mod:`cwdm.phantom_anatomy`,
+the contrasts in :mod:`cwdm.phantom_contrast`.
 """
 
 from __future__ import annotations
@@ -251,3 +253,52 @@ def _mass_effect(q: np.ndarray, p: dict) -> np.ndarray:
         q[c] *= g
         q[c] += centre[c]
     return g
+
+
+# ------------------------------------------------------------- one resampling
+
+def _subject_grid(p: dict, tpl: Templates, shape: tuple, f: int) -> dict:
+    """The one resampling of a subject (affine + elastic warp + mass effect), at brain voxels only.
+
+    Args:
+        p: the subject's parameters (:func:`cwdm.phantom_anatomy._draw_parameters`).
+        tpl: the templates at downsampling ``f``.
+        shape: the output grid (X, Y, Z).
+        f: the downsampling factor.
+
+    Returns:
+        ``{"box": tuple of 3 slices (the output-grid box that holds the brain),
+        "inside": boolean (bx, by, bz) brain mask of the box, "flat": (n,) flat
+        indices of its brain voxels, "pts": float32 (3, n) template voxel
+        coordinates they sample, "push": float32 (n,) mass-effect factor g
+        (:func:`_mass_effect`), "mask": float32 (n,)
+        interpolated template brain mask}``.
+    """
+    m = _output_to_template(p, tpl, f)
+    box = _crop(m, tpl, shape, f)
+    q = _coordinates(m, box, p, f)
+    g = _mass_effect(q, p)
+    mask = ndimage.map_coordinates(tpl.mask, q, order=1, mode="constant", cval=0.0,
+                                   prefilter=False, output=np.float32)
+    inside = mask > 0.5
+    flat = np.flatnonzero(inside)
+    pts = q.reshape(3, -1)[:, flat]
+    return {"box": box, "inside": inside, "flat": flat, "pts": pts, "push": g.ravel()[flat],
+            "mask": mask.ravel()[flat]}
+
+
+def _on_grid(values: np.ndarray, shape: tuple, grid: dict, dtype) -> np.ndarray:
+    """A volume of the output grid holding ``values`` at the brain voxels, 0 elsewhere.
+
+    Args:
+        values: (n,) values at the brain voxels.
+        shape: the output grid (X, Y, Z).
+        grid: the resampling (:func:`_subject_grid`).
+        dtype: the volume's dtype.
+
+    Returns:
+        The (X, Y, Z) volume.
+    """
+    volume = np.zeros(shape, dtype=dtype)
+    volume[grid["box"]][grid["inside"]] = values
+    return volume
