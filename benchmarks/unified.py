@@ -107,7 +107,7 @@ def runs_of(a) -> list:
     runs.append(("unified", "any", 4 * a.steps, False))
     if not a.skip_drop:
         runs.append(("unified-drop", "any", 4 * a.steps, True))
-    return runs
+    return [r for r in runs if not a.models or r[0] in a.models]
 
 
 def evaluations(models: dict) -> list:
@@ -115,8 +115,7 @@ def evaluations(models: dict) -> list:
     jobs = []
     for target in MODALITIES:
         others = tuple(m for m in MODALITIES if m != target)
-        jobs.append((f"per-contrast-{target}", target, others))
-        jobs.append(("unified", target, others))
+        jobs += [(name, target, others) for name in (f"per-contrast-{target}", "unified") if name in models]
         if "unified-drop" in models:
             for k in (3, 2, 1):
                 jobs += [("unified-drop", target, inputs) for inputs in itertools.combinations(others, k)]
@@ -203,6 +202,7 @@ def main(argv=None) -> int:
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip_drop", action="store_true", help="leave out the drop-conditions model")
+    p.add_argument("--models", nargs="*", default=[], help="only these runs (e.g. unified-drop; default: all)")
     p.add_argument("--data_only", action="store_true", help="only write the phantom data (to carry it elsewhere)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
