@@ -131,10 +131,11 @@ def write_reports(out: Path, rows: list, models: dict, a) -> None:
     full = {(r["model"].split("-")[0] + ("-drop" if r["model"] == "unified-drop" else ""), r["target"]): r
             for r in rows if r["missing"] == 1}
     lines = [f"# Unified vs per-contrast ({a.device}, phantom, downsample {a.downsample}, "
-             f"{a.test_cases} held-out cases, ddim {a.sampling_steps})", "",
-             "| model | training steps | wall s |", "|---|---|---|"]
-    lines += [f"| {m['name']} | {m['steps']} | {m['seconds']} |" for m in models.values()]
-    lines += ["", "| target | per-contrast SSIM | unified SSIM | unified-drop SSIM | per-contrast PSNR | "
+             f"{a.test_cases} held-out cases, ddim {a.sampling_steps})", ""]
+    if models:
+        lines += ["| model | training steps | wall s |", "|---|---|---|"]
+        lines += [f"| {m['name']} | {m['steps']} | {m['seconds']} |" for m in models.values()] + [""]
+    lines += ["| target | per-contrast SSIM | unified SSIM | unified-drop SSIM | per-contrast PSNR | "
                   "unified PSNR | unified-drop PSNR |", "|---|---|---|---|---|---|---|"]
     for t in MODALITIES:
         cells = [full.get((k, t)) for k in ("per", "unified", "unified-drop")]
@@ -173,7 +174,8 @@ def plot(out: Path, full: dict, drop: list) -> None:
         axes[0].bar([v + 0.27 * (i - 1) for v in x], vals, width=0.27, label=key.replace("per", "per-contrast"))
     axes[0].set_xticks(list(x), MODALITIES)
     axes[0].set_ylabel("SSIM (challenge)")
-    axes[0].set_ylim(0.5, 1.0)
+    shown = [r["ssim"] for r in full.values()]
+    axes[0].set_ylim(min(shown) - 0.01 if shown else 0.5, 1.0)
     axes[0].legend(fontsize=8)
     axes[0].set_title("one modality missing")
     for t in MODALITIES:
@@ -203,9 +205,16 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip_drop", action="store_true", help="leave out the drop-conditions model")
     p.add_argument("--models", nargs="*", default=[], help="only these runs (e.g. unified-drop; default: all)")
+    p.add_argument("--report", type=Path, nargs="*", default=[],
+                   help="only write the tables and plot of these unified.csv files (e.g. runs on two machines)")
     p.add_argument("--data_only", action="store_true", help="only write the phantom data (to carry it elsewhere)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.report:
+        rows = [dict(r, missing=int(r["missing"]), ssim=float(r["ssim"]), psnr=float(r["psnr"]))
+                for path in a.report for r in csv.DictReader(open(path))]
+        write_reports(a.out, rows, {}, a)
+        return 0
     train_dir, test_dir = make_data(a.out, a)
     if a.data_only:
         return 0

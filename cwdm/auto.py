@@ -1,13 +1,16 @@
-"""``cwdm auto``: complete case folders that miss one modality (the BraSyn use).
+"""``cwdm auto``: complete case folders that miss a modality (the BraSyn use).
 
-For each case folder the one missing modality is detected, the checkpoint for
-it is chosen (``--model t1n=PATH``, ``--model_t1n PATH`` ... or one file per
-contrast in ``--models_dir``), the modality is synthesized from the present ones and
+For each case folder the missing modality is detected, the checkpoint for it
+is chosen (``--model t1n=PATH``, ``--model_t1n PATH`` ... or one file per
+contrast in ``--models_dir``; a unified ``--model any=PATH`` for whatever has no
+checkpoint of its own), the modality is synthesized from the present ones and
 written as ``<case>-<modality>.nii.gz`` into the case folder (or
 ``--output_dir/<case>/``) with the header and affine of a present modality.
 Existing files are never touched. Cases with nothing missing are skipped;
-cases missing two or more modalities, lacking a checkpoint or with bad files
-are reported and skipped. Exit status 0 only if every case ends up complete.
+cases missing two or more modalities (unless a unified checkpoint trained with
+dropped conditions is given: :mod:`cwdm.completion`), lacking a checkpoint or
+with bad files are reported and skipped. Exit status 0 only if every case ends
+up complete.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .task import ANY
 from .runtime import dist_from_env, select_device
 from .synthesis import AUTO_THRESHOLD, Synthesizer
 
-HELP = "complete case folders that miss one modality (BraSyn use)"
+HELP = "complete case folders that miss a modality (BraSyn use)"
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .nifti_io import check_destination
 COMMANDS = {
     "train": ("cwdm.train", "train a conditional wavelet diffusion model for one target contrast"),
     "sample": ("cwdm.sample", "synthesize the target contrast of every case of a folder (paired mode)"),
-    "auto": ("cwdm.auto", "complete case folders that miss one modality (BraSyn use)"),
+    "auto": ("cwdm.auto", "complete case folders that miss a modality (BraSyn use)"),
     "export": ("cwdm.export", "write a bare state_dict in the released format from a training checkpoint"),
     "evaluate": ("cwdm.evaluate", "SSIM / PSNR / MSE of synthesized volumes against references"),
     "dropout": ("cwdm.dropout", "build a pseudo-validation set by dropping one modality per case"),
