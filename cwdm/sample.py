@@ -97,7 +97,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
                                     batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar, clock=clock,
                                     on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec))
     status = 0 if bad == 0 else 1
-    after = _next_step(cfg, out_root, status) if next_step else ""
+    after = _next_step(cfg, out_root, status, task) if next_step else ""
     say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{after}")
     return status
 
@@ -134,10 +134,11 @@ def _provenance(cfg: SampleConfig, options, device, target: str, loaded, rank: i
     return record
 
 
-def _next_step(cfg: SampleConfig, out_root: Path, status: int) -> str:
-    """The end of the closing line: what to run next."""
+def _next_step(cfg: SampleConfig, out_root: Path, status: int, task) -> str:
+    """The end of the closing line: what to run next (``--modalities`` when the task names others)."""
     if status == 0:
-        return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}"
+        names = "" if tuple(task.modalities) == MODALITIES else " --modalities " + " ".join(map(quote, task.modalities))
+        return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}{names}"
     return "; fix or remove the unusable cases above, then rerun the same command (done cases are skipped)"
 
 
