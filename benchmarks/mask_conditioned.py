@@ -62,7 +62,7 @@ def say(msg: str) -> None:
 
 def make_data(out: Path, demo, train_cases: int, test_cases: int) -> tuple:
     from cwdm.masks import write_brain_masks
-    from cwdm.phantom import make_phantom_set
+    from cwdm.phantom_set import make_phantom_set
 
     train, test = out / "data" / "train", out / "data" / "test"
     for folder, n, start in ((train, train_cases, 0), (test, test_cases, train_cases)):
@@ -75,8 +75,9 @@ def make_data(out: Path, demo, train_cases: int, test_cases: int) -> tuple:
 
 def train_model(name: str, data: Path, run_dir: Path, demo, steps: int) -> Path:
     """Train one t1c model with the demo's settings; returns its last checkpoint."""
-    from cwdm.train import TrainConfig, train
+    from cwdm.train_config import TrainConfig
     from cwdm.train_state import latest_checkpoint
+    from cwdm.training import train
 
     conditions, label_maps, modalities = MODELS[name]
     cfg = TrainConfig(data_dir=data, contr=TARGET, modalities=modalities, conditions=conditions,
@@ -166,7 +167,7 @@ def write_baseline(cases, fit: dict, kind: str, out: Path) -> None:
 
 def score(pred_dir: Path, test: Path, out: Path) -> dict:
     """Mean (and SSIM std) of ``cwdm evaluate``'s metrics over the held-out cases."""
-    from cwdm.evaluate import evaluate_dirs
+    from cwdm.scoring import evaluate_dirs
 
     rows, summary = evaluate_dirs(pred_dir, test, out, montage=False, progress=False, verbose=False)
     overall = summary["overall"]

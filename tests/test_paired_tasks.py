@@ -116,12 +116,12 @@ def test_post_processing_mask_of_label_tasks(mask_data):
     cases = discover_cases(mask_data, modalities)
     seg_first = Task.default("t1c", modalities, ["seg", "t1n"], {"seg": (1, 2, 3)})
     item = InferenceDataset(cases[:1], seg_first, divisor=4)[0]
-    assert item["brain"].equal(item["conditions"][3])  # t1n, after the three seg channels
+    assert item["first_input"].equal(item["conditions"][3])  # t1n, after the three seg channels
     masks_only = Task.default("t1c", modalities, ["seg", "brain"],
                               {"seg": (1, 2, 3), "brain": (1,)})
     item = InferenceDataset(cases[:1], masks_only, divisor=4)[0]
-    assert item["brain"].equal((item["conditions"].amax(0) > 0).float())
-    assert item["brain"].equal(item["conditions"][3])  # the brain mask holds the tumour
+    assert item["first_input"].equal((item["conditions"].amax(0) > 0).float())
+    assert item["first_input"].equal(item["conditions"][3])  # the brain mask holds the tumour
     assert item["reference"].endswith("-seg.nii.gz")
 
 
@@ -163,14 +163,17 @@ def test_sample_skips_a_case_with_a_bad_label_map(tmp_path, mask_data, capsys):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [c.name for c in discover_cases(mask_data)[1:]]
 
 
-def test_export_of_a_label_task_says_to_sample_with_the_checkpoint(tmp_path, mask_data, capsys):
+def test_exported_label_task_samples_like_its_training_checkpoint(tmp_path, mask_data):
     run = tmp_path / "run"
     assert _train(mask_data, run, "--contr", "t1c", "--conditions", "seg", "t1n", "--label_maps", "seg=1,2,3") == 0
-    capsys.readouterr()
-    assert cli(["export", str(run), str(tmp_path / "m.pt")]) == 0
-    captured = capsys.readouterr()
-    assert "cannot store this model's task (t1c from seg (labels 1 2 3), t1n)" in captured.err
-    assert f"--model_path {_checkpoint(run)}" in captured.out
+    assert cli(["export", str(run), str(tmp_path / "m.pt")]) == 0  # keeps the task (see cwdm.export)
+    assert Task.from_dict(read_checkpoint(tmp_path / "m.pt")["task"]).label_maps == {"seg": (1, 2, 3)}
+    for name, model in (("ckpt", _checkpoint(run)), ("export", tmp_path / "m.pt")):
+        assert cli(["sample", "--data_dir", str(mask_data), "--model_path", str(model), "--output_dir",
+                    str(tmp_path / name), "--num_groups", "4", *FAST]) == 0
+    case = discover_cases(mask_data)[0]
+    written = [load_nifti(tmp_path / name / case.name / f"{case.prefix}-t1c.nii.gz")[0] for name in ("ckpt", "export")]
+    assert np.array_equal(*written)
 
 
 def test_worker_errors_keep_their_one_line_message():
