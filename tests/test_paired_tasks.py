@@ -128,12 +128,16 @@ def test_post_processing_mask_of_label_tasks(mask_data):
 def _break_seg(case, value) -> None:
     img = nib.load(str(case.seg))
     seg = np.asarray(img.dataobj).astype(np.float32)
-    seg[seg > 0] = value
+    if value == "shape":
+        seg = seg[:, :-2]
+    else:
+        seg[seg > 0] = value
     nib.save(nib.Nifti1Image(seg, img.affine), str(case.seg))
 
 
 @pytest.mark.parametrize("value,message", [(4, r"labels \[4\] are not in the declared set \[1, 2, 3\]"),
-                                           (2.5, "a label map must hold whole numbers")])
+                                           (2.5, "a label map must hold whole numbers"),
+                                           ("shape", r"shape 24x30x16 differs from .*-t1n.nii.gz \(24x32x16\)")])
 def test_bad_label_maps_are_refused_through_the_cli(tmp_path, mask_data, capsys, value, message):
     case = discover_cases(mask_data)[1]
     _break_seg(case, value)
