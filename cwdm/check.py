@@ -2,7 +2,9 @@
 
 Prints one line per case with the modalities present, then each problem of
 that case (one line each, naming the file), and a summary. Exit status 1 when
-any case is unusable.
+any case is unusable. ``--label_maps seg=1,2,3`` also checks that every voxel
+of those label maps is 0 or a declared label (as ``cwdm train`` does for a
+task's label-map conditions).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import List, Optional
 from . import MODALITIES
 from .data import SEG, discover_cases, validate_cases
 from .errors import CwdmError
+from .task import parse_labels
 
 HELP = "validate a data folder and report every bad case"
 
@@ -31,6 +34,9 @@ class CheckConfig:
     divisor: Optional[int] = field(default=None,
                                    metadata={"help": "model size divisor to check shapes against "
                                                      "(32 for the released models); none: skip"})
+    label_maps: List[str] = field(default_factory=list, metadata={
+        "help": "label maps to check, as NAME=L1,L2,... with the declared non-zero labels (e.g. seg=1,2,3): "
+                "every voxel must be 0 or one of them; repeatable", "repeatable": True})
     header_only: bool = field(default=False,
                               metadata={"help": "read headers only (skip the voxel checks: "
                                                 "corrupt data, NaN/Inf, empty volumes)"})
@@ -47,9 +53,13 @@ def run(cfg: CheckConfig) -> int:
     unknown = [m for m in cfg.require if m not in modalities]
     if unknown:
         raise CwdmError(f"--require names unknown modalities {unknown}; known: {', '.join(modalities)}")
+    labels = parse_labels(cfg.label_maps)
+    unknown = [m for m in labels if m not in modalities and m != SEG]
+    if unknown:
+        raise CwdmError(f"--label_maps names unknown modalities {unknown}; known: {', '.join(modalities)}, {SEG}")
     cases = discover_cases(cfg.data_dir, modalities)
     results = validate_cases(cases, cfg.require, cfg.divisor, read_data=not cfg.header_only,
-                             workers=max(1, int(cfg.workers)))
+                             workers=max(1, int(cfg.workers)), labels=labels)
     width = max(len(c.name) for c in cases)
     counts = {m: 0 for m in modalities}
     for case in cases:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from .preprocess import Grid, clip_and_normalize, grid_for
 from .task import IMAGE, Condition, Task
 
 __all__ = ["SEG", "Case", "discover_cases", "validate_case", "validate_cases",
-           "check_cases", "PairedVolumeDataset", "InferenceDataset", "collate_list"]
+           "check_cases", "label_problems", "label_map_problems", "PairedVolumeDataset", "InferenceDataset",
+           "collate_list"]
 
 AFFINE_ATOL = 1e-3
 MAX_LISTED_PROBLEMS = 20
@@ -56,7 +57,7 @@ def _presence_problems(case: Case, required: Sequence[str]) -> List[str]:
 
 
 def validate_case(case: Case, required: Sequence[str] = (), divisor: Optional[int] = None,
-                  *, read_data: bool = True) -> List[str]:
+                  *, read_data: bool = True, labels: Optional[Mapping[str, Sequence[int]]] = None) -> List[str]:
     """Every problem of one case, each a single line naming the file.
 
     Checked: duplicate modality files, missing ``required`` modalities,
@@ -66,10 +67,17 @@ def validate_case(case: Case, required: Sequence[str] = (), divisor: Optional[in
     non-finite voxels and all-zero (or constant) volumes. All present modality
     files and the seg file are checked, not only the ``required`` ones.
 
+    ``labels`` names the label maps of a task (name -> declared non-zero
+    labels, :attr:`cwdm.task.Task.label_maps`): their voxels are always read
+    (even without ``read_data``; a label map is small) and every value must be
+    a whole number of the declared set or 0 (:func:`label_problems`); an empty
+    or constant label map is fine (a case without tumour).
+
     Returns:
         list of problem lines (empty when the case is usable).
     """
     problems = _presence_problems(case, required)
+    labels = dict(labels or {})
     headers = []  # (modality, path, shape, affine, image) of readable files
     items = list(case.files.items()) + ([(SEG, case.seg)] if case.seg is not None else [])
     for mod, path in items:
@@ -86,7 +94,9 @@ def validate_case(case: Case, required: Sequence[str] = (), divisor: Optional[in
             if not np.allclose(affine, ref[2], atol=AFFINE_ATOL, rtol=0):
                 diff = float(np.max(np.abs(affine - ref[2])))
                 problems.append(f"{path}: affine differs from {ref[0].name} (max difference {diff:.4g})")
-        if read_data:
+        if mod in labels:
+            problems.extend(_label_file_problems(path, img, labels[mod]))
+        elif read_data:
             problems.extend(_data_problems(path, img, shape, is_seg=mod == SEG))
     if divisor is not None and headers:
         try:
@@ -115,12 +125,52 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def _data_problems(path: Path, img: Any, shape: Tuple[int, ...], is_seg: bool) -> List[str]:
+def _read_voxels(path: Path, img: Any) -> Tuple[Optional[np.ndarray], List[str]]:
+    """The voxels of a loaded header's image, or None and the one-line problem."""
     try:
-        data = np.asarray(img.get_fdata(dtype=np.float32))
+        return np.asarray(img.get_fdata(dtype=np.float32)), []
     except Exception as exc:  # nibabel/gzip/zlib raise many kinds on truncated data
         text = " ".join(str(exc).split()) or type(exc).__name__
-        return [f"{path}: unreadable or corrupt NIfTI data ({text[:200]})"]
+        return None, [f"{path}: unreadable or corrupt NIfTI data ({text[:200]})"]
+
+
+def label_problems(path: Any, data: np.ndarray, labels: Sequence[int]) -> List[str]:
+    """Why ``data``, read from ``path``, is not a label map of the declared non-zero ``labels``
+    (one line each; empty when it is): every voxel must be a whole number, 0 or one of ``labels``."""
+    finite = np.isfinite(data)
+    if not np.all(finite):
+        return [f"{path}: a label map must hold whole numbers (found {int(data.size - finite.sum())} NaN/Inf voxels)"]
+    if np.any(data != np.round(data)):
+        return [f"{path}: a label map must hold whole numbers (found non-integer values)"]
+    declared = sorted(int(v) for v in labels)
+    unknown = sorted(set(np.unique(data).astype(np.int64).tolist()) - {0, *declared})
+    if unknown:
+        return [f"{path}: labels {unknown} are not in the declared set {declared} (0 = background)"]
+    return []
+
+
+def label_map_problems(case: Case, labels: Mapping[str, Sequence[int]]) -> List[str]:
+    """:func:`label_problems` of each label map of ``labels`` (name -> declared labels) that ``case`` has."""
+    problems: List[str] = []
+    for name, declared in labels.items():
+        path = case.path(name)
+        if path is not None:
+            try:
+                problems += label_problems(path, load_nifti(path)[0], declared)
+            except CwdmError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def _label_file_problems(path: Path, img: Any, labels: Sequence[int]) -> List[str]:
+    data, problems = _read_voxels(path, img)
+    return problems if data is None else label_problems(path, data, labels)
+
+
+def _data_problems(path: Path, img: Any, shape: Tuple[int, ...], is_seg: bool) -> List[str]:
+    data, problems = _read_voxels(path, img)
+    if data is None:
+        return problems
     finite = np.isfinite(data)
     bad = int(data.size - np.count_nonzero(finite))
     if bad:
@@ -136,14 +186,15 @@ def _data_problems(path: Path, img: Any, shape: Tuple[int, ...], is_seg: bool) -
 
 
 def validate_cases(cases: Sequence[Case], required: Sequence[str] = (), divisor: Optional[int] = None,
-                   *, read_data: bool = True, workers: int = 1) -> Dict[str, List[str]]:
+                   *, read_data: bool = True, workers: int = 1,
+                   labels: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, List[str]]:
     """:func:`validate_case` for every case (in order), optionally in threads.
 
     Returns:
         case name -> problem lines (empty list for good cases), in input order.
     """
     def one(case: Case) -> List[str]:
-        return validate_case(case, required, divisor, read_data=read_data)
+        return validate_case(case, required, divisor, read_data=read_data, labels=labels)
 
     cases = list(cases)
     if workers > 1 and len(cases) > 1:
@@ -155,7 +206,8 @@ def validate_cases(cases: Sequence[Case], required: Sequence[str] = (), divisor:
 
 
 def check_cases(cases: Sequence[Case], required: Sequence[str] = (), divisor: Optional[int] = None,
-                *, read_data: bool = True, workers: int = 1) -> None:
+                *, read_data: bool = True, workers: int = 1,
+                labels: Optional[Mapping[str, Sequence[int]]] = None) -> None:
     """Raise one :class:`CwdmError` listing every bad case; return None if all are good.
 
     The message is one line: ``"3 of 10 cases are unusable: <problem>; <problem>; ..."``
@@ -164,7 +216,7 @@ def check_cases(cases: Sequence[Case], required: Sequence[str] = (), divisor: Op
     cases = list(cases)
     if not cases:
         raise CwdmError("no cases to use")
-    _raise_if_bad(validate_cases(cases, required, divisor, read_data=read_data, workers=workers))
+    _raise_if_bad(validate_cases(cases, required, divisor, read_data=read_data, workers=workers, labels=labels))
 
 
 def _raise_if_bad(results: Dict[str, List[str]]) -> None:
@@ -202,13 +254,9 @@ def _load_label_volume(path: Path, labels: Sequence[int], grid: Grid) -> np.ndar
     if tuple(data.shape) != grid.original:
         raise CwdmError(f"{path}: shape {_fmt(data.shape)} differs from the case's other files "
                         f"({_fmt(grid.original)})")
-    if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-        raise CwdmError(f"{path}: a label map must hold whole numbers (found non-integer values)")
-    values = set(np.unique(data).astype(np.int64).tolist())
-    unknown = sorted(values - {0, *map(int, labels)})
-    if unknown:
-        raise CwdmError(f"{path}: labels {unknown} are not in the declared set {sorted(map(int, labels))} "
-                        f"(0 = background)")
+    problems = label_problems(path, data, labels)
+    if problems:
+        raise CwdmError(problems[0])
     return np.stack([grid.to_model((data == lab).astype(np.float32)) for lab in labels])
 
 
@@ -226,8 +274,9 @@ class _CaseDataset:
             raise CwdmError("no cases to use")
         if check == "none":
             _raise_if_bad({c.name: _presence_problems(c, required) for c in self.cases})
-        else:
-            check_cases(self.cases, required, self.divisor, read_data=check == "full", workers=workers)
+        else:  # the label maps' values are checked at both levels (see validate_case)
+            check_cases(self.cases, required, self.divisor, read_data=check == "full", workers=workers,
+                        labels=task.label_maps)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -305,7 +354,8 @@ class InferenceDataset(_CaseDataset):
     Keys:
         ``name`` (str, case folder name), ``prefix`` (str, file-name prefix),
         ``folder`` (str), ``conditions`` ((C, X', Y', Z') float32 tensor),
-        ``first_input`` ((X', Y', Z'), the first image input: outside the brain where it is 0),
+        ``first_input`` ((X', Y', Z'), the first image input: outside the brain where it is 0; in a
+        task of label maps only, 1 where any label map is not background, 0 elsewhere),
         ``inputs`` (the modalities read into them), ``grid`` (:meth:`Grid.to_dict`,
         to write results back with ``Grid.from_dict(item["grid"]).to_original(...)``),
         ``reference`` (str, path of the first image input, whose affine/header
@@ -337,16 +387,18 @@ class InferenceDataset(_CaseDataset):
         case = self.cases[index]
         inputs = self.task.inputs_for(self.target, case.present)
         cond, grid = self._volumes(case, self.task.conditions, inputs if self.task.is_unified else None)
-        first = next((c for c in self.task.conditions if c.kind == IMAGE and c.name in inputs),
-                     self.task.conditions[0])
+        images = [c for c in self.task.conditions if c.kind == IMAGE and c.name in inputs]
+        first = images[0] if images else self.task.conditions[0]
         start = sum(c.channels for c in self.task.conditions[:self.task.conditions.index(first)])
         conditions = torch.from_numpy(cond)
+        # label maps only: outside the brain is where every label map is background (give a brain mask)
+        first_input = conditions[start] if images else (conditions.amax(0) > 0).float()
         item: Dict[str, Any] = {
             "name": case.name,
             "prefix": case.prefix,
             "folder": str(case.folder),
             "conditions": conditions,
-            "first_input": conditions[start],
+            "first_input": first_input,
             "inputs": list(inputs),
             "grid": grid.to_dict(),
             "reference": str(case.path(first.name)),

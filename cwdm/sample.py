@@ -68,7 +68,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
 
     all_cases = discover_cases(cfg.data_dir, task.modalities)
-    cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say)
+    cases = _good_label_maps(usable_cases(all_cases, conditions, loaded.config.image_divisor, say), task, say)
     bad = len(all_cases) - len(cases)
     out_root = Path(cfg.output_dir)
     record = _provenance(cfg, options, device, target, loaded, info.rank, say)
@@ -97,9 +97,24 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
                                     batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar, clock=clock,
                                     on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec))
     status = 0 if bad == 0 else 1
-    after = _next_step(cfg, out_root, status) if next_step else ""
+    after = _next_step(cfg, out_root, status, task) if next_step else ""
     say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{after}")
     return status
+
+
+def _good_label_maps(cases, task, say) -> list:
+    """The cases whose label-map conditions hold only their declared labels (each other one is skipped
+    with a line naming the file)."""
+    from .data import label_map_problems
+
+    good = []
+    for case in cases:
+        problems = label_map_problems(case, task.label_maps) if task.label_maps else []
+        if problems:
+            say(f"skipping {case.name}: " + "; ".join(problems))
+        else:
+            good.append(case)
+    return good
 
 
 def _provenance(cfg: SampleConfig, options, device, target: str, loaded, rank: int, say):
@@ -119,10 +134,11 @@ def _provenance(cfg: SampleConfig, options, device, target: str, loaded, rank: i
     return record
 
 
-def _next_step(cfg: SampleConfig, out_root: Path, status: int) -> str:
-    """The end of the closing line: what to run next."""
+def _next_step(cfg: SampleConfig, out_root: Path, status: int, task) -> str:
+    """The end of the closing line: what to run next (``--modalities`` when the task names others)."""
     if status == 0:
-        return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}"
+        names = "" if tuple(task.modalities) == MODALITIES else " --modalities " + " ".join(map(quote, task.modalities))
+        return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}{names}"
     return "; fix or remove the unusable cases above, then rerun the same command (done cases are skipped)"
 
 

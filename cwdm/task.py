@@ -165,6 +165,11 @@ class Task:
         return tuple(c.name for c in self.conditions)
 
     @property
+    def label_maps(self) -> Dict[str, Tuple[int, ...]]:
+        """The label-map conditions: name -> declared non-zero labels (empty for an all-image task)."""
+        return {c.name: c.labels for c in self.conditions if c.kind == LABEL}
+
+    @property
     def condition_channels(self) -> int:
         """Condition volumes the network takes (before the wavelet transform)."""
         return sum(c.channels for c in self.conditions)
