@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
-
+from .errors import CwdmError
 from .naming import canonical_contrast
 from .runtime import dist_from_env
 from .train_config import ALIASES, ARCH_FIELDS, TrainConfig  # noqa: F401  (public)
+from .task import Task
 from .train_state import latest_checkpoint
 from .training import resume_command, train  # noqa: F401  (public)
+
+__all__ = ["HELP", "CONFIG", "ALIASES", "ARCH_FIELDS", "TrainConfig", "train", "resume_command", "run"]
 
 HELP = "train a conditional wavelet diffusion model for one target contrast"
 
@@ -25,21 +27,29 @@ HELP = "train a conditional wavelet diffusion model for one target contrast"
 CONFIG = TrainConfig
 
 
-def _run_target(run_dir: Path) -> Optional[str]:
-    """The target contrast ``config.json`` of a run names (a resumed run may not have been told)."""
+def _run_task(run_dir: Path, cfg: TrainConfig) -> Task:
+    """The task ``config.json`` of a run names (a resumed run may not have been told), else the flags'."""
     import json
 
     try:
-        return json.loads((run_dir / "config.json").read_text())["train"]["contr"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return Task.from_dict(json.loads((run_dir / "config.json").read_text())["task"])
+    except (OSError, ValueError, KeyError, TypeError, CwdmError):
+        return cfg.task()
+
+
+def _next_commands(run_dir: Path, task: Task) -> str:
+    """What to run after training: export, then sample (or auto for a unified model)."""
+    from shlex import quote
+
+    name = f"brats_{task.target}.pt" if task.is_default or task.is_unified else f"{run_dir.name}.pt"
+    then = (f"cwdm auto --data_dir CASES_DIR --model any={name}" if task.is_unified
+            else f"cwdm sample --data_dir VAL_DIR --model_path {name} --output_dir results")
+    return f"cwdm export {quote(str(run_dir))} {name}, then {then}"
 
 
 def run(cfg: TrainConfig) -> int:
     status = train(cfg)
     if dist_from_env().is_main:
-        from shlex import quote
-
         run_dir = Path(cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities))
         latest = latest_checkpoint(run_dir)
         if status != 0 or latest is None:
@@ -47,8 +57,6 @@ def run(cfg: TrainConfig) -> int:
                   f"{resume_command(run_dir)}", file=sys.stderr)
         else:
             step = int(latest.stem.rpartition("_")[2])
-            target = _run_target(run_dir) or canonical_contrast(cfg.contr, cfg.modalities)
-            print(f"cwdm train: {run_dir} trained to step {step}, latest checkpoint {latest}; next: cwdm export "
-                  f"{quote(str(run_dir))} brats_{target}.pt, then cwdm sample --data_dir VAL_DIR --model_path "
-                  f"brats_{target}.pt --output_dir results", file=sys.stderr)
+            print(f"cwdm train: {run_dir} trained to step {step}, latest checkpoint {latest}; next: "
+                  f"{_next_commands(run_dir, _run_task(run_dir, cfg))}", file=sys.stderr)
     return status
