@@ -59,7 +59,7 @@ class TrainConfig(NetworkFlags):
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the network (CUDA)"})
     channels_last: bool = field(default=False, metadata={
-        "help": "channels-last layout on CUDA (0.65x the speed of the default on an H100)"})
+        "help": "channels-last layout (0.65x the speed of the default on an H100)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs (False: none)"})
     tensorboard_dir: Optional[Path] = field(default=None, metadata={

@@ -61,6 +61,14 @@ def test_case_result_does_not_depend_on_batch_partners():
     torch.testing.assert_close(both[1], alone[0], atol=1e-5, rtol=0)
 
 
+def test_channels_last_gives_the_same_synthesis():
+    plain = Synthesizer(_loaded(), TASK, torch.device("cpu"), SamplingOptions(sampler="ddim", steps=3))
+    fast = Synthesizer(_loaded(), TASK, torch.device("cpu"), SamplingOptions(sampler="ddim", steps=3,
+                                                                              channels_last=True))
+    assert fast.format == torch.channels_last_3d and plain.format == torch.contiguous_format
+    torch.testing.assert_close(fast(CONDS, NAMES)[0], plain(CONDS, NAMES)[0], atol=1e-4, rtol=0)
+
+
 def test_precision_is_plain_fp32_on_cpu_and_checked():
     outs = [Synthesizer(_loaded(), TASK, torch.device("cpu"),
                         SamplingOptions(sampler="ddim", steps=2, precision=p))(CONDS, NAMES)[0]
