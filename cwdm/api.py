@@ -106,7 +106,7 @@ class MissingModality:
         synth = self._synthesizer(modality)
         problems = []
         if not usable_cases([case], synth.task.inputs_for(modality), synth.model.config.image_divisor,
-                            problems.append):
+                            problems.append, labels=synth.task.label_maps):
             raise CwdmError(problems[0])
         synthesize_cases(synth, [case], lambda item: completion_paths(output_file), target=modality,
                          threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite)

@@ -166,7 +166,7 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[Group, list], models, device,
     for (mod, key), group in groups.items():
         task = models[key].task
         good = usable_cases(group, task.condition_names if not task.is_unified else (),
-                            models[key].config.image_divisor, say)
+                            models[key].config.image_divisor, say, labels=task.label_maps)
         failed += len(group) - len(good)
         if not good:
             continue

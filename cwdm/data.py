@@ -32,7 +32,7 @@ from .preprocess import Grid, clip_and_normalize, grid_for
 from .task import IMAGE, Condition, Task
 
 __all__ = ["SEG", "Case", "discover_cases", "validate_case", "validate_cases",
-           "check_cases", "label_problems", "label_map_problems", "PairedVolumeDataset", "InferenceDataset",
+           "check_cases", "label_problems", "PairedVolumeDataset", "InferenceDataset",
            "collate_list"]
 
 AFFINE_ATOL = 1e-3
@@ -147,19 +147,6 @@ def label_problems(path: Any, data: np.ndarray, labels: Sequence[int]) -> List[s
     if unknown:
         return [f"{path}: labels {unknown} are not in the declared set {declared} (0 = background)"]
     return []
-
-
-def label_map_problems(case: Case, labels: Mapping[str, Sequence[int]]) -> List[str]:
-    """:func:`label_problems` of each label map of ``labels`` (name -> declared labels) that ``case`` has."""
-    problems: List[str] = []
-    for name, declared in labels.items():
-        path = case.path(name)
-        if path is not None:
-            try:
-                problems += label_problems(path, load_nifti(path)[0], declared)
-            except CwdmError as exc:
-                problems.append(str(exc))
-    return problems
 
 
 def _label_file_problems(path: Path, img: Any, labels: Sequence[int]) -> List[str]:

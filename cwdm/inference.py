@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -119,7 +119,8 @@ def check_output_dir(output_dir: Path, data_dir: Path, in_place_ok: bool = False
                         f"(cwdm auto completes case folders in place safely)")
 
 
-def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
+def usable_cases(cases, required, divisor: int, report: Callable[[str], None],
+                 labels: Optional[Mapping[str, Sequence[int]]] = None):
     """The cases whose files pass validation.
 
     Args:
@@ -127,13 +128,15 @@ def usable_cases(cases, required, divisor: int, report: Callable[[str], None]):
         required: modalities each case must have.
         divisor: the network's grid divisor.
         report: called with one line per unusable case, naming its problems.
+        labels: the task's label maps (name -> declared labels, :attr:`cwdm.task.Task.label_maps`), whose
+            values are checked too.
 
     Returns:
         The usable cases, in their order.
     """
     from .data import validate_cases
 
-    results = validate_cases(cases, required, divisor)
+    results = validate_cases(cases, required, divisor, labels=labels)
     good = []
     for case in cases:
         problems = results[case.name]

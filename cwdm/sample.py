@@ -68,7 +68,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
 
     all_cases = discover_cases(cfg.data_dir, task.modalities)
-    cases = _good_label_maps(usable_cases(all_cases, conditions, loaded.config.image_divisor, say), task, say)
+    cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say, labels=task.label_maps)
     bad = len(all_cases) - len(cases)
     out_root = Path(cfg.output_dir)
     record = _provenance(cfg, options, device, target, loaded, info.rank, say)
@@ -100,21 +100,6 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     after = _next_step(cfg, out_root, status, task) if next_step else ""
     say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{after}")
     return status
-
-
-def _good_label_maps(cases, task, say) -> list:
-    """The cases whose label-map conditions hold only their declared labels (each other one is skipped
-    with a line naming the file)."""
-    from .data import label_map_problems
-
-    good = []
-    for case in cases:
-        problems = label_map_problems(case, task.label_maps) if task.label_maps else []
-        if problems:
-            say(f"skipping {case.name}: " + "; ".join(problems))
-        else:
-            good.append(case)
-    return good
 
 
 def _provenance(cfg: SampleConfig, options, device, target: str, loaded, rank: int, say):
