@@ -113,7 +113,7 @@ def _checkpoints_in(folder: Path, modalities: Sequence[str]) -> Dict[str, Path]:
     for mod, hits in by_mod.items():
         if len(hits) > 1:
             raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
-                            f"keep one or pass --model_{mod} to choose")
+                            f"keep one or pass --model {mod}=PATH to choose")
         found[mod] = hits[0]
     return found
 

@@ -49,11 +49,6 @@ def draw_training_inputs(volumes: torch.Tensor, generator: torch.Generator,
     return volumes[rows, k][:, None], slots, identity
 
 
-def slot_mask(modalities: Sequence[str], inputs: Sequence[str]) -> torch.Tensor:
-    """(M,) float32: 1 for the modalities of ``inputs``, 0 for the others."""
-    return torch.tensor([1.0 if m in set(inputs) else 0.0 for m in modalities])
-
-
 def one_hot(modalities: Sequence[str], target: str) -> torch.Tensor:
     """(M,) float32 identity of ``target`` among ``modalities``."""
     return torch.tensor([1.0 if m == target else 0.0 for m in modalities])
