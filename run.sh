@@ -38,6 +38,7 @@ SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
 SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
 ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
 PRECISION=${PRECISION:-fp32}         # fp32 (exact, the reference's numbers) | tf32 | bf16 (faster on GPUs, not exact)
+COMPILE=${COMPILE:-auto}             # auto (compile on a CPU for ddim 10 / ddpm at full size: ~0.78x per call) | True | False
 
 # -------------------------------------------------------------------------------------------
 # PYTHON default: the interpreter of the installed `cwdm` command, so no environment has to be
@@ -76,7 +77,7 @@ fi
 NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$NUM_RES_BLOCKS"
      --num_groups "$NUM_GROUPS" --additive_skips "$ADDITIVE_SKIP")
 SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED"
-          --precision "$PRECISION")
+          --precision "$PRECISION" --compile "$COMPILE")
 
 case "$MODE" in  # the reference's spellings
   training) MODE=train ;;

@@ -139,13 +139,14 @@ def inference_rows(model, cond, target, args, device):
             opts = SamplingOptions(sampler="ddim", steps=10, precision=prec, channels_last=cl, compile=comp)
             synth = Synthesizer(loaded, loaded.task, device, opts)
             xin = torch.cat([x, cond_sb], 1).contiguous(memory_format=synth.format)
+            net = synth.network(comp)
             reset_peak()
             with torch.inference_mode(), precision(device, prec):
                 t0 = time.perf_counter()
-                out = synth.net(xin, t).float()
+                out = net(xin, t).float()
                 sync()
                 row["first_call_s"] = round(time.perf_counter() - t0, 2)
-                times = timed(lambda: synth.net(xin, t), args.repeats)
+                times = timed(lambda: net(xin, t), args.repeats)
             row["s_per_call"] = round(statistics.median(times), 4)
             row["peak_mib_call"] = round(peak_mib())
             if ref_out is None:

@@ -113,12 +113,12 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     first = next(iter(groups), None)
     grid = model_grid(groups[first][0], models[first[1]].task.inputs_for(first[0], groups[first][0].present)[0],
                       models[first[1]].config.image_divisor) if first else None
-    announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
-             options.calls_per_case, todo)
+    compiling = announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
+                         options, todo, cfg.batch_size)
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" + (" (unified)" if key == ANY else "")
                                         for (m, key), c in groups.items()) or "nothing"))
-    clock = RunClock(todo, options.calls_per_case, write_line if info.is_main else (lambda msg: None))
+    clock = RunClock(todo, options.calls_per_case, write_line if info.is_main else (lambda msg: None), compiling)
     with record.session():
         written, failed = _complete_groups(cfg, groups, models, device, options, clock, record, say,
                                            info.is_main)

@@ -71,25 +71,35 @@ class RunClock:
     """Times synthesis: one estimate line after the first network call, and seconds per case.
 
     ``batch_started(n)`` before a batch of ``n`` cases, ``network_call()`` after
-    each network call, ``batch_seconds()`` when its results are written.
+    each network call, ``batch_seconds()`` when its results are written. With
+    ``compiling`` (the first call compiles the network) the first call's time is
+    reported as such and the estimate comes from the second call.
     """
 
-    def __init__(self, cases: int, calls_per_case: int, write: Callable[[str], None]):
+    def __init__(self, cases: int, calls_per_case: int, write: Callable[[str], None], compiling: bool = False):
         self.cases, self.calls_per_case, self.write = cases, calls_per_case, write
+        self.compiling, self.after_compile = compiling, False
         self.reported = False
-        self.start = self.batch = 0.0
+        self.start = self.mark = 0.0
         self.size = 1
 
     def batch_started(self, size: int) -> None:
-        self.start, self.size = time.monotonic(), max(size, 1)
+        self.start = self.mark = time.monotonic()
+        self.size = max(size, 1)
 
     def network_call(self) -> None:
         if self.reported:
             return
+        now = time.monotonic()
+        took, self.mark = now - self.mark, now
+        if self.compiling:
+            self.compiling, self.after_compile = False, True
+            self.write(f"compiling the network and its first call took {duration(took)} (once per run)")
+            return
         self.reported = True
-        first = time.monotonic() - self.start
-        per_case = first * self.calls_per_case / self.size
-        self.write(f"first network call took {duration(first)}: about {duration(per_case)} per case, "
+        per_case = took * self.calls_per_case / self.size
+        which = "second" if self.after_compile else "first"
+        self.write(f"{which} network call took {duration(took)}: about {duration(per_case)} per case, "
                    f"{duration(per_case * self.cases)} for the {self.cases} case{'s' * (self.cases != 1)} "
                    f"to do ({self.calls_per_case} calls per case; an estimate, the first call is the slowest)")
 

@@ -82,7 +82,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     skipped = len(cases) - len(mine)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor) if mine else None
-    announce(say, device, loaded.config.model_channels, grid, options.calls_per_case, len(mine))
+    compiling = announce(say, device, loaded.config.model_channels, grid, options, len(mine), cfg.batch_size)
     what = task.describe() if not task.is_unified else f"{target} from {', '.join(conditions)} (unified model)"
     say(f"cwdm sample: {what} with {options.sampler} "
         f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: "
@@ -90,7 +90,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     done: List[str] = []
     if mine:
         bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
-        clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None))
+        clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None),
+                         compiling)
         with bar, record.session():
             done = synthesize_cases(synth, mine, lambda it: out_paths(it["name"], it["prefix"]), target=target,
                                     postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,

@@ -7,6 +7,7 @@ its outputs. Reading and writing files is the callers' job.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -16,7 +17,8 @@ import torch
 from .checkpoint import LoadedModel
 from .diffusion import make_denoiser
 from .errors import CwdmError
-from .runtime import PRECISIONS, memory_format, precision
+from .runtime import (PRECISIONS, EagerFallback, compile_mode, compile_network, memory_format, precision,
+                      wants_compile)
 from .samplers import SAMPLERS, network_calls, run_sampler
 from .task import Task, check_network
 from .unified import condition_input
@@ -36,12 +38,13 @@ class SamplingOptions:
     clip_denoised: bool = True
     precision: str = "fp32"
     channels_last: bool = False
-    compile: bool = False
+    compile: str = "auto"
     ensemble_batch: int = 0
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
             raise CwdmError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.compile = compile_mode(self.compile)
         if self.ensemble_batch < 0:
             raise CwdmError(f"--ensemble_batch must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
         if self.sampler not in SAMPLERS:
@@ -68,6 +71,15 @@ class SamplingOptions:
     def calls_per_case(self) -> int:
         """Network calls per batch of cases (each call takes every member of a chunk at once)."""
         return network_calls(self.sampler, self.steps) * self.member_batches
+
+
+def batch_compiles(options: SamplingOptions, device: torch.device, batch: int, grid: Sequence[int]) -> bool:
+    """Whether a batch of ``batch`` cases on the image ``grid`` (X, Y, Z) runs the compiled network:
+    ``options.compile``, where ``auto`` weighs the batch's network calls x subband voxels
+    (:func:`cwdm.runtime.wants_compile`)."""
+    rows = batch * len(options.member_chunks()[0])
+    voxels = math.prod(int(s) // 2 for s in grid)
+    return wants_compile(options.compile, device, network_calls(options.sampler, options.steps) * rows * voxels)
 
 
 def case_generator(seed: int, name: str, member: int, device: torch.device) -> torch.Generator:
@@ -107,8 +119,18 @@ class Synthesizer:
         self.task = task
         self.format = memory_format(device, options.channels_last)
         self.model = loaded.model.to(device, memory_format=self.format).eval()
-        self.net = torch.compile(self.model) if options.compile else self.model
         self.device, self.options = device, options
+        self._compiled = None
+
+    def network(self, compiled: bool):
+        """The eager network, or its compiled version (compiled once; under ``auto`` a failed compilation
+        falls back to eager)."""
+        if not compiled:
+            return self.model
+        if self._compiled is None:
+            net = compile_network(self.model, self.device)
+            self._compiled = net if self.options.compile == "True" else EagerFallback(self.model, net)
+        return self._compiled
 
     @torch.inference_mode()
     def __call__(self, conditions: torch.Tensor, names: Sequence[str],
@@ -121,10 +143,11 @@ class Synthesizer:
         ident = identity.to(device, torch.float32) if identity is not None else None
         cond = condition_input(conditions.to(device, torch.float32), ident)  # (B, 8C [+ M], d, h, w), once
         samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
+        net = self.network(batch_compiles(opt, device, len(names), conditions.shape[2:]))
         for members in opt.member_chunks():
             m = len(members)
             rep = cond.repeat_interleave(m, dim=0).contiguous(memory_format=self.format)
-            denoiser = make_denoiser(self.net, rep, clip=opt.clip_denoised)
+            denoiser = make_denoiser(net, rep, clip=opt.clip_denoised)
             gens = [case_generator(opt.seed, n, k, device) for n in names for k in members]
             shape = (rep.shape[0], NUM_SUBBANDS, *rep.shape[2:])
             step_done = (lambda s: callback(s["i"] + 1, calls)) if callback else None

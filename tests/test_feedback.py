@@ -8,7 +8,7 @@ import torch
 import cwdm.synthesis
 import cwdm.train
 from cwdm.cli import main as cli
-from cwdm.feedback import cpu_sampling_warning, cpu_training_warning, duration
+from cwdm.feedback import RunClock, cpu_sampling_warning, cpu_training_warning, duration
 from test_sample import FAST, make_checkpoint
 from test_train import TINY_FLAGS as TRAIN_TINY
 
@@ -96,3 +96,22 @@ def test_every_command_ends_with_what_to_do_next(command, tmp_path, make_brats_r
     cli([command, *args])
     out = capsys.readouterr().out.strip().splitlines()
     assert "next: " in out[-1] and ("cwdm " in out[-1].partition("next: ")[2])
+
+
+@pytest.mark.parametrize("compiling", [False, True])
+def test_run_clock_estimates_from_a_call_without_compilation(compiling, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("cwdm.feedback.time.monotonic", lambda: now[0])
+    lines = []
+    clock = RunClock(cases=4, calls_per_case=10, write=lines.append, compiling=compiling)
+    clock.batch_started(2)
+    for took in (80.0, 4.0, 4.0):  # the first call compiles when `compiling`
+        now[0] += took
+        clock.network_call()
+    if compiling:
+        assert lines[0] == "compiling the network and its first call took 80 s (once per run)"
+        assert lines[1].startswith("second network call took 4 s: about 20 s per case, 80 s for the 4 cases")
+    else:
+        assert lines == [lines[0]] and lines[0].startswith("first network call took 80 s: about 7 min per case")
+    assert len(lines) == 1 + compiling
+    assert clock.batch_seconds() == pytest.approx(88.0 / 2)

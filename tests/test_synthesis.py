@@ -5,7 +5,8 @@ import torch
 
 from cwdm.checkpoint import LoadedModel
 from cwdm.errors import CwdmError
-from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
+from cwdm.runtime import EagerFallback, compile_mode
+from cwdm.synthesis import SamplingOptions, Synthesizer, batch_compiles, postprocess
 from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 
@@ -93,3 +94,83 @@ def test_postprocess_clamps_masks_and_thresholds():
     out = postprocess(vol, first, threshold=0.04)
     assert out.tolist() == [[[0.0, 0.25, 0.0, 1.0, 0.0]]]
     assert torch.equal(postprocess(vol, first, enabled=False), vol)
+
+
+@pytest.mark.slow
+def test_compiled_path_gives_the_same_synthesis():
+    """--compile True (inductor with frozen weights on a CPU) against the eager network, on a tiny network."""
+    from torch._dynamo.eval_frame import OptimizedModule
+    from torch._dynamo.utils import counters
+
+    opts = dict(sampler="ddim", steps=3, ensemble=2)
+    plain = Synthesizer(_loaded(), TASK, torch.device("cpu"), SamplingOptions(**opts, compile="False"))
+    fast = Synthesizer(_loaded(), TASK, torch.device("cpu"), SamplingOptions(**opts, compile=True))
+    counters.clear()
+    mean_f, std_f = fast(CONDS, NAMES)
+    assert isinstance(fast._compiled, OptimizedModule)  # True: no eager fallback
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo really captured the network
+    mean_p, std_p = plain(CONDS, NAMES)
+    assert plain._compiled is None
+    torch.testing.assert_close(mean_f, mean_p, atol=1e-4, rtol=0)
+    torch.testing.assert_close(std_f, std_p, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sampler,steps,grid,device,mode,expected", [
+    ("ddim", 10, (224, 224, 160), "cpu", "auto", True),  # 10 full-size calls
+    ("ddpm", 1000, (224, 224, 160), "cpu", "auto", True),
+    ("ddim", 5, (224, 224, 160), "cpu", "auto", False),  # 5 calls: compiling would not pay off
+    ("regression", 1, (224, 224, 160), "cpu", "auto", False),
+    ("ddim", 10, (56, 56, 40), "cpu", "auto", False),  # the demo's grid
+    ("ddpm", 1000, (56, 56, 40), "cpu", "auto", True),
+    ("ddim", 10, (224, 224, 160), "cuda", "auto", False),  # CUDA keeps the measured eager path
+    ("ddim", 10, (224, 224, 160), "cuda", "True", True),
+    ("regression", 1, (8, 8, 8), "cpu", "true", True),
+    ("ddpm", 1000, (224, 224, 160), "cpu", False, False),
+])
+def test_auto_compile_decides_by_the_work(sampler, steps, grid, device, mode, expected):
+    opts = SamplingOptions(sampler=sampler, steps=steps, compile=mode)
+    opts.validate()
+    assert batch_compiles(opts, torch.device(device), 1, grid) is expected
+
+
+def test_auto_compile_counts_batch_and_ensemble():
+    grid = (224, 224, 160)
+    assert not batch_compiles(SamplingOptions(sampler="ddim", steps=5), torch.device("cpu"), 1, grid)
+    assert batch_compiles(SamplingOptions(sampler="ddim", steps=5), torch.device("cpu"), 2, grid)
+    assert batch_compiles(SamplingOptions(sampler="ddim", steps=5, ensemble=2), torch.device("cpu"), 1, grid)
+    assert not batch_compiles(SamplingOptions(sampler="ddim", steps=5, ensemble=2, ensemble_batch=1),
+                              torch.device("cpu"), 1, grid)
+
+
+def test_compile_mode_spellings_and_refusal():
+    assert [compile_mode(v) for v in ("auto", "AUTO", True, "yes", "1", False, "no", "False")] == \
+        ["auto", "auto", "True", "True", "True", "False", "False", "False"]
+    with pytest.raises(CwdmError, match=r"unknown --compile 'fast'; choose one of auto, True, False"):
+        SamplingOptions(compile="fast").validate()
+
+
+def test_failed_compilation_falls_back_to_eager_once(capsys):
+    from torch._dynamo.exc import TorchDynamoException
+
+    model = torch.nn.Linear(2, 2)
+    tried = []
+
+    def broken(*args):
+        tried.append(1)
+        raise TorchDynamoException("no C++ compiler found\nmore detail")
+
+    net = EagerFallback(model, broken)
+    x = torch.ones(1, 2)
+    assert torch.equal(net(x), model(x)) and torch.equal(net(x), model(x))
+    assert tried == [1]  # not retried after the first failure
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cwdm: torch.compile failed (TorchDynamoException: no C++ compiler found); running the network "
+                   "eagerly (--compile False skips the attempt)"]
+
+
+def test_errors_of_the_network_itself_are_not_swallowed():
+    def bad_input(*args):
+        raise CwdmError("network expects input (N, 32, d, h, w)")
+
+    with pytest.raises(CwdmError, match="network expects"):
+        EagerFallback(torch.nn.Identity(), bad_input)(torch.ones(1))
