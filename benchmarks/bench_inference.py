@@ -25,7 +25,9 @@ import time
 import torch
 
 from cwdm.diffusion import clip_x0
+from cwdm.runtime import compile_network
 from gpu_check import random_network  # the benchmarks folder is on sys.path when a script in it runs
+from per_case import DEFAULT_RUNS, per_case
 from cwdm.unet import RELEASED_CONFIG, UNet
 
 
@@ -34,12 +36,12 @@ def build(seed: int = 0) -> UNet:
     return random_network(RELEASED_CONFIG, seed).eval()
 
 
-def options(model: UNet, x: torch.Tensor, t: torch.Tensor, compile_too: bool):
-    """name -> zero-argument callable running one network call (with the x0 clip, as sampling does)."""
-    cl_model = build().to(memory_format=torch.channels_last_3d)
-    cl_model.load_state_dict(model.state_dict())
-    x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+OPTIONS = ("inference_mode", "channels_last", "bf16", "compile", "compile_frozen")
+"""What ``--options`` may name (the reference is always timed)."""
 
+
+def options(model: UNet, x: torch.Tensor, t: torch.Tensor, chosen):
+    """name -> zero-argument callable running one network call (with the x0 clip, as sampling does)."""
     def reference():
         with torch.no_grad():
             return clip_x0(model(x, t))
@@ -48,25 +50,40 @@ def options(model: UNet, x: torch.Tensor, t: torch.Tensor, compile_too: bool):
         with torch.inference_mode():
             return clip_x0(model(x, t))
 
-    def channels_last():
-        with torch.inference_mode():
-            return clip_x0(cl_model(x_cl, t)).contiguous()
-
     def bf16_autocast():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return clip_x0(model(x, t).float())
 
-    opts = {"eager fp32 contiguous, no_grad (= reference)": reference, "inference_mode": inference_mode,
-            "channels-last 3D": channels_last, "bf16 autocast": bf16_autocast}
-    if compile_too:
-        compiled = torch.compile(model)
+    opts = {"eager fp32 contiguous, no_grad (= reference)": reference}
+    if "inference_mode" in chosen:
+        opts["inference_mode"] = inference_mode
+    if "channels_last" in chosen:
+        cl_model = build().to(memory_format=torch.channels_last_3d)
+        cl_model.load_state_dict(model.state_dict())
+        x_cl = x.contiguous(memory_format=torch.channels_last_3d)
 
-        def compile_default():
+        def channels_last():
             with torch.inference_mode():
-                return clip_x0(compiled(x, t))
+                return clip_x0(cl_model(x_cl, t)).contiguous()
 
-        opts["torch.compile (inductor)"] = compile_default
+        opts["channels-last 3D"] = channels_last
+    if "bf16" in chosen:
+        opts["bf16 autocast"] = bf16_autocast
+    for key, name, net in (("compile", "torch.compile (inductor defaults)", lambda: torch.compile(build())),
+                           ("compile_frozen", "torch.compile, frozen weights (cwdm --compile auto/True on a CPU)",
+                            lambda: compile_network(build(), torch.device("cpu")))):
+        if key in chosen:
+            opts[name] = _compiled_call(net(), x, t)
     return opts
+
+
+def _compiled_call(compiled, x: torch.Tensor, t: torch.Tensor):
+    """One call of a compiled copy of the network (same weights: :func:`build` is seeded)."""
+    def call():
+        with torch.inference_mode():
+            return clip_x0(compiled(x, t))
+
+    return call
 
 
 def conv_share(model: UNet, x: torch.Tensor, t: torch.Tensor) -> dict:
@@ -94,17 +111,25 @@ def main():
     p.add_argument("--size", type=int, nargs=3, default=[128, 128, 96], help="image grid (subbands: half)")
     p.add_argument("--runs", type=int, default=3, help="timed calls per option (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    p.add_argument("--options", nargs="+", choices=OPTIONS, default=[o for o in OPTIONS if o != "compile"],
+                   help="options timed against the reference (default: all but plain torch.compile)")
+    p.add_argument("--per_case", action="store_true",
+                   help="instead: wall time of `cwdm sample` on one full-size phantom case per run (per_case.py)")
+    p.add_argument("--runs_per_case", nargs="+", default=list(DEFAULT_RUNS),
+                   help="with --per_case: 'SAMPLER STEPS COMPILE' per run (COMPILE auto_cold: empty compile cache)")
     p.add_argument("--profile", action="store_true", help="report the convolutions' share of a call")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.per_case:
+        per_case(a.size, a.threads, a.runs_per_case)
+        return
     model = build()
     g = torch.Generator().manual_seed(1)
     sub = [s // 2 for s in a.size]
     x = torch.randn(1, RELEASED_CONFIG.in_channels, *sub, generator=g)
     t = torch.tensor([500])
-    opts = options(model, x, t, a.compile)
+    opts = options(model, x, t, a.options)
     ref_out, times, diffs, first = None, {k: [] for k in opts}, {}, {}
     for name, fn in opts.items():  # warm-up (and compilation), outputs compared once
         t0 = time.perf_counter()

@@ -36,7 +36,7 @@ class MissingModality:
             ``brats_<contrast>_*.pt``.
         models: modality -> checkpoint path (takes precedence over ``models_dir``); ``"any"`` -> a
             unified checkpoint (``cwdm train --contr any``), used for modalities without their own.
-        sampler, steps, eta, ensemble, seed, precision: as ``cwdm sample``'s flags
+        sampler, steps, eta, ensemble, seed, precision, compile: as ``cwdm sample``'s flags
             (``sampler`` ``ddpm`` with 1000 steps is the reference's sampler).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         num_groups: GroupNorm groups of bare checkpoints (released: 32).
@@ -47,7 +47,7 @@ class MissingModality:
     def __init__(self, models_dir: Optional[PathLike] = None, models: Optional[Mapping[str, PathLike]] = None,
                  sampler: str = "ddim", steps: int = 10, eta: float = 0.0, ensemble: int = 1, seed: int = 0,
                  precision: str = "fp32", device: str = "auto", num_groups: int = 32,
-                 modalities: Sequence[str] = MODALITIES, verbose: bool = False):
+                 modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto"):
         from .flags import ModelFlags, SamplingFlags
         from .completion import find_checkpoints
         from .runtime import select_device
@@ -58,7 +58,8 @@ class MissingModality:
         if unknown:
             raise CwdmError(f"models given for unknown modalities {unknown}; known: {', '.join(self.modalities)}")
         self.flags = SamplingFlags(sampler=sampler, sampling_steps=steps, eta=eta, ensemble=ensemble, seed=seed,
-                                   precision=precision, device=device, progress=False, num_workers=0)
+                                   precision=precision, compile=compile, device=device, progress=False,
+                                   num_workers=0)
         self.network = ModelFlags(num_groups=num_groups)
         self.threshold = AUTO_THRESHOLD  # as cwdm auto
         self.options = self.flags.options()

@@ -24,12 +24,13 @@ from typing import Dict, List, Optional, Tuple
 from . import MODALITIES
 from .flags import ModelFlags, SamplingFlags
 from .errors import CwdmError
-from .completion import Group, completion_paths, find_checkpoints, output_path, parse_model_entries, plan
+from .completion import (Group, cases_of, completion_paths, find_checkpoints, output_path, parse_model_entries,
+                         plan)
 from .inference import (announce, check_output_dir, model_grid, progress_bar, resolve_model, synthesize_cases,
                         usable_cases)
 from .task import ANY
 from .runtime import dist_from_env, select_device
-from .synthesis import AUTO_THRESHOLD, Synthesizer
+from .synthesis import AUTO_THRESHOLD, Synthesizer, run_compiles
 
 HELP = "complete case folders that miss a modality (BraSyn use)"
 
@@ -113,8 +114,9 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     first = next(iter(groups), None)
     grid = model_grid(groups[first][0], models[first[1]].task.inputs_for(first[0], groups[first][0].present)[0],
                       models[first[1]].config.image_divisor) if first else None
-    compiling = announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
-                         options, todo, cfg.batch_size)
+    compiling = grid is not None and run_compiles(options, device, cases_of(groups, first[1]), grid)
+    announce(say, device, max((m.config.model_channels for m in models.values()), default=0), grid,
+             options, todo, compiling)
     say(f"cwdm auto{share}: {len(cases)} cases: {complete} complete, {unfixable} cannot be completed, "
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" + (" (unified)" if key == ANY else "")
                                         for (m, key), c in groups.items()) or "nothing"))
@@ -172,6 +174,7 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[Group, list], models, device,
             continue
         if key not in synths:
             synths[key] = Synthesizer(models[key], task, device, options)
+            synths[key].run_cases = cases_of(groups, key)
         synth = synths[key]
         by_name = {c.name: c for c in good}
 

@@ -25,7 +25,7 @@ from .checkpoint import LoadedModel, load_model
 from .errors import CwdmError
 from .flags import ModelFlags
 from .naming import canonical_contrast, contrast_of_checkpoint
-from .synthesis import SamplingOptions, Synthesizer, batch_compiles, postprocess
+from .synthesis import SamplingOptions, Synthesizer, postprocess
 from .task import ANY, Task, check_network
 
 Paths = Dict[str, Optional[Path]]
@@ -287,7 +287,7 @@ def model_grid(case, modality: str, divisor: int) -> Tuple[int, ...]:
 
 
 def announce(say, device: torch.device, channels: int, grid, options: SamplingOptions, cases: int,
-             batch_size: int) -> bool:
+             compiling: bool = False) -> None:
     """Say the device, warn before a released-size run on a CPU, and say when the network is compiled.
 
     Args:
@@ -297,10 +297,8 @@ def announce(say, device: torch.device, channels: int, grid, options: SamplingOp
         grid: model grid of the first case to do, or None when there is none.
         options: the sampler settings (network calls per case, ``compile``).
         cases: cases to do.
-        batch_size: cases per network call.
-
-    Returns:
-        Whether the first batch compiles the network (its first call then includes the compilation).
+        compiling: whether the first network call compiles the network
+            (:func:`cwdm.synthesis.run_compiles`).
     """
     from .feedback import cpu_sampling_warning, device_line
 
@@ -308,9 +306,7 @@ def announce(say, device: torch.device, channels: int, grid, options: SamplingOp
     warning = cpu_sampling_warning(device, channels, grid, options.calls_per_case, cases) if grid else None
     if warning:
         say(warning)
-    compiling = grid is not None and batch_compiles(options, device, max(1, min(batch_size, cases)), grid)
     if compiling:
         say(f"compiling the network before its first call (--compile {options.compile}; measured on a 2-core CPU: "
             f"about 90 s, 20 s when torch's compile cache holds it, then 0.78x the time per full-size call; "
             f"--compile False skips it)")
-    return compiling

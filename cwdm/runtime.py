@@ -131,12 +131,12 @@ COMPILE_MODES = ("auto", "True", "False")
 """``--compile`` choices of the synthesis commands: ``auto`` (the default: compile where it pays off,
 see :func:`wants_compile`), ``True`` (always) and ``False`` (never: the eager network)."""
 
-AUTO_COMPILE_WORK = 8 * 112 * 112 * 80
-"""``--compile auto`` compiles on a CPU when one batch of cases takes at least this many network calls
-x subband voxels: eight calls on the full BraTS grid (112x112x80 subbands). Measured on a 2-core CPU
-(README, Measured): a full-size call takes 0.78x of its eager time compiled, after a one-off
-compilation of about 90 s (about 20 s when torch's compile cache already holds it), so ddim 10 and
-ddpm compile, regression, ddim 5 and small grids (the demo, the tests) stay eager."""
+AUTO_COMPILE_WORK = 20 * 112 * 112 * 80
+"""``--compile auto`` compiles on a CPU when a run takes at least this many network calls x subband
+voxels: 20 calls on the full BraTS grid (112x112x80 subbands). Measured on a 2-core CPU (README,
+Measured): a compiled full-size call takes about 0.85x of its eager time, after a one-off
+compilation of about 80 s, so one case of ddim 10 gains nothing and ddpm, or ddim 10 on two or more
+cases, gains; regression, the demo and small volumes (the tests) stay eager."""
 
 
 def compile_mode(value) -> str:

@@ -73,13 +73,13 @@ class SamplingOptions:
         return network_calls(self.sampler, self.steps) * self.member_batches
 
 
-def batch_compiles(options: SamplingOptions, device: torch.device, batch: int, grid: Sequence[int]) -> bool:
-    """Whether a batch of ``batch`` cases on the image ``grid`` (X, Y, Z) runs the compiled network:
-    ``options.compile``, where ``auto`` weighs the batch's network calls x subband voxels
-    (:func:`cwdm.runtime.wants_compile`)."""
-    rows = batch * len(options.member_chunks()[0])
+def run_compiles(options: SamplingOptions, device: torch.device, cases: int, grid: Sequence[int]) -> bool:
+    """Whether a run of ``cases`` cases on the image ``grid`` (X, Y, Z) compiles the network:
+    ``options.compile``, where ``auto`` weighs the run's network calls x ensemble members x subband
+    voxels (:func:`cwdm.runtime.wants_compile`)."""
     voxels = math.prod(int(s) // 2 for s in grid)
-    return wants_compile(options.compile, device, network_calls(options.sampler, options.steps) * rows * voxels)
+    calls = network_calls(options.sampler, options.steps) * options.ensemble * max(int(cases), 1)
+    return wants_compile(options.compile, device, calls * voxels)
 
 
 def case_generator(seed: int, name: str, member: int, device: torch.device) -> torch.Generator:
@@ -120,6 +120,7 @@ class Synthesizer:
         self.format = memory_format(device, options.channels_last)
         self.model = loaded.model.to(device, memory_format=self.format).eval()
         self.device, self.options = device, options
+        self.run_cases = 1  # cases the run will synthesize (the callers set it): decides --compile auto
         self._compiled = None
 
     def network(self, compiled: bool):
@@ -143,7 +144,7 @@ class Synthesizer:
         ident = identity.to(device, torch.float32) if identity is not None else None
         cond = condition_input(conditions.to(device, torch.float32), ident)  # (B, 8C [+ M], d, h, w), once
         samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
-        net = self.network(batch_compiles(opt, device, len(names), conditions.shape[2:]))
+        net = self.network(run_compiles(opt, device, max(self.run_cases, len(names)), conditions.shape[2:]))
         for members in opt.member_chunks():
             m = len(members)
             rep = cond.repeat_interleave(m, dim=0).contiguous(memory_format=self.format)

@@ -115,3 +115,16 @@ def test_run_clock_estimates_from_a_call_without_compilation(compiling, monkeypa
         assert lines == [lines[0]] and lines[0].startswith("first network call took 80 s: about 7 min per case")
     assert len(lines) == 1 + compiling
     assert clock.batch_seconds() == pytest.approx(88.0 / 2)
+
+
+@pytest.mark.slow
+def test_sample_with_compile_says_so_and_estimates_after_compiling(make_brats_root, tmp_path, capsys):
+    data = make_brats_root(cases=2)
+    ckpt = make_checkpoint(tmp_path / "t2f.pt")
+    argv = ["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(tmp_path / "out"), *FAST]
+    assert cli([*argv, "--compile", "True"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert sum(line.startswith("compiling the network before its first call (--compile True") for line in lines) == 1
+    assert sum(line.startswith("compiling the network and its first call took") for line in lines) == 1
+    assert sum(line.startswith("second network call took") for line in lines) == 1
+    assert not any(line.startswith("first network call took") for line in lines)

@@ -6,7 +6,7 @@ import torch
 from cwdm.checkpoint import LoadedModel
 from cwdm.errors import CwdmError
 from cwdm.runtime import EagerFallback, compile_mode
-from cwdm.synthesis import SamplingOptions, Synthesizer, batch_compiles, postprocess
+from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess, run_compiles
 from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 
@@ -115,31 +115,41 @@ def test_compiled_path_gives_the_same_synthesis():
     torch.testing.assert_close(std_f, std_p, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("sampler,steps,grid,device,mode,expected", [
-    ("ddim", 10, (224, 224, 160), "cpu", "auto", True),  # 10 full-size calls
-    ("ddpm", 1000, (224, 224, 160), "cpu", "auto", True),
-    ("ddim", 5, (224, 224, 160), "cpu", "auto", False),  # 5 calls: compiling would not pay off
-    ("regression", 1, (224, 224, 160), "cpu", "auto", False),
-    ("ddim", 10, (56, 56, 40), "cpu", "auto", False),  # the demo's grid
-    ("ddpm", 1000, (56, 56, 40), "cpu", "auto", True),
-    ("ddim", 10, (224, 224, 160), "cuda", "auto", False),  # CUDA keeps the measured eager path
-    ("ddim", 10, (224, 224, 160), "cuda", "True", True),
-    ("regression", 1, (8, 8, 8), "cpu", "true", True),
-    ("ddpm", 1000, (224, 224, 160), "cpu", False, False),
+@pytest.mark.parametrize("sampler,steps,cases,grid,device,mode,expected", [
+    ("ddpm", 1000, 1, (224, 224, 160), "cpu", "auto", True),
+    ("ddim", 10, 2, (224, 224, 160), "cpu", "auto", True),  # 20 full-size calls
+    ("ddim", 10, 1, (224, 224, 160), "cpu", "auto", False),  # 10: compiling would not pay off
+    ("regression", 1, 19, (224, 224, 160), "cpu", "auto", False),
+    ("regression", 1, 20, (224, 224, 160), "cpu", "auto", True),
+    ("ddim", 10, 100, (56, 56, 40), "cpu", "auto", False),  # the demo's grid
+    ("ddpm", 1000, 1, (56, 56, 40), "cpu", "auto", False),  # 85 s per case eager: compiling would not pay
+    ("ddpm", 1000, 2, (56, 56, 40), "cpu", "auto", True),
+    ("ddpm", 1000, 1, (224, 224, 160), "cuda", "auto", False),  # CUDA keeps the measured eager path
+    ("ddim", 10, 1, (224, 224, 160), "cuda", "True", True),
+    ("regression", 1, 1, (8, 8, 8), "cpu", "true", True),
+    ("ddpm", 1000, 5, (224, 224, 160), "cpu", False, False),
 ])
-def test_auto_compile_decides_by_the_work(sampler, steps, grid, device, mode, expected):
+def test_auto_compile_decides_by_the_run(sampler, steps, cases, grid, device, mode, expected):
     opts = SamplingOptions(sampler=sampler, steps=steps, compile=mode)
     opts.validate()
-    assert batch_compiles(opts, torch.device(device), 1, grid) is expected
+    assert run_compiles(opts, torch.device(device), cases, grid) is expected
 
 
-def test_auto_compile_counts_batch_and_ensemble():
+def test_auto_compile_counts_ensemble_members_and_the_synthesizer_uses_the_run():
     grid = (224, 224, 160)
-    assert not batch_compiles(SamplingOptions(sampler="ddim", steps=5), torch.device("cpu"), 1, grid)
-    assert batch_compiles(SamplingOptions(sampler="ddim", steps=5), torch.device("cpu"), 2, grid)
-    assert batch_compiles(SamplingOptions(sampler="ddim", steps=5, ensemble=2), torch.device("cpu"), 1, grid)
-    assert not batch_compiles(SamplingOptions(sampler="ddim", steps=5, ensemble=2, ensemble_batch=1),
-                              torch.device("cpu"), 1, grid)
+    assert not run_compiles(SamplingOptions(sampler="ddim", steps=10), torch.device("cpu"), 1, grid)
+    assert run_compiles(SamplingOptions(sampler="ddim", steps=10, ensemble=2), torch.device("cpu"), 1, grid)
+    assert run_compiles(SamplingOptions(sampler="ddim", steps=10, ensemble=2, ensemble_batch=1),
+                        torch.device("cpu"), 1, grid)
+    synth = Synthesizer(_loaded(), TASK, torch.device("cpu"), SamplingOptions(sampler="ddim", steps=2))
+    synth.run_cases = 10 ** 6  # 8x8x8 volumes: 2e9 calls x voxels would compile ...
+    with pytest.MonkeyPatch.context() as mp:
+        chosen = []
+        mp.setattr(synth, "network", lambda compiled: chosen.append(compiled) or synth.model)
+        synth(CONDS, NAMES)
+        synth.run_cases = 1  # ... 2 cases of 2 calls would not
+        synth(CONDS, NAMES)
+    assert chosen == [True, False]
 
 
 def test_compile_mode_spellings_and_refusal():
