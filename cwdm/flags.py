@@ -45,8 +45,8 @@ class SamplingFlags:
     channels_last: bool = field(default=False, metadata={
         "help": "channels-last layout (not exact: 0.87x the time per call on a 2-core CPU, slower on an H100)"})
     compile: str = field(default="auto", metadata={
-        "help": "torch.compile the network: auto (on a CPU when a batch takes >= 8 full-size calls, e.g. ddim 10: "
-                "0.78x the time per call after ~90 s compiling, a call's output within 1e-5), True or False"})
+        "help": "torch.compile the network: auto (on a CPU when the run takes >= 20 full-size calls, e.g. ddpm: "
+                "0.78-0.89x the time per call after ~80 s compiling, outputs within 3e-6 per call), True or False"})
     ensemble_batch: int = field(default=0, metadata={"help": "ensemble members per network call (0 = all)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 

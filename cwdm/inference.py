@@ -308,5 +308,5 @@ def announce(say, device: torch.device, channels: int, grid, options: SamplingOp
         say(warning)
     if compiling:
         say(f"compiling the network before its first call (--compile {options.compile}; measured on a 2-core CPU: "
-            f"about 90 s, 20 s when torch's compile cache holds it, then 0.78x the time per full-size call; "
+            f"about 80 s, 18 s when torch's compile cache holds it, then 0.78-0.89x the time per call; "
             f"--compile False skips it)")

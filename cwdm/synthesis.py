@@ -105,6 +105,8 @@ class Synthesizer:
     ``callback(i, n)``, if given, is called after each network call: ``i``
     calls of the ``n`` of the current chunk of members are done (progress bars).
     A unified model also takes ``identity`` (B, M), the one-hot target of each case.
+    The network runs compiled when :func:`run_compiles` says so for a run of ``run_cases``
+    cases (set by the caller; default 1) or of this call's B cases, whichever is more.
 
     Args:
         loaded: the network.
