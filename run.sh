@@ -38,7 +38,7 @@ SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
 SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
 ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
 PRECISION=${PRECISION:-fp32}         # fp32 (exact, the reference's numbers) | tf32 | bf16 (faster on GPUs, not exact)
-COMPILE=${COMPILE:-auto}             # auto (on a CPU for runs of >= 20 full-size calls, e.g. ddpm: ~0.85x per call) | True | False
+COMPILE=${COMPILE:-auto}             # auto (on a CPU for runs of >= 20 full-size calls, e.g. ddpm: 0.78-0.89x per call) | True | False
 
 # -------------------------------------------------------------------------------------------
 # PYTHON default: the interpreter of the installed `cwdm` command, so no environment has to be

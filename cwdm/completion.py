@@ -186,8 +186,6 @@ def completion_paths(volume: Path) -> Paths:
             "target": None}
 
 
-
-
 def cases_of(groups: Dict[Group, list], key: str) -> int:
     """How many cases of the plan's ``groups`` the checkpoint ``key`` synthesizes."""
     return sum(len(cases) for (_, k), cases in groups.items() if k == key)

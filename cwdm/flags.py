@@ -43,7 +43,7 @@ class SamplingFlags:
         "help": "arithmetic on CUDA: fp32 (exact, the reference's numbers), tf32 or bf16 (faster, not exact)",
         "choices": list(PRECISIONS)})
     channels_last: bool = field(default=False, metadata={
-        "help": "channels-last layout (not exact: 0.87x the time per call on a 2-core CPU, slower on an H100)"})
+        "help": "channels-last layout (not exact: 0.78-0.87x the time per call on a 2-core CPU, slower on an H100)"})
     compile: str = field(default="auto", metadata={
         "help": "torch.compile the network: auto (on a CPU when the run takes >= 20 full-size calls, e.g. ddpm: "
                 "0.78-0.89x the time per call after ~80 s compiling, outputs within 3e-6 per call), True or False"})

@@ -135,8 +135,9 @@ AUTO_COMPILE_WORK = 20 * 112 * 112 * 80
 """``--compile auto`` compiles on a CPU when a run takes at least this many network calls x subband
 voxels: 20 calls on the full BraTS grid (112x112x80 subbands). Measured on a 2-core CPU (README,
 Measured): a compiled full-size call takes 0.78x to 0.89x of its eager time, after a one-off
-compilation of about 80 s (18 s from torch's compile cache), so one case of ddim 10 gains nothing and ddpm, or ddim 10 on two or more
-cases, gains; regression, the demo and small volumes (the tests) stay eager."""
+compilation of about 80 s (18 s from torch's compile cache), so one case of ddim 10 gains nothing
+and ddpm, or ddim 10 on two or more cases, gains; regression, the demo and small volumes (the tests)
+stay eager."""
 
 
 def compile_mode(value) -> str:

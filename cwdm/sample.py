@@ -20,7 +20,7 @@ from .flags import ModelFlags, SamplingFlags
 from .inference import (announce, check_output_dir, chosen_target, model_grid, paired_paths, progress_bar,
                         resolve_model, synthesize_cases, usable_cases)
 from .runtime import dist_from_env, select_device
-from .synthesis import Synthesizer, run_compiles
+from .synthesis import Synthesizer
 
 HELP = "synthesize the target contrast of every case of a folder (paired mode)"
 
@@ -83,7 +83,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor) if mine else None
     synth.run_cases = len(mine)
-    compiling = grid is not None and run_compiles(options, device, len(mine), grid)
+    compiling = grid is not None and synth.compiles(grid)
     announce(say, device, loaded.config.model_channels, grid, options, len(mine), compiling)
     what = task.describe() if not task.is_unified else f"{target} from {', '.join(conditions)} (unified model)"
     say(f"cwdm sample: {what} with {options.sampler} "

@@ -125,6 +125,11 @@ class Synthesizer:
         self.run_cases = 1  # cases the run will synthesize (the callers set it): decides --compile auto
         self._compiled = None
 
+    def compiles(self, grid: Sequence[int], batch: int = 1) -> bool:
+        """Whether cases on the image ``grid`` (X, Y, Z) run the compiled network: :func:`run_compiles`
+        for ``run_cases`` cases, or for ``batch`` (this call's cases) when that is more."""
+        return run_compiles(self.options, self.device, max(self.run_cases, batch), grid)
+
     def network(self, compiled: bool):
         """The eager network, or its compiled version (compiled once; under ``auto`` a failed compilation
         falls back to eager)."""
@@ -146,7 +151,7 @@ class Synthesizer:
         ident = identity.to(device, torch.float32) if identity is not None else None
         cond = condition_input(conditions.to(device, torch.float32), ident)  # (B, 8C [+ M], d, h, w), once
         samples: List[torch.Tensor] = []  # one (B, m, X, Y, Z) tensor per chunk of m members
-        net = self.network(run_compiles(opt, device, max(self.run_cases, len(names)), conditions.shape[2:]))
+        net = self.network(self.compiles(conditions.shape[2:], len(names)))
         for members in opt.member_chunks():
             m = len(members)
             rep = cond.repeat_interleave(m, dim=0).contiguous(memory_format=self.format)
