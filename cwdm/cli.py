@@ -26,6 +26,7 @@ from . import __version__
 from .config import add_arguments, from_args, given_fields
 from .errors import CwdmError
 from .nifti_io import check_destination
+from .openmp import configure as configure_openmp
 
 COMMANDS = {
     "train": ("cwdm.train", "train a conditional wavelet diffusion model for one target contrast"),
@@ -147,6 +148,7 @@ def interrupt_hint(command: str, args: List[str], cfg) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    configure_openmp()  # before any command module imports torch (cwdm.openmp says why)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(_top_usage())
