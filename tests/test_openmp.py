@@ -58,3 +58,19 @@ def test_without_cwdm_libgomp_keeps_its_default():
 
 def test_the_users_setting_reaches_libgomp_unchanged():
     assert "GOMP_SPINCOUNT = '12345'" in _libgomp_settings({"GOMP_SPINCOUNT": "12345"}, CLI_THEN_TORCH)
+
+
+FORWARD = ("import torch\ntorch.manual_seed(0)\nnet = torch.nn.Conv3d(4, 8, 3, padding=1)\n"
+           "x = torch.randn(2, 4, 12, 12, 12)\nwith torch.no_grad():\n    y = net(x).sum(dim=(2, 3, 4))\n"
+           "print(' '.join(v.hex() for v in y.flatten().tolist()))\n")
+
+
+def test_the_wait_policy_changes_no_number():
+    outs = []
+    for extra in ({"GOMP_SPINCOUNT": str(SPIN_COUNT)}, {"GOMP_SPINCOUNT": "300000"}, {"OMP_WAIT_POLICY": "PASSIVE"}):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(extra)
+        proc = subprocess.run([sys.executable, "-c", FORWARD], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(proc.stdout.strip())
+    assert outs[0] and outs[0] == outs[1] == outs[2]
