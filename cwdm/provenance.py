@@ -4,7 +4,9 @@
 ``cwdm auto`` completing cases in place: in the data folder root). It holds
 
 * ``runs``: one entry per run that wrote results (cwdm version, command line,
-  device, start / end time, status, the result-determining ``settings`` and
+  device, start / end time, status (``interrupted`` until the run ends, so a
+  killed run or one that could not write its end says so; then ``finished`` or
+  ``failed``), the result-determining ``settings`` and
   the ``checkpoints`` used: path, sha256, training step);
 * ``cases``: for each written volume (path relative to the record's folder)
   the run that made it, its target and the seconds it took.
@@ -198,7 +200,7 @@ class Provenance:
         self.run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run: Dict[str, Any] = {
             "command": command, "argv": list(sys.argv), "cwdm_version": __version__, "device": str(device),
-            "rank": rank, "started": now(), "ended": None, "status": "running",
+            "rank": rank, "started": now(), "ended": None, "status": "interrupted",
             "settings": settings, "checkpoints": checkpoints}
         self.mine: Dict[str, Dict[str, Any]] = {}
 
@@ -252,6 +254,14 @@ class Provenance:
             check_destination(self.folder, "output folder")
             return
         probe_folder(self.folder, "the provenance record's folder")
+        try:
+            if stat.S_ISREG(os.stat(self.path).st_mode):  # never opened otherwise: a FIFO would block
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))  # writes nothing
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise CwdmError(f"{self.path}: cannot replace the provenance record ({exc.strerror or exc}); "
+                            f"{self.how}") from None
 
     # -- during and after the run ------------------------------------------------------------------
     def case_done(self, output: Path, target: str, seconds: float, inputs: Optional[list] = None) -> None:
