@@ -170,7 +170,8 @@ def _wrong_types(data: Dict[str, Any]) -> str:
     for run_id, run in data["runs"].items():
         if not (isinstance(run, dict) and isinstance(run.get("settings", {}), dict)
                 and isinstance(run.get("checkpoints", {}), dict)
-                and all(isinstance(c, dict) for c in run.get("checkpoints", {}).values())):
+                and all(isinstance(c, dict) and all(isinstance(c.get(k, ""), str) for k in ("path", "sha256"))
+                        for c in run.get("checkpoints", {}).values())):
             return f"runs[{run_id!r}] is {json.dumps(run)[:60]}"
     return ""
 

@@ -246,7 +246,19 @@ def test_auto_in_place_with_symlinked_case_folders(make_brats_root, models, tmp_
     assert record_path(data, data / CASES[0] / "x.nii.gz") == f"{CASES[0]}/x.nii.gz"
 
 
-MALFORMED = ["case not an object", "settings not an object", "folder", "fifo", "not json", "cannot be replaced"]
+def test_a_std_map_left_without_its_volume_is_redone(setup):
+    data, ckpt, out, base = setup
+    assert cli(base + ["--ensemble", "2"]) == 0
+    std = out / CASES[1] / f"{CASES[1]}-t2f_std.nii.gz"
+    before = std.read_bytes()
+    out_file(out, CASES[1]).unlink()  # killed between the std map and the volume
+    std.write_bytes(before)
+    os.utime(std, (0, 0))
+    assert cli(base + ["--ensemble", "2"]) == 0
+    assert out_file(out, CASES[1]).is_file() and std.stat().st_mtime > 0 and std.read_bytes() == before
+
+
+MALFORMED = ["case not an object", "settings not an object", "checkpoint path not a string", "folder", "fifo", "not json", "cannot be replaced"]
 
 
 @pytest.mark.parametrize("kind", MALFORMED)
@@ -257,6 +269,9 @@ def test_a_record_cwdm_did_not_write_is_one_line_naming_it(setup, monkeypatch, c
     path, rec = out / RECORD_NAME, record(out)
     if kind == "case not an object":
         rec["cases"][f"{CASES[0]}/{CASES[0]}-t2f.nii.gz"] = ["t2f"]
+        path.write_text(json.dumps(rec))
+    elif kind == "checkpoint path not a string":
+        next(iter(rec["runs"].values()))["checkpoints"]["t2f"]["path"] = 3
         path.write_text(json.dumps(rec))
     elif kind == "settings not an object":
         next(iter(rec["runs"].values()))["settings"] = ["ddim", 2]
