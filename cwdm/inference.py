@@ -260,7 +260,10 @@ def _write_item(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], pat
 
     grid, first, reference = Grid.from_dict(item["grid"]), item["first_input"], item["reference"]
     made = item.get("synthesizes")
-    mark = (lambda std="": synthesis_mark(made + std, item["inputs"])) if made else (lambda std="": None)
+
+    def mark(suffix: str = "") -> Optional[str]:
+        return synthesis_mark(made + suffix, item["inputs"]) if made else None
+
     vol = postprocess(mean, first, threshold, postprocess_on)
     # a std map cwdm wrote without its volume (a run killed between the two) is redone
     orphan = paths["std"] is not None and paths["std"].exists() and not paths["volume"].exists() \

@@ -30,6 +30,7 @@ one-line error naming it and how to continue.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -246,7 +247,8 @@ class Provenance:
 
     def check_writable(self) -> None:
         """One line, before any work, when the record could not be written: its folder cannot take a new
-        file (tried: a temporary file is created and removed), or a folder stands in its place."""
+        file (tried: a temporary file is created and removed), a folder stands in its place, or it is
+        immutable."""
         from .nifti_io import check_destination
 
         if self.path.is_dir():
@@ -255,12 +257,12 @@ class Provenance:
             check_destination(self.folder, "output folder")
             return
         probe_folder(self.folder, "the provenance record's folder")
-        try:
+        try:  # an immutable (or append-only) file cannot be renamed over; a mode of 0444 can
             if stat.S_ISREG(os.stat(self.path).st_mode):  # never opened otherwise: a FIFO would block
                 os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))  # writes nothing
-        except FileNotFoundError:
-            pass
         except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EROFS):
+                return
             raise CwdmError(f"{self.path}: cannot replace the provenance record ({exc.strerror or exc}); "
                             f"{self.how}") from None
 

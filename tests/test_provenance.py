@@ -312,3 +312,18 @@ def test_auto_in_place_damaged_record_says_move_it_away(make_brats_root, models,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(data / RECORD_NAME) in err and "move it away" in err
     assert "--overwrite" not in err and not out_file(data, CASES[0]).exists()
+
+
+def test_a_record_of_mode_0444_is_still_replaced(setup, monkeypatch):
+    data, ckpt, out, base = setup
+    assert cli(base) == 0
+    out_file(out, CASES[1]).unlink()
+    path, real_open = out / RECORD_NAME, os.open
+
+    def open_(p, flags, *args, **kwargs):  # not writable in place, but renaming over it works
+        if os.fspath(p) == str(path) and flags & os.O_WRONLY:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), p)
+        return real_open(p, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    assert cli(base) == 0 and out_file(out, CASES[1]).is_file() and len(record(out)["cases"]) == 2
