@@ -258,7 +258,8 @@ def test_a_std_map_left_without_its_volume_is_redone(setup):
     assert out_file(out, CASES[1]).is_file() and std.stat().st_mtime > 0 and std.read_bytes() == before
 
 
-MALFORMED = ["case not an object", "settings not an object", "checkpoint path not a string", "folder", "fifo", "not json", "cannot be replaced"]
+MALFORMED = ["case not an object", "settings not an object", "checkpoint path not a string", "folder", "fifo",
+             "not json", "cannot be replaced"]
 
 
 @pytest.mark.parametrize("kind", MALFORMED)

@@ -257,7 +257,8 @@ def test_a_copied_and_edited_synthesized_file_is_still_not_acquired(unified_runs
     new = data / "BraTS-GLI-00009-000"
     new.mkdir()
     for m in ("t1c", "t2w", "t2f"):
-        shutil.copy(data / "BraTS-GLI-00001-000" / f"BraTS-GLI-00001-000-{m}.nii.gz", new / f"BraTS-GLI-00009-000-{m}.nii.gz")
+        shutil.copy(data / "BraTS-GLI-00001-000" / f"BraTS-GLI-00001-000-{m}.nii.gz",
+                    new / f"BraTS-GLI-00009-000-{m}.nii.gz")
     nib.save(nib.Nifti1Image(img.get_fdata() * 2 + 1, img.affine, img.header), new / "BraTS-GLI-00009-000-t1n.nii.gz")
     (data / "cwdm_provenance.json").unlink()
     cases = {c.name: c.acquired() for c in discover_cases(data)}
