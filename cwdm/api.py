@@ -156,7 +156,7 @@ class MissingModality:
         from .completion import output_path
 
         written: Dict[str, Path] = {}
-        for case in discover_cases(data_folder, self.modalities):
+        for case in (c.acquired() for c in discover_cases(data_folder, self.modalities)):  # never from cwdm's own
             missing = case.missing(self.modalities)
             if len(missing) != 1:
                 if self.verbose:

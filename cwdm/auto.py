@@ -6,7 +6,9 @@ contrast in ``--models_dir``; a unified ``--model any=PATH`` for whatever has no
 checkpoint of its own), the modality is synthesized from the present ones and
 written as ``<case>-<modality>.nii.gz`` into the case folder (or
 ``--output_dir/<case>/``) with the header and affine of a present modality.
-Existing files are never touched. Cases with nothing missing are skipped;
+Existing files are never touched; files cwdm synthesized earlier (their header
+says so) are kept but never used as inputs, so a rerun after an interruption
+writes what an uninterrupted run would. Cases with nothing missing are skipped;
 cases missing two or more modalities (unless a unified checkpoint trained with
 dropped conditions is given: :mod:`cwdm.completion`), lacking a checkpoint or
 with bad files are reported and skipped. Exit status 0 only if every case ends
@@ -24,8 +26,8 @@ from typing import Dict, List, Optional, Tuple
 from . import MODALITIES
 from .flags import ModelFlags, SamplingFlags
 from .errors import CwdmError
-from .completion import (Group, cases_of, completion_paths, find_checkpoints, output_path, parse_model_entries,
-                         plan)
+from .completion import (Group, cases_of, check_case_folders, completion_paths, find_checkpoints, output_path,
+                         parse_model_entries, plan, recorded_synthesized)
 from .inference import (announce, check_output_dir, model_grid, progress_bar, resolve_model, synthesize_cases,
                         usable_cases)
 from .task import ANY
@@ -101,8 +103,13 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
     unified = _unified_model(cfg, checkpoints, device)
     # each rank takes its share of the cases before looking at outputs other ranks may be writing
     cases = discover_cases(cfg.data_dir, cfg.modalities)[info.rank::info.world_size]
-    groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, cfg.output_dir, cfg.overwrite, say,
-                                       unified.task if unified is not None else None)
+    in_place = _in_place(cfg)
+    groups, complete, unfixable = plan(cases, cfg.modalities, checkpoints, None if in_place else cfg.output_dir,
+                                       cfg.overwrite, say,
+                                       unified.task if unified is not None else None,
+                                       recorded_synthesized(cfg.data_dir) if in_place else ())
+    if in_place:
+        check_case_folders(groups)  # a read-only case folder: one line now, not after the network ran
     # load (and so check) every needed checkpoint before any case is processed
     models = {key: unified if key == ANY else resolve_model(checkpoints[key], key, cfg.modalities, cfg, cfg.ema,
                                                             device)[0]
@@ -121,9 +128,13 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
         f"to synthesize: " + (", ".join(f"{m} x{len(c)}" + (" (unified)" if key == ANY else "")
                                         for (m, key), c in groups.items()) or "nothing"))
     clock = RunClock(todo, options.calls_per_case, write_line if info.is_main else (lambda msg: None), compiling)
-    with record.session():
-        written, failed = _complete_groups(cfg, groups, models, device, options, clock, record, say,
-                                           info.is_main)
+    try:
+        with record.session():
+            written, failed = _complete_groups(cfg, groups, models, device, options, clock, record, say,
+                                               info.is_main)
+    except OSError as exc:  # what the writers did not name already (a case folder that cannot be made ...)
+        raise CwdmError(f"{exc.filename or cfg.data_dir}: {exc.strerror or exc}; free space or make it writable, "
+                        f"then rerun the same command (written cases are kept)") from None
     where = (f"into the case folders of {cfg.data_dir}" if cfg.output_dir is None
              else f"under {cfg.output_dir}/<case>/")
     status = 0 if unfixable + failed == 0 else 1
@@ -209,17 +220,23 @@ def _provenance(cfg: AutoConfig, options, device, used: Dict[str, tuple], rank: 
     Returns:
         The :class:`cwdm.provenance.Provenance` record of this run.
     """
-    from .provenance import Provenance, checkpoint_entry, result_settings
+    from .provenance import MOVE_AWAY, REDO_ALL, Provenance, checkpoint_entry, result_settings
 
-    in_place = cfg.output_dir is None or Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve()
+    in_place = _in_place(cfg)
     settings = result_settings(options, device, target=None, postprocess=cfg.postprocess, threshold=cfg.threshold,
                                ema=cfg.ema)
     record = Provenance(Path(cfg.data_dir if in_place else cfg.output_dir), "auto", settings,
-                        {mod: checkpoint_entry(path, loaded) for mod, (path, loaded) in used.items()}, device, rank)
+                        {mod: checkpoint_entry(path, loaded) for mod, (path, loaded) in used.items()}, device, rank,
+                        how=MOVE_AWAY if in_place else REDO_ALL)
     record.check(redo=cfg.overwrite and not in_place, continue_anyway=cfg.continue_anyway, say=say,
                  redo_hint=("delete the synthesized files it lists to redo them" if in_place
                             else "--overwrite to redo every case"))
     return record
+
+
+def _in_place(cfg: AutoConfig) -> bool:
+    """Whether the run completes the case folders themselves (no ``--output_dir``, or the data folder)."""
+    return cfg.output_dir is None or Path(cfg.output_dir).resolve() == Path(cfg.data_dir).resolve()
 
 
 def _next_step(cfg: AutoConfig, status: int) -> str:

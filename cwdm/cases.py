@@ -8,6 +8,11 @@ A data root holds one folder per case. A case folder holds
 t2w, t2f (see :mod:`cwdm.naming`). Problems found while looking (a dangling
 symbolic link, an unreadable folder) are kept on the :class:`Case` and
 reported by :func:`cwdm.data.validate_case` with the rest.
+
+A modality file whose NIfTI header says cwdm synthesized it
+(:func:`cwdm.provenance.synthesized_target`) is present but not acquired:
+completion (:meth:`Case.acquired`) never reads it as an input. Hidden files
+(a temporary file of an interrupted write starts with ``.``) are ignored.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from . import MODALITIES
 from .errors import CwdmError
@@ -47,6 +52,7 @@ class Case:
         sep: ``"-"`` (BraTS 2023 names) or ``"_"`` (BraTS 2021 names); new
             files of the case are named the same way (:meth:`file_name`).
         problems: what is wrong with the folder itself (dangling links ...).
+        made: in the view :meth:`acquired` gives, modality -> file cwdm synthesized (not in ``files``).
     """
 
     name: str
@@ -58,6 +64,7 @@ class Case:
     others: List[Path] = field(default_factory=list)
     sep: str = "-"
     problems: List[str] = field(default_factory=list)
+    made: Dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -76,6 +83,16 @@ class Case:
     def missing(self, modalities: Sequence[str] = MODALITIES) -> List[str]:
         """Modalities of ``modalities`` that are not (unambiguously) present."""
         return [m for m in modalities if m not in self.files]
+
+    def acquired(self, recorded: Collection[str] = ()) -> "Case":
+        """This case as completion sees it: ``files`` holds the acquired modality files only, ``made``
+        the ones cwdm synthesized (header mark, or listed in ``recorded``: absolute paths from a provenance
+        record), which count as missing and are never inputs."""
+        from .provenance import synthesized_target
+
+        made = {m: p for m, p in self.files.items()
+                if os.path.abspath(p) in recorded or synthesized_target(p) is not None}
+        return replace(self, files={m: p for m, p in self.files.items() if m not in made}, made=made)
 
     def file_name(self, modality: str) -> str:
         """The name ``modality`` has / would have in this case, in the case's own style."""

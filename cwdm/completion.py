@@ -8,14 +8,21 @@ missing modality, which cases can be completed, and where the results go.
   modality, else a unified one (:data:`cwdm.task.ANY`); a case missing several
   modalities only with a unified checkpoint trained with dropped conditions.
   Each missing modality is then synthesized from the acquired ones only, never
-  from another synthesized volume, so errors do not compound;
+  from another synthesized volume, so errors do not compound. A file cwdm
+  synthesized (its header says so, or the record lists it) is not acquired,
+  whatever happened since (an interrupted run, a deleted record): a rerun keeps
+  it and synthesizes what is still missing from the acquired files, as an
+  uninterrupted run would (:meth:`cwdm.cases.Case.acquired`);
+* before any network call: :func:`check_case_folders` (in place, every case
+  folder to write into takes a new file);
 * paths: :func:`output_path`, :func:`completion_paths`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .errors import CwdmError
 from .inference import Paths
@@ -119,7 +126,8 @@ def _checkpoints_in(folder: Path, modalities: Sequence[str]) -> Dict[str, Path]:
 
 
 def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path], overwrite: bool,
-         report, unified: Optional[Task] = None) -> Tuple[Dict[Group, list], int, int]:
+         report, unified: Optional[Task] = None,
+         recorded: Collection[str] = ()) -> Tuple[Dict[Group, list], int, int]:
     """Group the cases to complete by missing modality and checkpoint (``cwdm auto``).
 
     Args:
@@ -130,22 +138,28 @@ def plan(cases, modalities, checkpoints: Dict[str, Path], out_dir: Optional[Path
         overwrite: redo cases whose output in ``out_dir`` exists.
         report: called with one line per case that cannot be completed.
         unified: the task of the :data:`ANY` checkpoint, if there is one.
+        recorded: absolute paths the provenance record says cwdm synthesized (:func:`recorded_synthesized`).
 
     Returns:
-        ``(groups, complete, unfixable)``: :data:`Group` -> cases to synthesize, the number of
-        cases with nothing to do, and the number that cannot be completed.
+        ``(groups, complete, unfixable)``: :data:`Group` -> cases to synthesize (as
+        :meth:`cwdm.cases.Case.acquired` views: their ``files`` are the inputs), the number of cases
+        with nothing to do, and the number that cannot be completed.
     """
     groups: Dict[Group, list] = {}
     complete = unfixable = 0
     for case in cases:
+        case = case.acquired(recorded)
         missing = [m for m in case.missing(modalities) if m not in case.duplicates]
         problem = _case_problem(case, missing, checkpoints, unified)
         if problem:
             report(f"skipping {case.name}: {problem}")
             unfixable += 1
             continue
-        todo = [m for m in missing
-                if out_dir is None or overwrite or not output_path(case, m, out_dir).exists()]
+        # in place, a synthesized file is kept (delete it to redo it); elsewhere --overwrite redoes it
+        if out_dir is None:
+            todo = [m for m in missing if m not in case.made and not output_path(case, m, None).exists()]
+        else:
+            todo = [m for m in missing if overwrite or not output_path(case, m, out_dir).exists()]
         if not todo:
             complete += 1  # nothing missing, or done by an earlier run
         for mod in todo:
@@ -172,6 +186,27 @@ def _case_problem(case, missing: List[str], checkpoints: Dict[str, Path], unifie
     if missing and missing[0] not in checkpoints and unified is None:
         return f"no checkpoint for {missing[0]} (pass --model {missing[0]}=PATH or --models_dir)"
     return ""
+
+
+def recorded_synthesized(root: Path) -> Set[str]:
+    """Absolute paths of the files the provenance record of ``root`` says cwdm synthesized (none when
+    the record is missing or damaged: the record's own check reports a damaged one)."""
+    from .provenance import RECORD_NAME, read_record
+
+    try:
+        data = read_record(Path(root) / RECORD_NAME)
+    except CwdmError:
+        return set()
+    return {os.path.abspath(Path(root) / rel) for rel in (data or {}).get("cases", {})}
+
+
+def check_case_folders(groups: Dict[Group, list]) -> None:
+    """In place: one line, before any network call, naming a case folder of the plan that cannot take
+    a new file (read-only, full); each is tried with a temporary file, created and removed."""
+    from .provenance import probe_folder
+
+    for folder in dict.fromkeys(case.folder for cases in groups.values() for case in cases):
+        probe_folder(folder, "the case folder")
 
 
 def output_path(case, modality: str, out_dir: Optional[Path]) -> Path:

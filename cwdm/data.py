@@ -343,7 +343,7 @@ class InferenceDataset(_CaseDataset):
         ``folder`` (str), ``conditions`` ((C, X', Y', Z') float32 tensor),
         ``first_input`` ((X', Y', Z'), the first image input: outside the brain where it is 0; in a
         task of label maps only, 1 where any label map is not background, 0 elsewhere),
-        ``inputs`` (the modalities read into them), ``grid`` (:meth:`Grid.to_dict`,
+        ``inputs`` (the modalities read into them), ``synthesizes`` (the target's name), ``grid`` (:meth:`Grid.to_dict`,
         to write results back with ``Grid.from_dict(item["grid"]).to_original(...)``),
         ``reference`` (str, path of the first image input, whose affine/header
         outputs reuse), for a unified task ``identity`` ((M,) one-hot of the
@@ -387,6 +387,7 @@ class InferenceDataset(_CaseDataset):
             "conditions": conditions,
             "first_input": first_input,
             "inputs": list(inputs),
+            "synthesizes": self.target,
             "grid": grid.to_dict(),
             "reference": str(case.path(first.name)),
         }

@@ -248,20 +248,47 @@ def _sample_batch(synth: Synthesizer, batch: List[Dict], bar, clock):
 
 def _write_item(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], paths: Paths,
                 threshold: Optional[float], postprocess_on: bool, overwrite: bool) -> None:
-    """Post-process one case's sample and write it (std map and true target first) on the original grid."""
+    """Post-process one case's sample and write it (std map and true target first) on the original grid.
+
+    The volume and std map say in their header that cwdm synthesized them, and from what
+    (:func:`cwdm.provenance.synthesis_mark`). A failed write (full disk, read-only place) is one line
+    naming the file, and removes what this call wrote: a case is written whole or not at all.
+    """
     from .nifti_io import save_nifti_like
     from .preprocess import Grid
+    from .provenance import synthesis_mark, synthesized_target
 
     grid, first, reference = Grid.from_dict(item["grid"]), item["first_input"], item["reference"]
-    paths["volume"].parent.mkdir(parents=True, exist_ok=True)
+    made = item.get("synthesizes")
+
+    def mark(suffix: str = "") -> Optional[str]:
+        return synthesis_mark(made + suffix, item["inputs"]) if made else None
+
     vol = postprocess(mean, first, threshold, postprocess_on)
+    # a std map cwdm wrote without its volume (a run killed between the two) is redone
+    orphan = paths["std"] is not None and paths["std"].exists() and not paths["volume"].exists() \
+        and synthesized_target(paths["std"]) is not None
+    jobs = []
     if std is not None:
         s = postprocess(std, first, None, postprocess_on)
-        save_nifti_like(grid.to_original(s.numpy()), reference, paths["std"], overwrite=overwrite)
+        jobs.append((paths["std"], s.numpy(), mark(" std"), overwrite or orphan))
     if paths.get("target") is not None and "target" in item:
-        save_nifti_like(grid.to_original(item["target"][0].numpy()), reference, paths["target"],
-                        overwrite=overwrite)
-    save_nifti_like(grid.to_original(vol.numpy()), reference, paths["volume"], overwrite=overwrite)
+        jobs.append((paths["target"], item["target"][0].numpy(), None, overwrite))
+    jobs.append((paths["volume"], vol.numpy(), mark(), overwrite))
+    written: List[Path] = []
+    current = paths["volume"]
+    try:
+        paths["volume"].parent.mkdir(parents=True, exist_ok=True)
+        for current, array, descrip, replace in jobs:
+            save_nifti_like(grid.to_original(array), reference, current, overwrite=replace, descrip=descrip)
+            written.append(current)
+    except BaseException as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
+        raise CwdmError(f"{current}: cannot write ({exc.strerror or exc}); free space or make the folder "
+                        f"writable, then rerun the same command (written cases are kept)") from None
 
 
 def progress_bar(total: int, enabled: bool, desc: str):

@@ -240,7 +240,8 @@ def atomic_write(path: PathLike, mode: str = "w", *, overwrite: bool = True,
 
 
 def save_nifti_like(array: np.ndarray, reference_img: Union[nib.Nifti1Image, PathLike],
-                    path: PathLike, overwrite: bool = False, dtype: np.dtype = np.float32) -> Path:
+                    path: PathLike, overwrite: bool = False, dtype: np.dtype = np.float32,
+                    descrip: Optional[str] = None) -> Path:
     """Write ``array`` (X, Y, Z) with the affine and header of ``reference_img``.
 
     The header is copied (qform/sform and their codes, voxel sizes, units,
@@ -255,6 +256,7 @@ def save_nifti_like(array: np.ndarray, reference_img: Union[nib.Nifti1Image, Pat
         path: destination, ``.nii.gz`` (compressed) or ``.nii``.
         overwrite: replace an existing ``path``; otherwise raise CwdmError.
         dtype: on-disk data type (float32 by default).
+        descrip: the header's description instead of the reference's (at most 79 bytes), or None.
 
     Returns:
         ``path`` as a :class:`Path`.
@@ -285,6 +287,8 @@ def save_nifti_like(array: np.ndarray, reference_img: Union[nib.Nifti1Image, Pat
         img.set_qform(ref_hdr.get_qform(), code=int(ref_hdr["qform_code"]))
         img.set_sform(ref_hdr.get_sform(), code=int(ref_hdr["sform_code"]))
     img.header.set_slope_inter(1.0, 0.0)
+    if descrip is not None:
+        img.header["descrip"] = descrip.encode()[:79]
     with atomic_path(final, overwrite=overwrite) as tmp:
         nib.save(img, str(tmp))
     return final

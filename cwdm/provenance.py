@@ -4,7 +4,9 @@
 ``cwdm auto`` completing cases in place: in the data folder root). It holds
 
 * ``runs``: one entry per run that wrote results (cwdm version, command line,
-  device, start / end time, status, the result-determining ``settings`` and
+  device, start / end time, status (``interrupted`` until the run ends, so a
+  killed run or one that could not write its end says so; then ``finished`` or
+  ``failed``), the result-determining ``settings`` and
   the ``checkpoints`` used: path, sha256, training step);
 * ``cases``: for each written volume (path relative to the record's folder)
   the run that made it, its target and the seconds it took.
@@ -15,14 +17,24 @@ compares its settings with those of every run that still owns a result in
 the folder and refuses, in one line naming what differs, unless the user
 asks to redo everything (``--overwrite``) or to add differently made results
 on purpose (``--continue_anyway``).
+
+Paths of the record are relative to its folder as seen through symbolic links
+(a linked case folder keeps its name), absolute for a file outside it. Every
+synthesized volume also says so in its NIfTI header (``descrip``:
+:func:`synthesis_mark`), so a rerun tells acquired from synthesized files
+(:func:`synthesized_target`) even without a record. A record cwdm did not
+write (wrong types, a folder, a FIFO, not JSON) or cannot replace is a
+one-line error naming it and how to continue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import uuid
 import sys
 from datetime import datetime, timezone
@@ -37,6 +49,13 @@ FORMAT, VERSION = "cwdm-provenance", 1
 RESULT_KEYS = ("target", "sampler", "sampling_steps", "eta", "ensemble", "seed", "clip_denoised",
                "postprocess", "threshold", "ema", "precision")
 """Settings that change the synthesized volumes (compared on a rerun; checkpoints are compared by sha256)."""
+
+MARK = "cwdm synthesized "
+"""Start of the NIfTI ``descrip`` of every volume cwdm synthesizes: ``cwdm synthesized t2f from t1n,t2w``."""
+MOVE_AWAY = "move it away (cwdm then starts a new one)"
+"""How to continue past a record cwdm cannot use (in place, where ``--overwrite`` redoes nothing)."""
+REDO_ALL = f"{MOVE_AWAY}, or rerun with --overwrite (redoes every case and starts a new record)"
+"""How to continue past such a record in an output folder (the default)."""
 
 try:  # POSIX: serialize the read-modify-write of the record between processes
     import fcntl
@@ -79,23 +98,83 @@ def result_settings(options, device, *, target: Optional[str], postprocess: bool
             "precision": options.precision if device.type == "cuda" else "fp32"}
 
 
-def read_record(path: Path) -> Optional[Dict[str, Any]]:
-    """The record at ``path`` (None when there is none); one-line error for a damaged one."""
-    if not path.exists():
-        return None
+def synthesis_mark(target: str, inputs) -> str:
+    """The ``descrip`` header text of a volume cwdm synthesized (at most 79 bytes: the target is kept)."""
+    text = f"{MARK}{target} from {','.join(inputs)}"
+    return text if len(text.encode()) <= 79 else text.encode()[:79].decode(errors="ignore")
+
+
+def synthesized_target(path: Path) -> Optional[str]:
+    """The modality cwdm synthesized into the NIfTI file ``path`` (its header says so), else None.
+
+    Only the header is read; an unreadable file is None (validation reports it).
+    """
+    import nibabel as nib
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = nib.load(str(path)).header["descrip"]
+    except Exception:  # noqa: BLE001 - anything nibabel/gzip raise on a broken file: not ours
+        return None
+    text = bytes(raw.tobytes() if hasattr(raw, "tobytes") else raw).split(b"\0")[0].decode(errors="ignore")
+    if not text.startswith(MARK):
+        return None
+    return text[len(MARK):].split(" ")[0] or None
+
+
+def record_path(folder: Path, file: Path) -> str:
+    """How the record names ``file``: relative to ``folder`` as seen through symbolic links, else absolute."""
+    absolute, base = os.path.abspath(file), os.path.abspath(folder)
+    if os.path.commonpath([absolute, base]) == base:
+        return Path(os.path.relpath(absolute, base)).as_posix()
+    return Path(absolute).as_posix()
+
+
+def read_record(path: Path, how: str = REDO_ALL) -> Optional[Dict[str, Any]]:
+    """The record at ``path`` (None when there is none); one-line error for a damaged one.
+
+    A folder, FIFO or other non-file is refused from its ``stat`` (a FIFO is never opened: that would
+    block); ``how`` ends each message: how to continue.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CwdmError(f"{path}: cannot read the provenance record ({exc.strerror or exc}); {how}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file")
+        raise CwdmError(f"{path}: the provenance record is {kind}; {how}")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CwdmError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc}); "
-                        f"move it away (cwdm then starts a new one)") from None
+        raise CwdmError(f"{path}: unreadable provenance record ({type(exc).__name__}: {exc}); {how}") from None
     if not (isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("runs"), dict)
             and isinstance(data.get("cases"), dict)):
         raise CwdmError(f"{path}: not a cwdm provenance record (format {FORMAT!r} with 'runs' and 'cases' "
-                        f"expected); move it away (cwdm then starts a new one)")
+                        f"expected); {how}")
     if not isinstance(data.get("version"), int) or data["version"] > VERSION:
         raise CwdmError(f"{path}: provenance record version {data.get('version')} is newer than this cwdm "
                         f"understands ({VERSION}); upgrade cwdm")
+    wrong = _wrong_types(data)
+    if wrong:
+        raise CwdmError(f"{path}: not what cwdm wrote ({wrong}); {how}")
     return data
+
+
+def _wrong_types(data: Dict[str, Any]) -> str:
+    """What in a record has a type cwdm never writes ("" when nothing)."""
+    for rel, case in data["cases"].items():
+        if not (isinstance(case, dict) and isinstance(case.get("run"), str)
+                and isinstance(case.get("target"), (str, type(None)))
+                and isinstance(case.get("inputs", []), list)):
+            return f"cases[{rel!r}] is {json.dumps(case)[:60]}"
+    for run_id, run in data["runs"].items():
+        if not (isinstance(run, dict) and isinstance(run.get("settings", {}), dict)
+                and isinstance(run.get("checkpoints", {}), dict)
+                and all(isinstance(c, dict) and all(isinstance(c.get(k, ""), str) for k in ("path", "sha256"))
+                        for c in run.get("checkpoints", {}).values())):
+            return f"runs[{run_id!r}] is {json.dumps(run)[:60]}"
+    return ""
 
 
 def _show(value: Any) -> str:
@@ -118,19 +197,19 @@ class Provenance:
     """The record of one output folder, as one run of ``command`` sees and updates it."""
 
     def __init__(self, folder: Path, command: str, settings: Dict[str, Any],
-                 checkpoints: Dict[str, Dict[str, Any]], device, rank: int = 0):
-        self.folder, self.path = Path(folder), Path(folder) / RECORD_NAME
+                 checkpoints: Dict[str, Dict[str, Any]], device, rank: int = 0, how: str = REDO_ALL):
+        self.folder, self.path, self.how = Path(folder), Path(folder) / RECORD_NAME, how
         self.run_id = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run: Dict[str, Any] = {
             "command": command, "argv": list(sys.argv), "cwdm_version": __version__, "device": str(device),
-            "rank": rank, "started": now(), "ended": None, "status": "running",
+            "rank": rank, "started": now(), "ended": None, "status": "interrupted",
             "settings": settings, "checkpoints": checkpoints}
         self.mine: Dict[str, Dict[str, Any]] = {}
 
     # -- before any work ----------------------------------------------------------------------------
     def conflicts(self) -> tuple[int, List[str]]:
         """(results made otherwise, what differs) over the runs that still own a file here."""
-        data = read_record(self.path)
+        data = read_record(self.path, self.how)
         if data is None:
             return 0, []
         owners: Dict[str, int] = {}
@@ -149,7 +228,9 @@ class Provenance:
         return count, diffs
 
     def check(self, *, redo: bool, continue_anyway: bool, redo_hint: str, say) -> None:
-        """Refuse (one line) a run whose settings differ from those of results already in the folder."""
+        """Refuse (one line) a run whose settings differ from those of results already in the folder,
+        or whose record cannot be written there (a read-only folder, a folder in the record's place)."""
+        self.check_writable()
         if redo:
             return
         count, diffs = self.conflicts()
@@ -164,22 +245,48 @@ class Provenance:
                         f"rerun with the recorded settings, {redo_hint}, --continue_anyway to add "
                         f"differently made results, or choose another output folder")
 
+    def check_writable(self) -> None:
+        """One line, before any work, when the record could not be written: its folder cannot take a new
+        file (tried: a temporary file is created and removed), a folder stands in its place, or it is
+        immutable."""
+        from .nifti_io import check_destination
+
+        if self.path.is_dir():
+            raise CwdmError(f"{self.path}: the provenance record is a folder; move it away")
+        if not self.folder.is_dir():
+            check_destination(self.folder, "output folder")
+            return
+        probe_folder(self.folder, "the provenance record's folder")
+        try:  # an immutable (or append-only) file cannot be renamed over; a mode of 0444 can
+            if stat.S_ISREG(os.stat(self.path).st_mode):  # never opened otherwise: a FIFO would block
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))  # writes nothing
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EROFS):
+                return
+            raise CwdmError(f"{self.path}: cannot replace the provenance record ({exc.strerror or exc}); "
+                            f"{self.how}") from None
+
     # -- during and after the run ------------------------------------------------------------------
     def case_done(self, output: Path, target: str, seconds: float, inputs: Optional[list] = None) -> None:
         """Record one written volume (rewrites the record); ``inputs``: the acquired modalities it was
         synthesized from."""
-        rel = Path(output).resolve().relative_to(self.folder.resolve()).as_posix()
+        rel = record_path(self.folder, Path(output))
         self.mine[rel] = {"run": self.run_id, "target": target, "seconds": round(float(seconds), 3),
                           "finished": now()}
         if inputs is not None:
             self.mine[rel]["inputs"] = list(inputs)
         self._write()
 
-    def finish(self, status: str = "finished") -> None:
-        """End time and status of the run (only when it wrote something)."""
+    def finish(self, status: str = "finished", quiet: bool = False) -> None:
+        """End time and status of the run (only when it wrote something); ``quiet``: a failure to write
+        it is not raised (the run is failing already: its own error is the one to show)."""
         if self.mine:
             self.run.update(ended=now(), status=status)
-            self._write()
+            try:
+                self._write()
+            except (CwdmError, OSError):
+                if not quiet:
+                    raise
 
     @contextlib.contextmanager
     def session(self) -> Iterator["Provenance"]:
@@ -187,33 +294,55 @@ class Provenance:
         try:
             yield self
         except KeyboardInterrupt:
-            self.finish("interrupted")
+            self.finish("interrupted", quiet=True)
             raise
         except BaseException:
-            self.finish("failed")
+            self.finish("failed", quiet=True)
             raise
         self.finish("finished")
 
     def _write(self) -> None:
-        from .nifti_io import atomic_write
-
         self.run["updated"] = now()
         self.run["cases_written"] = len(self.mine)
-        with _locked(self.folder):
-            try:
-                data = read_record(self.path)
-            except CwdmError:
-                data = None  # damaged since the start (the check read it): start over
-            if data is None:
-                data = {"format": FORMAT, "version": VERSION, "runs": {}, "cases": {}}
-            data["cases"].update(self.mine)
-            data["cases"] = {rel: c for rel, c in sorted(data["cases"].items()) if (self.folder / rel).exists()}
-            data["runs"][self.run_id] = self.run
-            owners = {c.get("run") for c in data["cases"].values() if isinstance(c, dict)}
-            data["runs"] = {k: v for k, v in data["runs"].items() if k in owners}
-            data["updated"] = now()
-            with atomic_write(self.path) as fh:
-                json.dump(data, fh, indent=1)
+        try:
+            with _locked(self.folder):
+                self._merge_and_write()
+        except OSError as exc:
+            raise CwdmError(f"{self.path}: cannot write the provenance record ({exc.strerror or exc}); free space "
+                            f"or make the folder writable, or {self.how}, then rerun") from None
+
+    def _merge_and_write(self) -> None:
+        """Merge this run into the record on disk and replace it (under the folder's lock)."""
+        from .nifti_io import atomic_write
+
+        try:
+            data = read_record(self.path, self.how)
+        except CwdmError:
+            data = None  # damaged since the start, or being replaced (--overwrite): start over
+        if data is None:
+            data = {"format": FORMAT, "version": VERSION, "runs": {}, "cases": {}}
+        data["cases"].update(self.mine)
+        data["cases"] = {rel: c for rel, c in sorted(data["cases"].items()) if (self.folder / rel).exists()}
+        data["runs"][self.run_id] = self.run
+        owners = {c.get("run") for c in data["cases"].values() if isinstance(c, dict)}
+        data["runs"] = {k: v for k, v in data["runs"].items() if k in owners}
+        data["updated"] = now()
+        with atomic_write(self.path) as fh:
+            json.dump(data, fh, indent=1)
+
+
+def probe_folder(folder: Path, what: str) -> None:
+    """Create and remove a temporary file in ``folder``: a one-line error naming it when that fails
+    (read-only file system, no permission, full disk), before any work is done."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=str(folder), prefix=".cwdm-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise CwdmError(f"{folder}: cannot write into {what} ({exc.strerror or exc}); make it writable, free "
+                        f"space, or write elsewhere (--output_dir)") from None
 
 
 @contextlib.contextmanager

@@ -153,3 +153,116 @@ def test_api_with_a_unified_checkpoint(unified_runs, tmp_path):
     api = MissingModality(models={"any": out["plain"]}, sampler="ddim", steps=2)
     written = api.infer_single(output_file=tmp_path / "x-t2w.nii.gz", **files)
     assert written.is_file()
+
+
+# -- reruns after a partial completion: only acquired files are ever inputs ------------------------------------
+RERUN_MISSING = {"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1n", "t2f"],
+                 "BraTS-GLI-00002-000": ["t1c", "t2w"]}
+
+
+def _synthesized(root):
+    """relative path -> (decoded array, header descrip) of every file cwdm synthesized under ``root``."""
+    import nibabel as nib
+
+    out = {}
+    for case, mods in RERUN_MISSING.items():
+        for m in mods:
+            img = nib.load(root / case / f"{case}-{m}.nii.gz")
+            out[f"{case}/{case}-{m}.nii.gz"] = (img.get_fdata(), bytes(img.header["descrip"]).rstrip(b"\0").decode())
+    return out
+
+
+def _same(a, b):
+    import numpy as np
+
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert np.array_equal(a[name][0], b[name][0]), name
+        assert a[name][1] == b[name][1], name
+
+
+def _record_inputs(root):
+    return {rel: c["inputs"] for rel, c in json.loads((root / "cwdm_provenance.json").read_text())["cases"].items()}
+
+
+ACQUIRED_INPUTS = {f"{case}/{case}-{m}.nii.gz": [x for x in MODALITIES if x not in mods]
+                   for case, mods in RERUN_MISSING.items() for m in mods}
+
+
+def test_rerun_after_interruption_synthesizes_from_acquired_files_only(unified_runs, make_brats_root, tmp_path,
+                                                                        monkeypatch, capsys):
+    import shutil
+
+    import cwdm.nifti_io as nifti_io
+    from cwdm.cases import discover_cases
+
+    _, _, out = unified_runs
+    src = make_brats_root(cases=3, shape=SHAPE, missing=RERUN_MISSING)
+    args = ["--model", f"any={out['drop']}", *FAST]
+    whole = shutil.copytree(src, tmp_path / "whole")
+    assert cli(["auto", "--data_dir", str(whole), *args]) == 0  # the uninterrupted run
+    reference = _synthesized(whole)
+    assert _record_inputs(whole) == ACQUIRED_INPUTS
+    assert reference["BraTS-GLI-00001-000/BraTS-GLI-00001-000-t2f.nii.gz"][1] == "cwdm synthesized t2f from t1c,t2w"
+
+    # killed after the first written file (and a leftover temporary file of a write in progress)
+    cut = shutil.copytree(src, tmp_path / "cut")
+    real, calls = nifti_io.save_nifti_like, []
+
+    def dies_after_one(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(real(*a, **k))
+        return calls[-1]
+
+    monkeypatch.setattr(nifti_io, "save_nifti_like", dies_after_one)
+    assert cli(["auto", "--data_dir", str(cut), *args]) == 130
+    monkeypatch.setattr(nifti_io, "save_nifti_like", real)
+    assert len(calls) == 1
+    (run,) = json.loads((cut / "cwdm_provenance.json").read_text())["runs"].values()
+    assert run["status"] == "interrupted"
+    leftover = cut / "BraTS-GLI-00001-000" / ".BraTS-GLI-00001-000-t2f.nii.gz.x1y2.tmp.nii.gz"
+    shutil.copy(calls[0], leftover)
+    assert all("t2f" not in c.files for c in discover_cases(cut) if c.name == "BraTS-GLI-00001-000")
+    assert cli(["auto", "--data_dir", str(cut), *args]) == 0
+    _same(_synthesized(cut), reference)
+    assert _record_inputs(cut) == ACQUIRED_INPUTS
+
+    # a deleted record and a deleted second synthesized file of a case missing two: the header still tells
+    for name in ("cwdm_provenance.json", "BraTS-GLI-00001-000/BraTS-GLI-00001-000-t2f.nii.gz",
+                 "BraTS-GLI-00002-000/BraTS-GLI-00002-000-t1c.nii.gz"):
+        (whole / name).unlink()
+    capsys.readouterr()
+    assert cli(["auto", "--data_dir", str(whole), *args]) == 0
+    assert "to synthesize: t2f x1 (unified), t1c x1 (unified)" in capsys.readouterr().err
+    _same(_synthesized(whole), reference)
+    assert _record_inputs(whole) == {k: v for k, v in ACQUIRED_INPUTS.items()
+                                     if k.endswith(("00001-000-t2f.nii.gz", "00002-000-t1c.nii.gz"))}
+
+
+def test_a_copied_and_edited_synthesized_file_is_still_not_acquired(unified_runs, make_brats_root, tmp_path):
+    import shutil
+
+    import nibabel as nib
+
+    from cwdm.cases import discover_cases
+
+    _, _, out = unified_runs
+    data = make_brats_root(cases=2, shape=SHAPE, missing={"BraTS-GLI-00000-000": ["t1n", "t2f"],
+                                                          "BraTS-GLI-00001-000": ["t1n"]})
+    made = data / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz"
+    assert cli(["auto", "--data_dir", str(data), "--model", f"any={out['drop']}", "--sampler", "regression",
+                "--progress", "False", "--num_workers", "0"]) == 0
+    img = nib.load(made)  # the user copies it into a new case, edits it and saves it with its header
+    new = data / "BraTS-GLI-00009-000"
+    new.mkdir()
+    for m in ("t1c", "t2w", "t2f"):
+        shutil.copy(data / "BraTS-GLI-00001-000" / f"BraTS-GLI-00001-000-{m}.nii.gz",
+                    new / f"BraTS-GLI-00009-000-{m}.nii.gz")
+    nib.save(nib.Nifti1Image(img.get_fdata() * 2 + 1, img.affine, img.header), new / "BraTS-GLI-00009-000-t1n.nii.gz")
+    (data / "cwdm_provenance.json").unlink()
+    cases = {c.name: c.acquired() for c in discover_cases(data)}
+    assert set(cases["BraTS-GLI-00009-000"].made) == {"t1n"}
+    assert set(cases["BraTS-GLI-00009-000"].files) == {"t1c", "t2w", "t2f"}
+    assert set(cases["BraTS-GLI-00000-000"].made) == {"t1n", "t2f"}
+    assert set(cases["BraTS-GLI-00000-000"].files) == {"t1c", "t2w"}
