@@ -260,7 +260,7 @@ def _summarize(cfg: DemoConfig, state: DemoState, ckpt: Path, step: int, scores:
     from .demo_report import verdicts, write_report
 
     out = Path(cfg.out)
-    times = {name: state.stages[name]["seconds"]
+    times = {name: state.stages.get(name, {}).get("seconds", 0.0)
              for name in ("phantom data", "training", "synthesis", "baseline", "evaluation")}
     summary = {"target": cfg.target, "train_steps": step, "planned_steps": cfg.max_steps,
                "cut_by_time_cap": step < cfg.max_steps, "checkpoint": str(ckpt),

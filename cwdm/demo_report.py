@@ -47,8 +47,7 @@ def cut_short_note(steps_done: int, planned: int, minutes: float) -> str:
     """The line of a report whose training ``--max_minutes`` stopped before ``--max_steps``."""
     return (f"**Training was CUT SHORT** by --max_minutes {minutes:g} after {steps_done} of {planned} steps: "
             f"the network is undertrained, so the comparison below means nothing about cwdm. "
-            f"Rerun the same command (without --max_minutes, or with more) to continue training to "
-            f"{planned} steps.")
+            f"Rerun the command to continue training (without --max_minutes it goes on to {planned} steps).")
 
 
 def write_report(out: Path, cfg, summary: dict) -> None:

@@ -193,7 +193,8 @@ def test_report_of_other_inputs_is_not_replaced_without_overwrite(dirs, tmp_path
     good = (out / "summary.json").read_text()
     assert json.loads(good)["inputs"]["ref_dir"] == str(ref.resolve())
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert shlex.split(last.partition("with: ")[2]) == ["cwdm", "evaluate", "--pred_dir", "OTHER", "--ref_dir", str(ref)]
+    command = shlex.split(last.partition("with: ")[2])  # can be pasted: paths quoted
+    assert command == ["cwdm", "evaluate", "--pred_dir", "OTHER", "--ref_dir", str(ref)]
     assert f"reports in {shlex.quote(str(out))} (" in last
 
     wrong = tmp_path / "wrong ref"

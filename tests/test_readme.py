@@ -117,8 +117,8 @@ def test_released_architecture_recipe_runs_as_written(tmp_path, monkeypatch, cap
     assert cli(["phantom", "data/val", "--cases", "4", "--seed", "0", "--downsample", "8"]) == 0
     assert cli(["dropout", "data/val", "data/pseudo_val"]) == 0
     log = tmp_path / ".recipe_commands"
-    stubs = (f'cwdm() {{ "{sys.executable}" -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@" >> "{log}"; }}\n'
-             f'python() {{ "{sys.executable}" "$@"; }}\n')
+    stubs = (f'cwdm() {{ "{sys.executable}" -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@" '
+             f'>> "{log}"; }}\npython() {{ "{sys.executable}" "$@"; }}\n')
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", stubs + recipe_block(README.read_text())], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     try:
