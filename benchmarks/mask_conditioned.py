@@ -81,7 +81,7 @@ def train_model(name: str, data: Path, run_dir: Path, demo, steps: int) -> Path:
 
     conditions, label_maps, modalities = MODELS[name]
     cfg = TrainConfig(data_dir=data, contr=TARGET, modalities=modalities, conditions=conditions,
-                      label_maps=label_maps, run_dir=run_dir, model_channels=demo.model_channels,
+                      label_maps=label_maps, run_dir=run_dir, model_channels=demo.num_channels,
                       channel_mult=demo.channel_mult, num_res_blocks=demo.num_res_blocks,
                       num_groups=demo.num_groups, batch_size=demo.batch_size, lr=demo.lr, ema_rate=demo.ema_rate,
                       max_steps=steps, seed=demo.seed, save_interval=10 ** 9, log_interval=25,
@@ -297,7 +297,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("cwdm-mask"), help="work folder (replaced)")
     p.add_argument("--docs", type=Path, default=None, help="where the CSVs and the PNG go (default --out)")
-    p.add_argument("--train_steps", type=int, default=demo.train_steps)
+    p.add_argument("--train_steps", type=int, default=demo.max_steps)
     p.add_argument("--train_cases", type=int, default=demo.train_cases)
     p.add_argument("--test_cases", type=int, default=demo.test_cases)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -50,7 +50,7 @@ DESTINATIONS = {
     "sample": [("output_dir", "--output_dir", "dir")],
     "auto": [("output_dir", "--output_dir", "dir")],
     "export": [("out", "OUT", "file")],
-    "evaluate": [("out_dir", "--out_dir", "dir")],
+    "evaluate": [("output_dir", "--output_dir", "dir")],
     "dropout": [("dst", "DST", "dir")],
     "phantom": [("out", "OUT", "dir")],
     "demo": [("out", "--output_dir", "dir")],
@@ -123,6 +123,13 @@ def check_destinations(command: str, cfg) -> None:
             check_destination(value, flag, kind, overwrite=bool(getattr(cfg, "overwrite", True)))
 
 
+def unknown_command_message(command: str) -> str:
+    """One line for a command that does not exist, with the nearest one (``did you mean sample?``)."""
+    close = difflib.get_close_matches(command, list(COMMANDS), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else f" (commands: {', '.join(COMMANDS)})"
+    return f"cwdm: error: unknown command {command!r}{hint}"
+
+
 def _top_usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: cwdm <command> [flags]   (cwdm <command> --help for its flags)", "", "commands:"]
@@ -141,6 +148,9 @@ def interrupt_hint(command: str, args: List[str], cfg) -> str:
         except CwdmError:
             return ""
         return f"; continue from the last saved checkpoint with: {resume_command(run_dir)}"
+    if command == "demo":
+        again = " ".join(["cwdm", command, *map(shlex.quote, args)])
+        return f"; finished parts are kept, training resumes from its last checkpoint; continue with: {again}"
     if command in ("sample", "auto"):
         again = " ".join(["cwdm", command, *map(shlex.quote, args)])
         return f"; to continue, rerun the same command (cases already written are skipped): {again}"
@@ -158,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     command = argv[0]
     if command not in COMMANDS:
-        print(f"cwdm: error: unknown command {command!r}\n{_top_usage()}", file=sys.stderr)
+        print(unknown_command_message(command), file=sys.stderr)
         return 2
     parser, module = build_parser(command)
     known = _flag_names(parser)

@@ -32,7 +32,7 @@ Metrics: :data:`cwdm.metrics.METRIC_NAMES`, defined in :mod:`cwdm.metrics` as
 the BraSyn challenge scores them (tumour scores need a ``-seg`` file; errors
 inside the brain mask: any reference volume of the case non-zero).
 
-Outputs in ``out_dir`` (default ``P/evaluation``), each written atomically
+Outputs in ``output_dir`` (alias ``--out_dir``; default ``P/evaluation``), each written atomically
 (the scoring is in :mod:`cwdm.scoring`, the statistics and the CSV / JSON
 writers in :mod:`cwdm.evaluate_report`):
 
@@ -56,6 +56,11 @@ writers in :mod:`cwdm.evaluate_report`):
   condition in ``R``, the reference, the synthesis (on the reference's scale),
   their absolute error and the std map when present (columns).
 
+A report folder keeps the inputs of its report (``summary.json``'s ``inputs``: absolute
+``pred_dir`` and ``ref_dir``, ``targets``, ``pred_scale``, ``modalities``). Evaluating other inputs
+into it is refused in one line naming the old ones, unless ``--overwrite``; the same inputs again
+replace the report silently.
+
 Exit status (:func:`run`) 0 when every pair was scored without problems, 1 otherwise.
 """
 
@@ -67,9 +72,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import MODALITIES
+from .errors import CwdmError
 from .evaluate_pairs import Pair, find_pairs
 from .evaluate_report import CSV_FIELDS, CSV_NAME, SUMMARY_NAME, format_table
-from .scoring import DEFAULT_OUT, MONTAGE_DIR, evaluate_dirs, evaluate_pair
+from .scoring import DEFAULT_OUT, MONTAGE_DIR, evaluate_dirs, evaluate_pair, report_inputs
 
 # the library names are re-exported: they live in cwdm.scoring, cwdm.evaluate_pairs, cwdm.evaluate_report
 __all__ = ["EvaluateConfig", "CONFIG", "ALIASES", "HELP", "run", "evaluate_dirs", "evaluate_pair", "Pair",
@@ -85,8 +91,8 @@ class EvaluateConfig:
                                              "(+ optional <case>-<target>_std.nii.gz)"})
     ref_dir: Path = field(metadata={"help": "reference cases in BraTS layout (true target, conditions, "
                                             "optional -seg)"})
-    out_dir: Optional[Path] = field(default=None,
-                                    metadata={"help": "report folder; none: <pred_dir>/evaluation"})
+    output_dir: Optional[Path] = field(default=None,
+                                       metadata={"help": "report folder; none: <pred_dir>/evaluation"})
     modalities: List[str] = field(default_factory=lambda: list(MODALITIES),
                                   metadata={"help": "modality names, in canonical order"})
     targets: List[str] = field(default_factory=list,
@@ -101,10 +107,46 @@ class EvaluateConfig:
                 "[0, 1] model scale: the reference is clipped at 0.1/99.9 %% and scaled first), auto (unit "
                 "when the prediction lies in [0, 1] and the reference does not)",
         "choices": ["auto", "target", "unit"]})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace a report made from other inputs (other --pred_dir, --ref_dir, --targets, "
+                "--pred_scale or --modalities); the same inputs always replace it"})
 
 
 CONFIG = EvaluateConfig
-ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "out_dir": ["out-dir"]}
+# --output_dir is every command's spelling of the output folder; --out_dir stays as an alias
+ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "output_dir": ["out_dir", "out-dir"]}
+
+
+def _previous_inputs(out: Path) -> Optional[dict]:
+    """The inputs of the report already in ``out`` (None when there is none); older reports name only
+    their folders."""
+    import json
+
+    try:
+        data = json.loads((out / SUMMARY_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("inputs"), dict):
+        return data["inputs"]
+    if "pred_dir" in data and "ref_dir" in data:
+        return {k: str(Path(data[k]).resolve()) for k in ("pred_dir", "ref_dir")}
+    return None
+
+
+def check_report_folder(out: Path, inputs: dict, overwrite: bool) -> None:
+    """Refuse (one line) to replace the report of other inputs in ``out`` unless ``overwrite``."""
+    old = _previous_inputs(out)
+    if old is None or overwrite:
+        return
+    changed = [k for k in inputs if k in old and old[k] != inputs[k]]
+    if not changed:
+        return
+    show = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    others = "".join(f", --{k} {show(old[k]) or '(all)'}" for k in changed if k not in ("pred_dir", "ref_dir"))
+    raise CwdmError(f"{out / SUMMARY_NAME}: holds the report of --pred_dir {old['pred_dir']} --ref_dir "
+                    f"{old['ref_dir']}{others}; use --overwrite to replace it, or another --output_dir")
 
 
 def run(cfg: EvaluateConfig) -> int:
@@ -116,19 +158,23 @@ def run(cfg: EvaluateConfig) -> int:
     evaluated and list the problems; the exit status tells a script that some
     were found, as ``cwdm sample`` and ``cwdm auto`` do.
     """
+    from shlex import quote
+
     from .runtime import select_device
 
+    out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(cfg.pred_dir) / DEFAULT_OUT
+    check_report_folder(out, report_inputs(cfg.pred_dir, cfg.ref_dir, cfg.targets, cfg.pred_scale, cfg.modalities),
+                        cfg.overwrite)
     device = select_device(cfg.device)
-    rows, summary = evaluate_dirs(cfg.pred_dir, cfg.ref_dir, cfg.out_dir, cfg.modalities,
+    rows, summary = evaluate_dirs(cfg.pred_dir, cfg.ref_dir, out, cfg.modalities,
                                   montage=cfg.montage, progress=cfg.progress, targets=cfg.targets or None,
                                   device=device, pred_scale=cfg.pred_scale)
-    out = Path(summary["out_dir"])
     print(format_table(summary))
     print(f"{len(rows)} pairs evaluated, {len(summary['problems'])} problems, "
-          f"{len(summary['skipped'])} skipped; reports in {out} ({CSV_NAME}, {SUMMARY_NAME}"
-          f"{', ' + MONTAGE_DIR + '/' if cfg.montage and rows else ''}); next: read {out / SUMMARY_NAME}"
-          f"{' and the montages' if cfg.montage and rows else ''}, or compare another run with cwdm evaluate "
-          f"--pred_dir OTHER --ref_dir {cfg.ref_dir}")
+          f"{len(summary['skipped'])} skipped; reports in {quote(str(out))} ({CSV_NAME}, {SUMMARY_NAME}"
+          f"{', ' + MONTAGE_DIR + '/' if cfg.montage and rows else ''}); next: read "
+          f"{quote(str(out / SUMMARY_NAME))}{' and the montages' if cfg.montage and rows else ''}, or compare "
+          f"another run with: cwdm evaluate --pred_dir OTHER --ref_dir {quote(str(cfg.ref_dir))}")
     if not rows:
         print("cwdm evaluate: nothing was evaluated (see the warnings above)", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ FULL_GRID = 224 * 224 * 160
 RELEASED_CHANNELS = 64
 CPU_CALL_SECONDS = (33.0, 51.3)  # released network, one call on 224x224x160, measured range
 CPU_STEP_SECONDS_64 = 4.36  # released network, one training step at 64x64x64, batch 1
+SMALL_NETWORK_FLAGS = "--num_channels 16 --channel_mult 1 2 2 --num_res_blocks 1 --num_groups 8"
 
 
 def device_line(device: torch.device) -> str:
@@ -56,7 +57,8 @@ def cpu_sampling_warning(device: torch.device, channels: int, grid: Sequence[int
 
 def cpu_training_warning(device: torch.device, channels: int, grid: Sequence[int], batch_size: int,
                          steps: int) -> Optional[str]:
-    """A warning before training a network of the released size on a CPU (else None)."""
+    """A warning before training a network of the released size on a CPU (else None): one line with the
+    measured time per step, the estimate for ``steps`` and the small network's flags."""
     if device.type != "cpu" or channels < RELEASED_CHANNELS:
         return None
     voxels = int(torch.Size(grid).numel())
@@ -64,7 +66,7 @@ def cpu_training_warning(device: torch.device, channels: int, grid: Sequence[int
     return (f"warning: training the released-size network ({channels} channels) on the CPU: measured "
             f"{CPU_STEP_SECONDS_64} s per step at 64x64x64 (batch 1), so about {duration(per_step)} per step on "
             f"{'x'.join(map(str, grid))} x {batch_size}, {duration(per_step * steps)} for {steps} steps; "
-            f"full-size training needs a GPU (on a CPU use a small --num_channels, e.g. 16)")
+            f"full-size training needs a GPU; on a CPU train the demo's small network: {SMALL_NETWORK_FLAGS}")
 
 
 class RunClock:

@@ -22,7 +22,7 @@ from .errors import CwdmError
 from .evaluate_pairs import REFERENCE_CROP, Pair, find_pairs
 from .evaluate_report import CSV_NAME, SUMMARY_NAME, summarize, write_csv, write_json, write_pair_montage
 
-__all__ = ["MONTAGE_DIR", "DEFAULT_OUT", "evaluate_pair", "evaluate_dirs"]
+__all__ = ["MONTAGE_DIR", "DEFAULT_OUT", "evaluate_pair", "evaluate_dirs", "report_inputs"]
 
 MONTAGE_DIR = "montages"
 DEFAULT_OUT = "evaluation"
@@ -335,6 +335,13 @@ def _score_pairs(pairs: List[Pair], out: Path, modalities: Sequence[str], montag
     return rows, problems
 
 
+def report_inputs(pred_dir: Any, ref_dir: Any, targets: Optional[Sequence[str]], pred_scale: str,
+                  modalities: Sequence[str]) -> Dict[str, Any]:
+    """What a report is made from, as ``summary.json`` records it under ``inputs`` (absolute folders)."""
+    return {"pred_dir": str(Path(pred_dir).resolve()), "ref_dir": str(Path(ref_dir).resolve()),
+            "targets": list(targets or []), "pred_scale": pred_scale, "modalities": list(modalities)}
+
+
 def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: Sequence[str] = MODALITIES,
                   montage: bool = True, progress: bool = True, *, targets: Optional[Sequence[str]] = None,
                   verbose: bool = True, device: Any = None,
@@ -377,7 +384,8 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
     problems.extend(pair_problems)
 
     summary = summarize(rows, problems, skipped, modalities)
-    summary.update({"pred_dir": str(pred_dir), "ref_dir": str(ref_dir), "out_dir": str(out)})
+    summary.update({"pred_dir": str(pred_dir), "ref_dir": str(ref_dir), "out_dir": str(out),
+                    "inputs": report_inputs(pred_dir, ref_dir, targets, pred_scale, modalities)})
     write_csv(out / CSV_NAME, rows)
     write_json(out / SUMMARY_NAME, summary)
     return rows, summary

@@ -47,7 +47,7 @@ class TrainLogger:
 
             print(device_line(device), file=sys.stderr)
             warning = cpu_training_warning(device, mcfg.model_channels, grid, cfg.batch_size,
-                                           cfg.max_steps - start_step) if grid else None
+                                           cfg.step_limit - start_step) if grid else None
             if warning:
                 print(warning, file=sys.stderr)
         self.writer = None
@@ -149,9 +149,9 @@ def training_grid(dataset, divisor: int) -> Optional[tuple]:
     from .preprocess import grid_for
 
     try:
-        case = dataset.cases[0]
-        return grid_for(load_header(case.files[dataset.target])[0], divisor).model
-    except (AttributeError, IndexError, KeyError, CwdmError):
+        case = dataset.cases[0]  # a training set has no .target: any modality of the case has the grid
+        return grid_for(load_header(next(iter(case.files.values())))[0], divisor).model
+    except (AttributeError, IndexError, KeyError, StopIteration, CwdmError):
         return None
 
 

@@ -121,6 +121,27 @@ def test_dash_spelling_through_main(tmp_path, capsys):
     one_line_error(capsys, "m.pt: checkpoint file not found")
 
 
+def test_unknown_command_suggests_the_nearest(capsys):
+    assert cli(["sampel", "--data_dir", "x"]) == 2
+    assert one_line_error(capsys) == "cwdm: error: unknown command 'sampel'; did you mean sample?"
+    assert cli(["evalute"]) == 2
+    one_line_error(capsys, "did you mean evaluate?")
+    assert cli(["zzzz"]) == 2
+    err = one_line_error(capsys, "unknown command 'zzzz'")
+    assert "did you mean" not in err and "train, sample, auto" in err
+
+
+def test_evaluate_output_dir_is_the_spelling_and_out_dir_an_alias(tmp_path, afile, capsys):
+    parser, module = build_parser("evaluate")
+    base = ["--pred_dir", "p", "--ref_dir", "r"]
+    for flag in ("--output_dir", "--out_dir", "--output-dir", "--out-dir"):
+        known = [s for a in parser._actions for s in a.option_strings]
+        cfg = from_args(module.CONFIG, parser.parse_args(normalize_flags(base + [flag, "x"], known)))
+        assert cfg.output_dir.name == "x"
+    assert cli(["evaluate", "--pred_dir", str(tmp_path), "--ref_dir", str(tmp_path), "--output_dir", str(afile)]) == 1
+    one_line_error(capsys, f"--output_dir {afile}: is a file")
+
+
 def test_demo_output_dir_alias():
     parser, module = build_parser("demo")
     assert from_args(module.CONFIG, parser.parse_args(["--output_dir", "x"])).out.name == "x"

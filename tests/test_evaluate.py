@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -159,7 +160,7 @@ def test_cli_without_montage_and_exit_status(dirs, tmp_path, capsys):
 
     # --targets restricts the evaluated modalities (case-C without prediction is still a problem)
     assert main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
-                 "--no-montage", "--progress=false", "--targets", "t2w"]) == 1
+                 "--no-montage", "--progress=false", "--targets", "t2w", "--overwrite"]) == 1
     assert _no_nan_json(out / "summary.json")["n_pairs"] == 1
 
     # a clean pair of folders: exit status 0
@@ -182,6 +183,37 @@ def test_cli_without_montage_and_exit_status(dirs, tmp_path, capsys):
     # a missing folder is a one-line user error
     assert main(["evaluate", "--pred_dir", str(tmp_path / "nope"), "--ref_dir", str(ref)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_of_other_inputs_is_not_replaced_without_overwrite(dirs, tmp_path, capsys, monkeypatch):
+    pred, ref, _, _ = dirs
+    out = tmp_path / "my report"
+    args = ["evaluate", "--pred_dir", str(pred), "--output_dir", str(out), "--no-montage", "--progress=false"]
+    assert main([*args, "--ref_dir", str(ref)]) == 1  # problems in the fixture: exit 1, report written
+    good = (out / "summary.json").read_text()
+    assert json.loads(good)["inputs"]["ref_dir"] == str(ref.resolve())
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    command = shlex.split(last.partition("with: ")[2])  # can be pasted: paths quoted
+    assert command == ["cwdm", "evaluate", "--pred_dir", "OTHER", "--ref_dir", str(ref)]
+    assert f"reports in {shlex.quote(str(out))} (" in last
+
+    wrong = tmp_path / "wrong ref"
+    shutil.copytree(ref, wrong)
+    assert main([*args, "--ref_dir", str(wrong)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"cwdm evaluate: error: {out / 'summary.json'}: holds the report of --pred_dir {pred.resolve()} "
+                   f"--ref_dir {ref.resolve()}; use --overwrite to replace it, or another --output_dir")
+    assert (out / "summary.json").read_text() == good
+    assert main([*args, "--ref_dir", str(ref), "--targets", "t2w"]) == 1
+    assert "--targets (all)" in capsys.readouterr().err and (out / "summary.json").read_text() == good
+
+    # the same inputs again (here as a relative path) replace the report silently
+    monkeypatch.chdir(ref.parent)
+    assert main([*args, "--ref_dir", ref.name]) == 1
+    assert "holds the report" not in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["ref_dir"] == ref.name
+    assert main([*args, "--ref_dir", str(wrong), "--overwrite"]) == 1
+    assert json.loads((out / "summary.json").read_text())["inputs"]["ref_dir"] == str(wrong.resolve())
 
 
 def test_corrupt_prediction_is_a_problem_not_a_crash(dirs, tmp_path):

@@ -43,6 +43,23 @@ def test_released_size_on_cpu_is_announced():
     assert [duration(s) for s in (0.25, 42, 600, 7200, 3 * 86400)] == ["0.25 s", "42 s", "10 min", "2.0 h", "3.0 days"]
 
 
+def test_released_size_training_on_cpu_warns_before_the_first_step(brats_root, tmp_path, capsys):
+    """The warning used to be lost (the grid was read from a training set's missing .target)."""
+    from cwdm.feedback import SMALL_NETWORK_FLAGS
+
+    run_dir = tmp_path / "run"
+    assert cli(["train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(run_dir), "--max_steps", "3",
+                "--num_workers", "0", "--progress", "False", "--num_channels", "64", "--channel_mult", "1", "2",
+                "--num_res_blocks", "1", "--num_groups", "8", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    warnings = [i for i, line in enumerate(err) if line.startswith("warning: training the released-size network")]
+    assert len(warnings) == 1
+    saved = [i for i, line in enumerate(err) if line.startswith("saved ")]
+    assert warnings[0] < saved[0]  # before training, not after
+    line = err[warnings[0]]
+    assert "on 24x24x16 x 1" in line and "for 3 steps" in line and line.endswith(SMALL_NETWORK_FLAGS)
+
+
 def test_train_prints_readable_settings_and_the_next_command(brats_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert cli(["train", "--data_dir", str(brats_root), "--contr", "flair", "--run_dir", str(run_dir),

@@ -98,3 +98,37 @@ def run_tour(commands, capsys):
     assert len(list(Path("data/pseudo_val").glob("*/*.nii.gz"))) == 4 * 5  # 4 contrasts + seg again
     assert sorted(p.name for p in Path("checkpoints").iterdir()) == [f"brats_{m}.pt" for m in ("t1c", "t1n", "t2f",
                                                                                                "t2w")]
+
+
+def recipe_block(text: str) -> str:
+    """The README's ```bash block that writes released-architecture weights (Published weights)."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)
+    found = [b for b in blocks if "RELEASED_CONFIG" in b]
+    assert len(found) == 1, "README.md should hold one block writing released-architecture weights"
+    return found[0]
+
+
+@pytest.mark.slow
+def test_released_architecture_recipe_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The recipe's python line runs as written; ``cwdm auto --models_dir`` takes its four files."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is needed to read the recipe")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["phantom", "data/val", "--cases", "4", "--seed", "0", "--downsample", "8"]) == 0
+    assert cli(["dropout", "data/val", "data/pseudo_val"]) == 0
+    log = tmp_path / ".recipe_commands"
+    stubs = (f'cwdm() {{ "{sys.executable}" -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@" '
+             f'>> "{log}"; }}\npython() {{ "{sys.executable}" "$@"; }}\n')
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", stubs + recipe_block(README.read_text())], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        names = sorted(p.name for p in Path("checkpoints").iterdir())
+        assert names == [f"brats_{m}.pt" for m in ("t1c", "t1n", "t2f", "t2w")]
+        commands = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [c[:2] for c in commands] == [["auto", "--data_dir"]] and "--models_dir" in commands[0]
+        capsys.readouterr()
+        assert cli(small(commands[0])) == 0, capsys.readouterr().err[-3000:]
+        assert len(list(Path("data/pseudo_val").glob("*/*.nii.gz"))) == 4 * 5  # every case completed
+    finally:
+        shutil.rmtree(tmp_path / "checkpoints", ignore_errors=True)  # 1.3 GB
