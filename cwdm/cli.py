@@ -177,6 +177,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CwdmError as exc:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # last resort (full disk, read-only place...): one line, no traceback
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"cwdm {command}: error: {where}{' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"cwdm {command}: interrupted{interrupt_hint(command, argv[1:], cfg)}", file=sys.stderr)
         return 130
