@@ -291,7 +291,7 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
     new_folders = []  # what this run creates, removed again when it fails before its first step
     if info.is_main:
         for folder in (plan.run_dir, plan.run_dir / "checkpoints"):
-            remove_stale_temporaries(folder)
+            remove_stale_temporaries(folder, again=True)
         new_folders = [Path(d) for d in (plan.run_dir, cfg.tensorboard_dir) if d is not None and not Path(d).exists()]
     progress: List[TrainingParts] = []
     try:

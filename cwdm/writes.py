@@ -136,16 +136,17 @@ def _is_stale(entry: os.DirEntry) -> bool:
     return match is None or not _process_alive(int(match.group(1)))
 
 
-def remove_stale_temporaries(folder: PathLike, quiet: bool = False) -> List[Path]:
+def remove_stale_temporaries(folder: PathLike, quiet: bool = False, again: bool = False) -> List[Path]:
     """Remove the temporary files killed atomic writes left in ``folder``; one line on stderr says so.
 
     Every other file stays, and so does a temporary of a live process or one younger than this
-    process. A folder is searched once per process (every atomic write calls this). Returns the
+    process. A folder is searched once per process (every atomic write calls this), unless ``again``
+    (a command starting, e.g. a training run, in a process that may have run others). Returns the
     removed paths.
     """
     folder = Path(folder)
     key = os.path.abspath(folder)
-    if key in _LOOKED_AT:
+    if key in _LOOKED_AT and not again:
         return []
     _LOOKED_AT.add(key)
     try:

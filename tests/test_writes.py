@@ -25,7 +25,7 @@ def _dead_pid() -> int:
 
 def _old(path: Path, text: str = "x") -> Path:
     path.write_text(text)
-    past = time.time() - 3600
+    past = writes._PROCESS_START - 3600  # before this process started, however long the session ran
     os.utime(path, (past, past))
     return path
 
