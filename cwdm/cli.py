@@ -178,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # last resort (full disk, read-only place...): one line, no traceback
-        where = f"{exc.filename}: " if exc.filename is not None else ""
+        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)  # a copy: src -> dst
+        where = f"{names}: " if names else ""
         print(f"cwdm {command}: error: {where}{' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

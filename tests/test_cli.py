@@ -152,3 +152,16 @@ def test_an_oserror_escaping_a_command_is_one_line(tmp_path, capsys, monkeypatch
     assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
     err = one_line_error(capsys)
     assert err == f"cwdm demo: error: {tmp_path / 'd' / 'report.md'}: Read-only file system"
+
+
+def test_an_oserror_of_a_copy_names_both_files(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import cwdm.demo
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "in.nii.gz", None, str(tmp_path / "out.nii.gz"))
+
+    monkeypatch.setattr(cwdm.demo, "run", full)
+    assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
+    assert one_line_error(capsys) == f"cwdm demo: error: in.nii.gz -> {tmp_path / 'out.nii.gz'}: No space left on device"
