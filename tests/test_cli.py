@@ -164,4 +164,5 @@ def test_an_oserror_of_a_copy_names_both_files(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(cwdm.demo, "run", full)
     assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
-    assert one_line_error(capsys) == f"cwdm demo: error: in.nii.gz -> {tmp_path / 'out.nii.gz'}: No space left on device"
+    expected = f"cwdm demo: error: in.nii.gz -> {tmp_path / 'out.nii.gz'}: No space left on device"
+    assert one_line_error(capsys) == expected

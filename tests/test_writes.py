@@ -32,9 +32,9 @@ def _old(path: Path, text: str = "x") -> Path:
 
 def test_a_killed_save_leaves_a_temporary_the_next_write_removes(tmp_path, capsys, monkeypatch):
     """A process killed between creating its temporary file and the rename leaves it behind."""
+    final = str(tmp_path / "ckpt_00000004.pt")
     code = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
-            f"from cwdm.writes import temp_name; temp_name(Path({str(tmp_path / 'ckpt_00000004.pt')!r})).write_bytes(b'PK'); "
-            f"os._exit(9)")
+            f"from cwdm.writes import temp_name; temp_name(Path({final!r})).write_bytes(b'PK'); os._exit(9)")
     subprocess.run([sys.executable, "-c", code], check=False)
     [left] = [p.name for p in tmp_path.iterdir()]
     assert left.startswith(writes.TEMP_PREFIX) and "ckpt_00000004.pt" in left
