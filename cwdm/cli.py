@@ -189,6 +189,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CwdmError as exc:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # last resort (full disk, read-only place...): one line, no traceback
+        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)  # a copy: src -> dst
+        where = f"{names}: " if names else ""
+        print(f"cwdm {command}: error: {where}{' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"cwdm {command}: interrupted{interrupt_hint(command, argv[1:], cfg)}", file=sys.stderr)
         return 130

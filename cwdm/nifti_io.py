@@ -13,14 +13,18 @@
   behind after an error.
 * :func:`check_destination` refuses, in one line and before any work, an
   output folder or file that cannot be written (a file where a folder is
-  wanted, a parent that is a file, a read-only place).
+  wanted, a parent that is a file, a read-only place, the kernel's ``/proc``
+  or ``/sys``).
+* A write that fails on the way (full disk, read-only file system, no
+  permission, I/O error) is one :class:`CwdmError` naming the destination and
+  the cause; the temporary file is removed first. The first write into a
+  folder removes the temporaries killed writes left there (:mod:`cwdm.writes`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import IO, Iterator, Optional, Tuple, Union
@@ -29,6 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import CwdmError
+from .writes import is_write_error, remove_stale_temporaries, temp_name, virtual_root, write_failure
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti", "nifti_stem", "load_header", "load_nifti",
            "save_nifti_like", "atomic_path", "atomic_write", "check_destination"]
@@ -146,6 +151,10 @@ def check_destination(path: PathLike, flag: str, kind: str = "dir", overwrite: b
     path = Path(path)
     if kind not in ("dir", "file"):
         raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
+    virtual = virtual_root(path)
+    if virtual is not None:
+        raise CwdmError(f"{flag} {path}: {virtual} is the kernel's virtual file system, not a place for "
+                        f"files; choose a folder on a disk")
     if kind == "file":
         if path.is_dir():
             raise CwdmError(f"{flag} {path}: is a folder, expected a file name")
@@ -173,23 +182,17 @@ def check_destination(path: PathLike, flag: str, kind: str = "dir", overwrite: b
         raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is not writable")
 
 
-def _temp_name(path: Path) -> Path:
-    """A fresh, empty temporary file next to ``path`` that keeps its suffix
-    (``.nii.gz`` included, so nibabel picks the same format)."""
-    name = path.name
-    suffix = next((s for s in (".nii.gz", ".tar.gz") if name.lower().endswith(s)), path.suffix)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    return Path(tmp)
-
-
 @contextlib.contextmanager
 def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``.
 
     The temporary name ends with ``path``'s suffix (``x.nii.gz`` -> ``...tmp.nii.gz``)
     so libraries that choose a format by extension behave the same. On any
-    exception the temporary file is removed and ``path`` is left untouched.
+    exception the temporary file is removed and ``path`` is left untouched; a
+    write the file system refuses (full disk, read-only, no permission) becomes
+    a one-line :class:`CwdmError` naming ``path`` and the cause
+    (:func:`cwdm.writes.write_failure`). Stale temporaries of killed writes in
+    the folder are removed first (:func:`cwdm.writes.remove_stale_temporaries`).
 
     Args:
         path: final destination; its folder must exist.
@@ -198,16 +201,22 @@ def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """
     final = Path(path)
     _check_target(final, overwrite)
-    tmp = _temp_name(final)
+    remove_stale_temporaries(final.parent)
+    try:
+        tmp = temp_name(final)
+    except OSError as exc:
+        raise write_failure(final, exc) from None
     try:
         yield tmp
         if not overwrite and final.exists():
             raise CwdmError(f"{final}: already exists (use --overwrite to replace it)")
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, (OSError, RuntimeError)) and is_write_error(exc, tmp):
+            raise write_failure(final, exc) from None
         raise
 
 

@@ -164,18 +164,64 @@ def wants_compile(mode: str, device: torch.device, work: int) -> bool:
 def compile_network(model: torch.nn.Module, device: torch.device):
     """``torch.compile`` of an inference network; on a CPU with freezing (the weights become constants,
     so inductor prepacks them for oneDNN and fuses GroupNorm, SiLU and additions around the
-    convolutions). Call it under ``torch.inference_mode`` only; ``model`` must not change afterwards."""
-    return torch.compile(model, options={"freezing": True} if device.type == "cpu" else None)
+    convolutions). Call it under ``torch.inference_mode`` only; ``model`` must not change afterwards.
+
+    Compilation happens at the first call; when it fails (no C++ compiler, an inductor bug) that call
+    raises :class:`CompileFailed`, one line (:class:`EagerFallback` runs eagerly instead)."""
+    return StrictCompiled(torch.compile(model, options={"freezing": True} if device.type == "cpu" else None))
 
 
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
 """Where the exceptions of a failed compilation come from (others are the network's own errors)."""
 
 
+def is_compiler_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from torch's compiler (:data:`COMPILER_MODULES`), not from the network."""
+    return isinstance(exc, CompileFailed) or type(exc).__module__.startswith(COMPILER_MODULES)
+
+
+def describe_compile_error(exc: BaseException) -> str:
+    """``Kind: first line`` of a compiler exception; dynamo's ``BackendCompilerFailed`` is described by
+    the backend's exception it wraps (``InvalidCxxCompiler: No working C++ compiler found ...``)."""
+    if isinstance(exc, CompileFailed):
+        return exc.cause
+    inner = getattr(exc, "inner_exception", None)
+    shown = inner if isinstance(inner, BaseException) else exc
+    first = (str(shown).strip().splitlines() or [""])[0][:200]
+    return f"{type(shown).__name__}: {first}" if first else type(shown).__name__
+
+
+class CompileFailed(CwdmError):
+    """``torch.compile`` failed where compilation was asked for (``--compile True``): one line, with
+    the compiler's reason and the flag that runs without it."""
+
+    def __init__(self, exc: BaseException, flag: str = "--compile False"):
+        self.cause = describe_compile_error(exc)
+        super().__init__(f"torch.compile failed ({self.cause}); a working C++ compiler is needed to compile "
+                         f"the network: run it eagerly with {flag}")
+
+
+class StrictCompiled:
+    """A ``torch.compile``-d callable whose compiler errors are :class:`CompileFailed` (one line);
+    the network's own errors propagate as they are."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it comes from the compiler
+            if is_compiler_error(exc) and not isinstance(exc, CompileFailed):
+                raise CompileFailed(exc) from None
+            raise
+
+
 class EagerFallback:
     """A compiled network that runs ``model`` eagerly instead when compilation fails (no C++ compiler,
     an inductor bug): one line on stderr, then eager for good. Only errors raised by the compiler
-    (:data:`COMPILER_MODULES`) fall back; the network's own errors propagate as they are."""
+    (:data:`COMPILER_MODULES`, :class:`CompileFailed`) fall back; the network's own errors propagate
+    as they are."""
 
     def __init__(self, model: torch.nn.Module, compiled):
         self.model, self.compiled, self.failed = model, compiled, False
@@ -185,10 +231,9 @@ class EagerFallback:
             try:
                 return self.compiled(*args)
             except Exception as exc:  # noqa: BLE001 - re-raised unless it comes from the compiler
-                if not type(exc).__module__.startswith(COMPILER_MODULES):
+                if not is_compiler_error(exc):
                     raise
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                print(f"cwdm: torch.compile failed ({type(exc).__name__}: {first}); running the network "
+                print(f"cwdm: torch.compile failed ({describe_compile_error(exc)}); running the network "
                       f"eagerly (--compile False skips the attempt)", file=sys.stderr)
                 self.failed = True
         return self.model(*args)

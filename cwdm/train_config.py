@@ -57,7 +57,8 @@ class TrainConfig(NetworkFlags):
         "choices": ["header", "full", "none"]})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the network (CUDA)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the network (CUDA; needs a C++ compiler, else one line at the first step)"})
     channels_last: bool = field(default=False, metadata={
         "help": "channels-last layout (0.65x the speed of the default on an H100)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})

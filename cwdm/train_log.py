@@ -166,8 +166,9 @@ def _shapes(mcfg):
 def write_config_json(run_dir: Path, cfg, mcfg) -> None:
     """``config.json`` of a run: the resolved training configuration, its task and the network's."""
     from .nifti_io import atomic_write
+    from .writes import make_folder
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     with atomic_write(run_dir / "config.json") as fh:
         json.dump({"train": to_dict(cfg), "task": cfg.task().to_dict(), "model": to_dict(mcfg),
                    "argv": sys.argv}, fh, indent=2)

@@ -31,7 +31,8 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import Sampler
 
-from .nifti_io import atomic_path
+from .nifti_io import atomic_write
+from .writes import make_folder
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 
@@ -146,12 +147,12 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
 
 def save_checkpoint(run_dir: Path, state: Dict, step: int, keep_last: int) -> Path:
     """Write ``state`` (a :func:`cwdm.checkpoint.checkpoint_dict`) atomically as
-    ``checkpoints/ckpt_<step>.pt`` and prune old ones."""
-    folder = Path(run_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
+    ``checkpoints/ckpt_<step>.pt`` and prune old ones. A write the file system refuses (full disk,
+    read-only) is a one-line :class:`~cwdm.errors.CwdmError`; no partial checkpoint is left."""
+    folder = make_folder(Path(run_dir) / "checkpoints")
     path = folder / f"ckpt_{step:08d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_write(path, "wb") as fh:  # a file object: a failed write is an OSError with its errno
+        torch.save(state, fh)
     if keep_last > 0:
         for old in checkpoint_files(run_dir)[:-keep_last]:
             old.unlink(missing_ok=True)

@@ -6,11 +6,17 @@ or several.
 * :func:`train_step`: one optimisation step (``benchmarks/bench_train.py`` times it);
 * :func:`training_checkpoint`: the checkpoint dictionary of a run;
 * :func:`train`: the whole run. Under ``torchrun --nproc_per_node N`` it trains
-  with DistributedDataParallel; only rank 0 writes logs and checkpoints.
+  with DistributedDataParallel; only rank 0 writes logs and checkpoints. A run
+  that fails before its first step (``--compile True`` without a C++ compiler,
+  a full disk) removes the run folder it created; ``--resume auto`` in a folder
+  without a checkpoint starts the run of its ``config.json`` again from step 0
+  (:func:`restart_settings`).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import sys
 import time
@@ -27,14 +33,15 @@ from .diffusion import Schedule, linear_schedule, training_loss
 from .errors import CwdmError
 from .naming import canonical_contrast
 from .nifti_io import check_destination
-from .runtime import (agree_max, autocast, cleanup_distributed, dist_from_env, init_distributed,
-                      memory_format, select_device)
+from .runtime import (CompileFailed, agree_max, autocast, cleanup_distributed, dist_from_env, init_distributed,
+                      is_compiler_error, memory_format, select_device)
 from .train_state import (EMA, DataOrder, TrainingParts, checkpoint_files, latest_checkpoint, move_optimizer,
                           optimizer_to_cpu, save_checkpoint)
 from .train_config import TrainConfig, merge_resumed_config, validate_config
 from .unet import UNet
 from .unified import condition_input, draw_training_inputs
 from .wavelet import to_subbands
+from .writes import remove_stale_temporaries
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a request to save and stop after the current step."""
@@ -72,6 +79,36 @@ def resolve_resume(cfg: TrainConfig, run_dir: Path) -> Optional[Path]:
     if not path.is_file():
         raise CwdmError(f"{path}: checkpoint to resume from not found")
     return path
+
+
+def restart_settings(cfg: TrainConfig, run_dir: Path) -> Tuple[TrainConfig, List[str]]:
+    """``--resume auto`` in ``run_dir`` without a checkpoint (the run died before its first save).
+
+    With the run's ``config.json``: its settings, merged with the flags given now as on a resume
+    (the task and network cannot change), and a note that it starts again from step 0. With a
+    missing or empty folder: ``cfg`` (a new run, what ``run.sh``'s default ``RESUME=auto`` relies on).
+    Anything else there (no ``config.json`` to say what the run was): a one-line refusal.
+    """
+    config = run_dir / "config.json"
+    if not config.is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise CwdmError(f"--resume auto: {run_dir} holds neither a checkpoint nor config.json, so there is "
+                            f"no run to continue; start a new run there without --resume, or choose another "
+                            f"--run_dir")
+        return cfg, []
+    try:
+        stored = json.loads(config.read_text())["train"]
+        started_from = stored.get("resume")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CwdmError(f"{config}: unreadable run settings ({type(exc).__name__}: {exc}); --resume auto "
+                        f"cannot tell what the run was: remove {run_dir} or choose another --run_dir") from None
+    if started_from not in (None, "", "auto"):  # a run started from given weights: start it the same way
+        raise CwdmError(f"--resume auto: {run_dir} holds no checkpoint, and its run started from the weights "
+                        f"{started_from}; start it again with --resume {started_from}")
+    merged, changed = merge_resumed_config(cfg, stored, config, getattr(cfg, "_given", None))
+    notes = [f"note: {run_dir} holds no checkpoint (the run stopped before its first save): starting it "
+             f"again from step 0 with its settings from {config.name}"]
+    return merged, notes + [f"changed on resume: {c}" for c in changed]
 
 
 def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
@@ -124,6 +161,9 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     run_dir = Path(cfg.run_dir or Path("runs") / cfg.contr)
     check_destination(run_dir, "--run_dir")
     plan = RunPlan(cfg, run_dir, resolve_resume(cfg, run_dir))
+    if plan.resume_path is None and cfg.resume == "auto":
+        plan.cfg, plan.notes = restart_settings(cfg, run_dir)
+        validate_config(plan.cfg)
     if plan.resume_path is None:
         if cfg.resume_step:
             raise CwdmError(f"--resume_step {cfg.resume_step} needs the weights it counts: give the state_dict "
@@ -239,8 +279,6 @@ def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder
 
 
 def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
-    from .train_log import TrainLogger, training_grid
-
     plan = plan_run(cfg)
     cfg = plan.cfg
     start = int(plan.state["step"]) if plan.state is not None else plan.start_step
@@ -250,8 +288,33 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
                   f"{cfg.step_limit} (--max_steps / --lr_anneal_steps); nothing to do (raise it to train longer)",
                   file=sys.stderr)
         return 0
+    new_folders = []  # what this run creates, removed again when it fails before its first step
+    if info.is_main:
+        for folder in (plan.run_dir, plan.run_dir / "checkpoints"):
+            remove_stale_temporaries(folder, again=True)
+        new_folders = [Path(d) for d in (plan.run_dir, cfg.tensorboard_dir) if d is not None and not Path(d).exists()]
+    progress: List[TrainingParts] = []
+    try:
+        return _run(plan, info, device, stop, progress)
+    except Exception as exc:
+        created = [d for d in new_folders if d.exists()]
+        if not created or checkpoint_files(plan.run_dir) or (progress and progress[0].step > start):
+            raise
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, CwdmError):
+            raise CwdmError(f"{exc} (the new run folder {plan.run_dir} was removed again)") from None
+        raise
+
+
+def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: List[TrainingParts]) -> int:
+    """Build the data, the network and the logger of ``plan`` and train (``progress`` gets the parts)."""
+    from .train_log import TrainLogger, training_grid
+
+    cfg = plan.cfg
     dataset, order = _build_data(cfg, cfg.model_config().image_divisor, info.rank, info.world_size)
     parts = build_parts(plan, order, device, info)
+    progress.append(parts)
     logger = TrainLogger(plan.run_dir, cfg, cfg.model_config(), enabled=info.is_main, start_step=parts.step,
                          resumed_from=plan.resume_path, device=device,
                          grid=training_grid(dataset, cfg.model_config().image_divisor))
@@ -259,9 +322,16 @@ def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
         logger.message(note)
 
     def save() -> None:
-        if info.is_main:
+        if not info.is_main:
+            return
+        try:
             path = save_checkpoint(plan.run_dir, training_checkpoint(cfg, parts, order), parts.step, cfg.keep_last)
-            logger.saved(path)
+        except CwdmError as exc:  # full disk, read-only place: say what is kept and how to go on
+            latest = latest_checkpoint(plan.run_dir)
+            kept = f"the latest saved checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+            raise CwdmError(f"{exc}; training stopped at step {parts.step}, {kept}; continue with: "
+                            f"{resume_command(plan.run_dir)}") from None
+        logger.saved(path)
 
     try:
         return _loop(cfg, parts, iter(_loader(dataset, order, cfg, device)), order, device, info, stop, logger, save)
@@ -301,6 +371,10 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
             raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
                             f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
                             f"or a smaller --batch_size / --num_channels") from None
+        except Exception as exc:  # noqa: BLE001 - only the compiler's errors are rephrased
+            if cfg.compile and is_compiler_error(exc):  # no C++ compiler, an inductor bug: one line
+                raise CompileFailed(exc) from None
+            raise
         order.advance(target.shape[0])
         logger.step(parts.step, loss, per_subband, parts.optimizer.param_groups[0]["lr"],
                     target.shape[0] * info.world_size, device, images=(cond, target, pred))

@@ -146,3 +146,44 @@ def test_demo_output_dir_alias():
     parser, module = build_parser("demo")
     assert from_args(module.CONFIG, parser.parse_args(["--output_dir", "x"])).out.name == "x"
     assert from_args(module.CONFIG, parser.parse_args(["--out", "y"])).out.name == "y"
+
+
+# --- destinations in /proc or /sys, and OSErrors no command turned into one line ---------------
+
+@pytest.mark.parametrize("command", ["sample", "auto", "demo --out", "train", "export"])
+@pytest.mark.parametrize("dest", ["/proc/cwdm_test_dest", "/sys/cwdm_test_dest/out"])
+def test_destinations_in_proc_or_sys_are_one_line(tmp_path, capsys, command, dest):
+    root = "/" + dest.split("/")[1]
+    if not os.path.isdir(root):
+        pytest.skip(f"no {root} here")
+    assert cli(_commands(tmp_path, dest)[command]) == 1
+    one_line_error(capsys, dest, "virtual file system")
+    assert not os.path.exists(dest)
+
+
+def test_an_oserror_escaping_a_command_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import cwdm.demo
+
+    def read_only(cfg):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "d" / "report.md"))
+
+    monkeypatch.setattr(cwdm.demo, "run", read_only)
+    assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
+    err = one_line_error(capsys)
+    assert err == f"cwdm demo: error: {tmp_path / 'd' / 'report.md'}: Read-only file system"
+
+
+def test_an_oserror_of_a_copy_names_both_files(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import cwdm.demo
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "in.nii.gz", None, str(tmp_path / "out.nii.gz"))
+
+    monkeypatch.setattr(cwdm.demo, "run", full)
+    assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
+    expected = f"cwdm demo: error: in.nii.gz -> {tmp_path / 'out.nii.gz'}: No space left on device"
+    assert one_line_error(capsys) == expected

@@ -1,16 +1,18 @@
 """NIfTI reading errors and atomic, non-clobbering writes."""
 
+import errno
 import gzip
 import json
+import os
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from cwdm import nifti_io
+from cwdm import nifti_io, writes
 from cwdm.errors import CwdmError
-from cwdm.nifti_io import atomic_path, atomic_write, load_header, load_nifti, save_nifti_like
+from cwdm.nifti_io import atomic_path, atomic_write, check_destination, load_header, load_nifti, save_nifti_like
 
 SHAPES = [(24, 24, 16), (7, 9, 5)]
 
@@ -230,3 +232,94 @@ def test_atomic_path_keeps_suffix(tmp_path):
     with gzip.open(tmp_path / "x.nii.gz") as fh:
         assert fh.read() == b"abc"
     assert _listing(tmp_path) == ["x.nii.gz"]
+
+
+# --- writes the file system refuses ---------------------------------------------
+
+WRITE_ERRORS = [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system"),
+                (errno.EACCES, "Permission denied"), (errno.EDQUOT, "Disk quota exceeded"),
+                (errno.EIO, "Input/output error")]
+
+
+def _one_line(exc_info, *needles):
+    text = str(exc_info.value)
+    assert "\n" not in text and "Traceback" not in text
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+@pytest.mark.parametrize("code,cause", WRITE_ERRORS)
+def test_failed_write_is_one_line_and_keeps_the_old_file(tmp_path, code, cause):
+    p = tmp_path / "metrics.csv"
+    p.write_text("old\n")
+    with pytest.raises(CwdmError) as info:
+        with atomic_write(p, newline="") as fh:
+            fh.write("half a ro")
+            raise OSError(code, os.strerror(code))  # what fh.write raises on a full disk
+    _one_line(info, str(p), os.strerror(code))
+    assert p.read_text() == "old\n"
+    assert _listing(tmp_path) == ["metrics.csv"]
+
+
+@pytest.mark.parametrize("step", ["mkstemp", "replace"])
+def test_read_only_destination_at_create_or_rename(tmp_path, monkeypatch, step):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0] if args else kwargs["dir"]))
+
+    target = {"mkstemp": (writes.tempfile, "mkstemp"), "replace": (nifti_io.os, "replace")}[step]
+    monkeypatch.setattr(*target, refuse)
+    with pytest.raises(CwdmError) as info:
+        with atomic_write(tmp_path / "summary.json") as fh:
+            fh.write("{}")
+    _one_line(info, str(tmp_path / "summary.json"), "Read-only file system", "writable destination")
+    assert _listing(tmp_path) == []
+
+
+def test_full_disk_while_saving_nifti(tmp_path, monkeypatch):
+    ref = _write(tmp_path / "ref.nii.gz", np.zeros((4, 5, 6), np.float32))
+    real_save = nib.save
+
+    def full(img, filename):
+        real_save(img, filename)  # part of the file is there when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+    monkeypatch.setattr(nib, "save", full)
+    with pytest.raises(CwdmError) as info:
+        save_nifti_like(np.ones((4, 5, 6)), ref, tmp_path / "out-t2f.nii.gz")
+    _one_line(info, "out-t2f.nii.gz", "No space left on device", "free some space")
+    assert _listing(tmp_path) == ["ref.nii.gz"]
+
+
+def test_torch_save_to_a_full_disk_by_name(tmp_path, monkeypatch):
+    """torch.save given a file name hides the errno in a RuntimeError: the free space tells."""
+    class Full:
+        f_bavail = 0
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Full())
+    with pytest.raises(CwdmError) as info:
+        with atomic_path(tmp_path / "w.pt") as tmp:
+            tmp.write_bytes(b"PK")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    _one_line(info, "w.pt", "No space left on device")
+    assert _listing(tmp_path) == []
+
+
+def test_other_errors_inside_the_block_are_not_rephrased(tmp_path):
+    """An input file missing while writing is not a refusal of the destination."""
+    with pytest.raises(FileNotFoundError):
+        with atomic_write(tmp_path / "o.json"):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "input.nii.gz"))
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(tmp_path / "o.pt"):
+            raise RuntimeError("boom")
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or not os.path.isdir("/sys"), reason="no /proc or /sys")
+@pytest.mark.parametrize("dest,kind", [("/proc/cwdm_test_dest", "dir"), ("/proc/cwdm_test_dest.pt", "file"),
+                                       ("/sys/foo/bar", "dir"), ("/sys", "dir")])
+def test_kernel_virtual_file_systems_are_refused(dest, kind):
+    with pytest.raises(CwdmError) as info:
+        check_destination(dest, "--output_dir", kind)
+    _one_line(info, f"--output_dir {dest}", "virtual file system")

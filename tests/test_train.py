@@ -1,3 +1,5 @@
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -294,3 +296,150 @@ def test_tensorboard_off_and_elsewhere_in_reference_spelling(brats_root, tmp_pat
     assert list((tmp_path / "logs").glob("events.out.tfevents.*")) and not (tmp_path / "on" / "tb").exists()
     assert cli([*base, "--run_dir", str(tmp_path / "default")]) == 0
     assert list((tmp_path / "default" / "tb").glob("events.out.tfevents.*"))
+
+
+# --- a run that died before its first save, full disks, --compile True, stale temporaries -----------
+
+def _lines(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()
+
+
+def _first_run_without_checkpoint(data, run_dir):
+    """A run folder as a process killed before its first save leaves it: config.json (and tb/), no checkpoint."""
+    assert cli(["train", "--data_dir", str(data), "--contr", "t2f", "--run_dir", str(run_dir), "--lr", "2e-4",
+                "--num_workers", "0", "--progress", "False", "--max_steps", "1", *TINY_FLAGS]) == 0
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints")
+    return json.loads((run_dir / "config.json").read_text())
+
+
+def test_resume_auto_without_a_checkpoint_restarts_the_runs_own_settings(brats_root, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    before = _first_run_without_checkpoint(brats_root, run_dir)
+    capsys.readouterr()
+    # neither --data_dir nor --contr nor the network: the defaults (t1n, data/training) must not be used
+    assert cli(["train", "--run_dir", str(run_dir), "--resume", "auto", "--max_steps", "2", "--num_workers", "0",
+                "--progress", "False"]) == 0
+    err = "\n".join(_lines(capsys))
+    assert f"{run_dir} holds no checkpoint" in err and "again from step 0" in err
+    state = read_checkpoint(checkpoint_files(run_dir)[-1])
+    assert state["step"] == 2 and state["target"] == "t2f"  # trained from step 0, on the run's task
+    assert state["train_config"]["lr"] == 2e-4 and state["model_config"]["model_channels"] == 8
+    after = json.loads((run_dir / "config.json").read_text())
+    assert after["task"] == before["task"]
+    assert {k: v for k, v in after["train"].items() if k not in ("max_steps", "resume")} == \
+        {k: v for k, v in before["train"].items() if k not in ("max_steps", "resume")}
+
+
+def test_resume_auto_without_a_checkpoint_may_not_change_the_task(brats_root, tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    _first_run_without_checkpoint(brats_root, run_dir)
+    before = (run_dir / "config.json").read_text()
+    capsys.readouterr()
+    assert cli(["train", "--run_dir", str(run_dir), "--resume", "auto", "--contr", "t1c", "--max_steps", "2"]) == 1
+    assert "the run was trained with contr t2f, but t1c was given" in _lines(capsys)[-1]
+    assert (run_dir / "config.json").read_text() == before and not checkpoint_files(run_dir)
+
+
+def test_resume_auto_with_neither_checkpoint_nor_config_refuses(brats_root, tmp_path):
+    run_dir = tmp_path / "r"
+    (run_dir / "tb").mkdir(parents=True)
+    with pytest.raises(CwdmError, match="holds neither a checkpoint nor config.json.*without --resume"):
+        train(cfg_for(brats_root, run_dir, max_steps=1, resume="auto"))
+    assert [p.name for p in run_dir.iterdir()] == ["tb"]
+    # a folder with nothing in it yet: --resume auto starts the new run (run.sh's default RESUME=auto)
+    assert train(cfg_for(brats_root, tmp_path / "fresh", max_steps=1, resume="auto")) == 0
+
+
+def test_full_disk_at_a_checkpoint_save_is_one_line_without_a_partial_file(brats_root, tmp_path, monkeypatch,
+                                                                          capsys):
+    real_save, calls = torch.save, []
+
+    def fills_up(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", fills_up)
+    run_dir = tmp_path / "r"
+    assert cli(["train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(run_dir),
+                "--max_steps", "3", "--save_interval", "1", "--num_workers", "0", "--progress", "False",
+                *TINY_FLAGS]) == 1
+    last = _lines(capsys)[-1]
+    assert last.startswith(f"cwdm train: error: {run_dir / 'checkpoints' / 'ckpt_00000002.pt'}: cannot write "
+                           f"(No space left on device")
+    assert "latest saved checkpoint is" in last and "ckpt_00000001.pt" in last and "--resume auto" in last
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["ckpt_00000001.pt"]  # nothing partial
+    assert read_checkpoint(run_dir / "checkpoints" / "ckpt_00000001.pt")["step"] == 1
+
+
+def test_full_disk_writing_config_json_leaves_no_run_folder(brats_root, tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from cwdm import train_log
+
+    def full(obj, fh, **kwargs):
+        fh.write('{"train": {')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train_log, "json", SimpleNamespace(dump=full))
+    run_dir = tmp_path / "r"
+    assert cli(["train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(run_dir),
+                "--max_steps", "1", "--num_workers", "0", "--progress", "False", *TINY_FLAGS]) == 1
+    [line] = _lines(capsys)
+    assert f"{run_dir / 'config.json'}: cannot write (No space left on device" in line
+    assert "was removed again" in line
+    assert not run_dir.exists()
+
+
+def test_compile_true_without_a_compiler_stops_at_start_without_a_run_folder(brats_root, tmp_path, monkeypatch,
+                                                                            capsys):
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def no_compiler(net, *args, **kwargs):
+        def compiled(*a, **k):
+            raise BackendCompilerFailed(lambda *x: None, InvalidCxxCompiler(), None)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    run_dir, tb = tmp_path / "r", tmp_path / "logs"
+    assert cli(["train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(run_dir),
+                "--tensorboard_dir", str(tb), "--compile", "True", "--max_steps", "2", "--num_workers", "0",
+                "--progress", "False", *TINY_FLAGS]) == 1
+    last = _lines(capsys)[-1]
+    assert last.startswith("cwdm train: error: torch.compile failed (InvalidCxxCompiler: No working C++ compiler")
+    assert "--compile False" in last and "removed" in last
+    assert not run_dir.exists() and not tb.exists()
+    # an existing run stopped the same way keeps its folder and checkpoints
+    monkeypatch.undo()
+    train(cfg_for(brats_root, run_dir, max_steps=1))
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.raises(CwdmError, match="torch.compile failed"):
+        train(cfg_for(brats_root, run_dir, max_steps=2, resume="auto", compile=True))
+    assert [p.name for p in checkpoint_files(run_dir)] == ["ckpt_00000001.pt"]
+
+
+def test_stale_temporary_of_a_killed_save_is_removed_by_the_next_run(brats_root, tmp_path, capsys):
+    from cwdm import writes
+
+    run_dir = tmp_path / "r"
+    train(cfg_for(brats_root, run_dir, max_steps=1))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = run_dir / "checkpoints"
+    stale = folder / f".cwdm-tmp-{dead.pid}-ckpt_00000002.pt.a1b2c3d4.tmp.pt"
+    other = folder / ".notes"
+    for p in (stale, other):
+        p.write_bytes(b"PK")
+        past = writes._PROCESS_START - 600  # before this process started
+        os.utime(p, (past, past))
+    capsys.readouterr()
+    assert train(cfg_for(brats_root, run_dir, max_steps=2, resume="auto")) == 0
+    assert not stale.exists() and other.exists()
+    assert sum("removed 1 temporary file" in line and stale.name in line for line in _lines(capsys)) == 1
