@@ -303,7 +303,7 @@ def _train(cfg: DemoConfig, data_dir: Path, run_dir: Path) -> Path:
                        num_workers=cfg.num_workers, progress=cfg.progress)
     # every setting is the demo's: a continued run takes none from its checkpoint (not the time cap either)
     object.__setattr__(tcfg, "_given", {f.name for f in fields(TrainConfig)})
-    status = train(tcfg)
+    status = train(tcfg, continue_with="the same cwdm demo command (its last line says it)")
     if status in (130, 143):  # a signal: the library saved the step reached
         raise KeyboardInterrupt
     if status:

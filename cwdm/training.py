@@ -126,15 +126,18 @@ def _loader(dataset, order: DataOrder, cfg: TrainConfig, device: torch.device):
                       pin_memory=device.type == "cuda", persistent_workers=False, drop_last=False)
 
 
-def train(cfg: TrainConfig) -> int:
-    """Run training; returns the exit status (0 done, 130/143 stopped by a signal after saving)."""
+def train(cfg: TrainConfig, continue_with: Optional[str] = None) -> int:
+    """Run training; returns the exit status (0 done, 130/143 stopped by a signal after saving).
+
+    ``continue_with`` is the command a stopped run's messages print to go on (default: this run's
+    ``cwdm train --resume auto``; ``cwdm demo`` passes its own command line)."""
     info = dist_from_env()
     device = select_device(cfg.device, info)
     init_distributed(device, info)
     try:
         # signals are caught from the start, so one arriving before the first step still saves cleanly
         with StopFlag() as stop:
-            return _train(cfg, info, device, stop)
+            return _train(cfg, info, device, stop, continue_with)
     finally:
         cleanup_distributed()
 
@@ -150,6 +153,7 @@ class RunPlan:
     init_weights: Optional[dict] = None  # a bare state_dict: a new run from these weights
     start_step: int = 0  # step a new run starts at (--resume_step with a bare state_dict)
     notes: List[str] = field(default_factory=list)  # what differs from a plain new run / resume
+    continue_with: str = ""  # the command that goes on after a stop (set by :func:`train`)
 
 
 def plan_run(cfg: TrainConfig) -> RunPlan:
@@ -278,8 +282,9 @@ def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder
                            data_order=order.state_dict(), rng=parts.rng_state())
 
 
-def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag) -> int:
+def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag, continue_with: Optional[str] = None) -> int:
     plan = plan_run(cfg)
+    plan.continue_with = continue_with or resume_command(plan.run_dir)
     cfg = plan.cfg
     start = int(plan.state["step"]) if plan.state is not None else plan.start_step
     if plan.resume_path is not None and start >= cfg.step_limit:
@@ -330,11 +335,12 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
             latest = latest_checkpoint(plan.run_dir)
             kept = f"the latest saved checkpoint is {latest}" if latest else "no checkpoint was saved yet"
             raise CwdmError(f"{exc}; training stopped at step {parts.step}, {kept}; continue with: "
-                            f"{resume_command(plan.run_dir)}") from None
+                            f"{plan.continue_with}") from None
         logger.saved(path)
 
     try:
-        return _loop(cfg, parts, iter(_loader(dataset, order, cfg, device)), order, device, info, stop, logger, save)
+        return _loop(cfg, parts, iter(_loader(dataset, order, cfg, device)), order, device, info, stop, logger, save,
+                     plan.continue_with)
     finally:
         logger.close()
 
@@ -352,8 +358,9 @@ def _next_batch(batches, parts: TrainingParts, save) -> Tuple[torch.Tensor, torc
 
 
 def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, device: torch.device, info,
-          stop: StopFlag, logger, save) -> int:
-    """Train until ``cfg.step_limit``, a signal or the time limit, saving as asked; returns the exit status."""
+          stop: StopFlag, logger, save, continue_with: str = "") -> int:
+    """Train until ``cfg.step_limit``, a signal or the time limit, saving as asked; returns the exit status.
+    A stop by a signal prints ``continue_with`` (default: the run's ``--resume auto`` command)."""
     schedule, layout = linear_schedule(), memory_format(device, cfg.channels_last)
     start = time.monotonic()
     parts.model.train()
@@ -382,7 +389,7 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
         if signum:
             save()
             logger.message(f"stopped by signal {signum} at step {parts.step}; checkpoint saved; continue with: "
-                           f"{resume_command(logger.run_dir)}")
+                           f"{continue_with or resume_command(logger.run_dir)}")
             return 128 + signum
         out_of_time = cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes
         if agree_max(int(out_of_time), info, device):
