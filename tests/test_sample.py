@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import nibabel as nib
 import numpy as np
@@ -10,6 +11,7 @@ from cwdm.cli import main as cli
 from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 from conftest import FAST, REF, make_checkpoint
+from pinning import assert_matches_pinned
 
 TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "8"]
 
@@ -17,10 +19,6 @@ TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blo
 @pytest.fixture
 def ckpt(tmp_path):
     return make_checkpoint(tmp_path / "t2f.pt")
-
-
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_sample_writes_on_original_grid_with_geometry(make_brats_root, tmp_path, ckpt):
@@ -211,17 +209,34 @@ def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
     assert (out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-ct.nii.gz").is_file()
 
 
-# sha256 of every file `cwdm sample` wrote below, computed with main at f32efcc (before the inference
-# library moved out of cwdm/sample.py); the files must stay byte-identical. Recompute only for a change
-# meant to alter the output (or a different torch / zlib build).
-PINNED_SAMPLE = "4ab8bf89536eae60c4e156d676df1ad00b28c297516cb2c219619fe2c4696690"
-
-
-def test_sample_output_bytes_are_pinned(make_brats_root, tmp_path, ckpt):
+def _pinned_run(make_brats_root, tmp_path, ckpt, *extra):
+    """The pinned `cwdm sample` run (3 cases in batches of 2, ensemble 2, with targets); returns its folder."""
     data = make_brats_root(shape=(26, 24, 18), cases=3)
     out = tmp_path / "out"
     assert cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST,
-                "--ensemble", "2", "--eta", "1", "--batch_size", "2", "--save_target", "True"]) == 0
-    written = {p.relative_to(out).as_posix(): digest(p) for p in sorted(out.rglob("*.nii.gz"))}
-    assert len(written) == 9  # volume, std map and target of 3 cases
-    assert hashlib.sha256(repr(sorted(written.items())).encode()).hexdigest() == PINNED_SAMPLE, written
+                "--ensemble", "2", "--eta", "1", "--batch_size", "2", "--save_target", "True", *extra]) == 0
+    return out
+
+
+def test_sample_pin_catches_a_changed_computation(make_brats_root, tmp_path, ckpt):
+    """The tolerance is not so loose that another seed (other noise, same everything else) passes."""
+    out = _pinned_run(make_brats_root, tmp_path, ckpt, "--seed", "1")
+    with pytest.raises(AssertionError, match="differ by more than 1e-05"):
+        assert_matches_pinned(out, "sample")
+
+
+def test_sample_outputs_are_pinned(make_brats_root, tmp_path, ckpt):
+    """Decoded voxels within pinning.ATOL of tests/data/pinned/sample.npz (never file bytes: see
+    tests/pinning.py); file list, dtypes, geometry and the provenance record exactly."""
+    out = _pinned_run(make_brats_root, tmp_path, ckpt)
+    got = assert_matches_pinned(out, "sample")
+    assert len([k for k in got if ":" not in k]) == 9  # volume, std map and target of 3 cases
+    record = json.loads((out / "cwdm_provenance.json").read_text())
+    (run,) = record["runs"].values()
+    assert run["settings"] == {"target": "t2f", "sampler": "ddim", "sampling_steps": 2, "eta": 1.0, "ensemble": 2,
+                               "seed": 0, "clip_denoised": True, "postprocess": True, "threshold": None,
+                               "ema": True, "precision": "fp32"}
+    assert run["checkpoints"]["t2f"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert (run["command"], run["status"], run["checkpoints"]["t2f"]["step"]) == ("sample", "finished", 1)
+    assert {rel: c["target"] for rel, c in record["cases"].items()} == {
+        f"BraTS-GLI-0000{i}-000/BraTS-GLI-0000{i}-000-t2f.nii.gz": "t2f" for i in range(3)}
