@@ -186,3 +186,30 @@ def postprocess(volume: torch.Tensor, first_condition: torch.Tensor, threshold: 
     if threshold is not None:
         out = torch.where(out <= threshold, torch.zeros_like(out), out)
     return out
+
+
+def degenerate(volume: torch.Tensor, first_condition: torch.Tensor, std: Optional[torch.Tensor] = None,
+               threshold: Optional[float] = None, enabled: bool = True) -> Optional[str]:
+    """What is wrong with a synthesized (X, Y, Z) volume that must not be written, or None.
+
+    A volume is degenerate when the sample (or its ensemble ``std`` map) has NaN or Inf voxels, or
+    when the volume as it would be written (:func:`postprocess` with the same arguments) is all zero,
+    or constant inside the brain (where ``first_condition`` is not 0; everywhere if it is 0
+    everywhere). A trained network never gives these; an undertrained or broken one does.
+
+    Returns:
+        e.g. ``"synthesized volume is all zero"``, to be reported with the file it was meant for.
+    """
+    for name, tensor in (("volume", volume), ("ensemble std map", std)):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            return f"synthesized {name} has {bad} NaN/Inf voxels of {tensor.numel()}"
+    out = postprocess(volume, first_condition, threshold, enabled)
+    if not bool(out.any()):
+        return "synthesized volume is all zero"
+    brain = first_condition != 0
+    inside = out[brain] if bool(brain.any()) else out.flatten()
+    low, high = float(inside.min()), float(inside.max())
+    if low == high:
+        return f"synthesized volume is constant ({low:.6g}) inside the brain"
+    return None

@@ -177,3 +177,19 @@ def test_auto_outputs_are_pinned(make_brats_root, tmp_path, models):
         "BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz": ("t2f", ["t1n", "t1c", "t2w"]),
         "BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz": ("t1c", ["t1n", "t2w", "t2f"]),
         "BraTS-GLI-00002-000/BraTS-GLI-00002-000-t2f.nii.gz": ("t2f", ["t1n", "t1c", "t2w"])}
+
+
+def test_auto_reports_degenerate_volumes_per_file(make_brats_root, tmp_path, models, capsys):
+    data = make_brats_root(cases=3, missing={"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1c"],
+                                             "BraTS-GLI-00002-000": ["t2f"]})
+    make_checkpoint(models / "brats_t2f_1200000.pt", target="t2f", output="zero")  # an all-zero t2f model
+    assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    for case in ("BraTS-GLI-00000-000", "BraTS-GLI-00002-000"):
+        path = data / case / f"{case}-t2f.nii.gz"
+        assert f"{path}: synthesized volume is all zero (an undertrained or broken checkpoint?); not written" in err
+        assert not path.exists()
+    assert (data / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t1c.nii.gz").is_file()
+    assert "completed 1 cases (1 files written" in err[-1] and "2 could not be completed" in err[-1]
+    record = json.loads((data / "cwdm_provenance.json").read_text())
+    assert list(record["cases"]) == ["BraTS-GLI-00001-000/BraTS-GLI-00001-000-t1c.nii.gz"]

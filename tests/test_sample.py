@@ -201,7 +201,10 @@ def test_output_dir_inside_the_input_is_refused(make_brats_root, tmp_path, ckpt,
 def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=16)
     path = tmp_path / "ct.pt"
-    model = UNet(cfg)
+    model = UNet(cfg)  # its output convolution starts at zero: raise its low-pass bias for a non-zero volume
+    with torch.no_grad():
+        dict(model.named_parameters())["out.2.bias"][0] = 0.5
+        dict(model.named_parameters())["out.2.weight"].normal_(std=0.05)
     torch.save(checkpoint_dict(cfg, model.state_dict(), task=Task.default("ct", ["mr", "ct"]), step=1), path)
     data = make_brats_root(cases=1, modalities=("mr", "ct"))
     out = tmp_path / "out"
@@ -240,3 +243,25 @@ def test_sample_outputs_are_pinned(make_brats_root, tmp_path, ckpt):
     assert (run["command"], run["status"], run["checkpoints"]["t2f"]["step"]) == ("sample", "finished", 1)
     assert {rel: c["target"] for rel, c in record["cases"].items()} == {
         f"BraTS-GLI-0000{i}-000/BraTS-GLI-0000{i}-000-t2f.nii.gz": "t2f" for i in range(3)}
+
+
+@pytest.mark.parametrize("output,says", [("zero", "synthesized volume is all zero"),
+                                         ("constant", "synthesized volume is constant"),
+                                         ("nan", "NaN/Inf voxels")])
+def test_degenerate_volumes_are_reported_not_written_and_retried(make_brats_root, tmp_path, capsys, output, says):
+    data = make_brats_root(cases=2)
+    out = tmp_path / "out"
+    broken = make_checkpoint(tmp_path / "broken_t2f.pt", output=output)
+    base = ["sample", "--data_dir", str(data), "--output_dir", str(out), *FAST]
+    assert cli(base + ["--model_path", str(broken)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    files = [out / c / f"{c}-t2f.nii.gz" for c in ("BraTS-GLI-00000-000", "BraTS-GLI-00001-000")]
+    for f in files:  # one line per file, naming it; nothing under its name
+        (line,) = [x for x in lines if x.startswith(f"{f}: ")]
+        assert says in line and line.endswith("not written") and not f.exists()
+    assert "wrote 0 cases" in lines[-1] and "2 degenerate (not written)" in lines[-1]
+    assert not list(out.rglob("*.nii.gz")) and not (out / "cwdm_provenance.json").exists()
+    # a rerun (here with a sound checkpoint) does those cases: none was taken as done
+    assert cli(base + ["--model_path", str(make_checkpoint(tmp_path / "t2f.pt"))]) == 0
+    assert all(f.is_file() for f in files)
+    assert "wrote 2 cases" in capsys.readouterr().err
