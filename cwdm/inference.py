@@ -22,7 +22,7 @@ import torch
 
 from . import MODALITIES
 from .checkpoint import LoadedModel, load_model
-from .errors import CwdmError
+from .errors import CwdmError, option
 from .flags import ModelFlags
 from .naming import canonical_contrast, contrast_of_checkpoint
 from .synthesis import SamplingOptions, Synthesizer, degenerate, postprocess
@@ -64,13 +64,13 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
         if target is not None and target not in task.targets and not (task.is_unified and target == ANY):
             raise CwdmError(f"{path}: checkpoint was trained to synthesize {' or '.join(task.targets)}, not {target}")
         if list(task.modalities) != list(modalities) and tuple(modalities) != MODALITIES:
-            raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from --modalities "
+            raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from {option('modalities')} "
                             f"{list(modalities)}")
     else:
         if loaded.kind == "released":
             target = _released_target(Path(path), target, modalities)
         if target is None:
-            raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
+            raise CwdmError(f"{path}: a released state_dict does not say its target; pass {option('contr')}")
         task = Task.default(target, modalities)
         check_network(task, loaded.config.in_channels, str(path))
     loaded.task = task

@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import LoadedModel
 from .diffusion import make_denoiser
-from .errors import CwdmError
+from .errors import CwdmError, option
 from .runtime import (PRECISIONS, EagerFallback, compile_mode, compile_network, memory_format, precision,
                       wants_compile)
 from .samplers import SAMPLERS, network_calls, run_sampler
@@ -43,18 +43,18 @@ class SamplingOptions:
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
-            raise CwdmError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise CwdmError(f"unknown {option('precision')} {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.compile = compile_mode(self.compile)
         if self.ensemble_batch < 0:
-            raise CwdmError(f"--ensemble_batch must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
+            raise CwdmError(f"{option('ensemble_batch')} must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
         if self.sampler not in SAMPLERS:
-            raise CwdmError(f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+            raise CwdmError(f"unknown {option('sampler')} {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if SAMPLERS[self.sampler].uses_steps and not 1 <= self.steps <= 1000:
-            raise CwdmError(f"--sampling_steps must be in 1..1000, got {self.steps}")
+            raise CwdmError(f"{option('sampling_steps')} must be in 1..1000, got {self.steps}")
         if self.ensemble < 1:
-            raise CwdmError(f"--ensemble must be at least 1, got {self.ensemble}")
+            raise CwdmError(f"{option('ensemble')} must be at least 1, got {self.ensemble}")
         if self.eta < 0:
-            raise CwdmError(f"--eta must be >= 0, got {self.eta}")
+            raise CwdmError(f"{option('eta')} must be >= 0, got {self.eta}")
 
     def member_chunks(self) -> List[List[int]]:
         """Ensemble member indices in the groups that share network calls: chunks of at most
