@@ -48,6 +48,11 @@ def option(name: str) -> str:
     return f"--{name}"
 
 
+def model_option(modality: str) -> str:
+    """How to give the checkpoint of ``modality``: ``--model t2f=PATH``, or ``models={'t2f': PATH}`` in the API."""
+    return f"models={{'{modality}': PATH}}" if _IN_API.get() else f"--model {modality}=PATH"
+
+
 @contextlib.contextmanager
 def api_call() -> Iterator[None]:
     """Within it, :func:`option` spells settings as the Python API's arguments."""

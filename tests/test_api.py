@@ -200,3 +200,9 @@ def test_degenerate_volumes_raise_in_single_and_after_the_batch(make_brats_root,
 def test_cuda_without_a_gpu_names_the_argument(models):  # noqa: F811
     with pytest.raises(CwdmError, match=r"device='cuda': no CUDA GPU is available here \(use device='cpu'"):
         cwdm.MissingModality(models_dir=models, device="cuda")
+
+
+def test_two_checkpoints_for_one_contrast_name_the_models_argument(models):  # noqa: F811
+    shutil.copy(models / "brats_t2f_1200000.pt", models / "flair_gen.pt")
+    with pytest.raises(CwdmError, match=r"several checkpoints for t2f .*pass models=\{'t2f': PATH\} to choose"):
+        cwdm.MissingModality(models_dir=models, device="cpu")
