@@ -58,14 +58,15 @@ def _path(value, arg: str, optional: bool = False) -> Optional[Path]:
 
 
 def _number(value, arg: str, kind=Integral, low=None, high=None):
-    """``value`` checked: an int (``kind=Integral``) or a real number, not a bool, within [low, high]."""
+    """``value`` checked: an int (``kind=Integral``, numpy's too) or a real number, not a bool, within
+    [low, high]; returned as a Python int or float."""
     if isinstance(value, bool) or not isinstance(value, kind):
         what = "an integer" if kind is Integral else "a number"
         raise CwdmError(f"{arg}= must be {what}, got {value!r} ({type(value).__name__})")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"in {low}..{high}" if high is not None else f">= {low}"
         raise CwdmError(f"{arg}= must be {span}, got {value!r}")
-    return value
+    return int(value) if kind is Integral else float(value)  # plain Python numbers (numpy's too) for the record
 
 
 def _choice(value, arg: str, choices: Sequence[str]) -> str:
@@ -156,7 +157,7 @@ class MissingModality:
             raise CwdmError("give models_dir= (a folder of checkpoints) or models= (modality -> checkpoint)")
         self.flags = SamplingFlags(
             sampler=_choice(sampler, "sampler", list(SAMPLERS)), sampling_steps=_number(steps, "steps", low=1, high=1000),
-            eta=float(_number(eta, "eta", Real, low=0)), ensemble=_number(ensemble, "ensemble", low=1),
+            eta=_number(eta, "eta", Real, low=0), ensemble=_number(ensemble, "ensemble", low=1),
             seed=_number(seed, "seed"), precision=_choice(precision, "precision", list(PRECISIONS)),
             compile=_compile(compile), device=_device(device), progress=False, num_workers=0)
         self.network = ModelFlags(num_groups=_number(num_groups, "num_groups", low=1))
