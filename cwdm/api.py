@@ -9,22 +9,104 @@
 
 Both calls run the same pipeline as ``cwdm auto`` (preprocessing, sampler,
 the reference's post-processing with the 0.04 threshold, the header and
-affine of the first condition), so a case gives the same file either way.
-Checkpoints are loaded once per modality and kept.
+affine of the first condition), so a case gives the same file either way, and
+both keep ``cwdm_provenance.json`` in their output folder as ``cwdm auto``
+does (:mod:`cwdm.provenance`). Checkpoints are loaded once per modality and kept.
+
+Every argument is checked before any work; a bad one, like every other error,
+is a :class:`cwdm.errors.CwdmError` with a one-line message that names the
+API's arguments (``num_groups=``), not the command-line flags. A synthesized
+volume that is degenerate (:func:`cwdm.synthesis.degenerate`: NaN/Inf, all
+zero, constant) is never written: ``infer_single`` raises, ``infer_batch``
+writes the other cases, then raises naming each such file (the exception's
+``written`` holds ``{case: path}`` of what was written).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import MODALITIES
 from .cases import Case, discover_cases
-from .errors import CwdmError
+from .errors import CwdmError, api_call
 from .task import ANY
 
 PathLike = Union[str, Path]
+
+
+def _api(method):
+    """Run a public method so that its messages name the API's arguments (:func:`cwdm.errors.api_call`)."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with api_call():
+            return method(*args, **kwargs)
+    return wrapper
+
+
+def _path(value, arg: str, optional: bool = False) -> Optional[Path]:
+    """``value`` as a Path: a str or os.PathLike; None only when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise CwdmError(f"{arg}= must be a path (str or pathlib.Path), got {value!r}")
+
+
+def _number(value, arg: str, kind=Integral, low=None, high=None):
+    """``value`` checked: an int (``kind=Integral``, numpy's too) or a real number, not a bool, within
+    [low, high]; returned as a Python int or float."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if kind is Integral else "a number"
+        raise CwdmError(f"{arg}= must be {what}, got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise CwdmError(f"{arg}= must be {span}, got {value!r}")
+    return int(value) if kind is Integral else float(value)  # plain Python numbers (numpy's too) for the record
+
+
+def _choice(value, arg: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise CwdmError(f"{arg}= must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _writable_folder(folder: Path, arg: str) -> None:
+    """Refuse an output folder that is a file or lies below one (it is created when results are written)."""
+    for place in (folder, *folder.absolute().parents):
+        if place.exists() or place.is_symlink():
+            if not place.is_dir():
+                where = "is a file" if place == folder else f"lies below {place}, which is a file"
+                raise CwdmError(f"{arg}= {folder}: the output folder {where}; choose another place")
+            return
+
+
+def _compile(value) -> str:
+    """``value`` as one of :data:`cwdm.runtime.COMPILE_MODES`."""
+    from .runtime import compile_mode
+
+    if isinstance(value, (bool, str)):
+        try:
+            return compile_mode(value)
+        except CwdmError:
+            pass
+    raise CwdmError(f"compile= must be 'auto', True or False, got {value!r}")
+
+
+def _device(device) -> str:
+    """``device`` checked the way :func:`cwdm.runtime.select_device` will use it."""
+    import torch
+
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
+                                           (device.startswith("cuda:") and device[5:].isdigit())):
+        raise CwdmError(f"device= must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CwdmError(f"device={device!r}: no CUDA GPU is available here (use device='cpu' or 'auto')")
+    return device
 
 
 class MissingModality:
@@ -33,47 +115,67 @@ class MissingModality:
     Args:
         models_dir: folder with one checkpoint per contrast, named as published
             (``t1_gen.pt``, ``t1ce_gen.pt``, ``t2_gen.pt``, ``flair_gen.pt``) or
-            ``brats_<contrast>_*.pt``.
+            ``brats_<contrast>_*.pt`` (what ``cwdm export`` writes as the Quick tour names it).
         models: modality -> checkpoint path (takes precedence over ``models_dir``); ``"any"`` -> a
             unified checkpoint (``cwdm train --contr any``), used for modalities without their own.
         sampler, steps, eta, ensemble, seed, precision, compile: as ``cwdm sample``'s flags
-            (``sampler`` ``ddpm`` with 1000 steps is the reference's sampler).
+            (``sampler`` ``ddpm`` with 1000 steps is the reference's sampler; ``steps`` is ``--sampling_steps``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        num_groups: GroupNorm groups of bare checkpoints (released: 32).
+        num_groups: GroupNorm groups of bare state_dicts (released: 32; cwdm checkpoints carry their own).
         modalities: modality names in canonical order.
         verbose: print progress notes on stderr.
+        continue_anyway: add results to an output folder whose recorded results were made with other
+            settings (its ``cwdm_provenance.json`` then lists both); otherwise that is refused.
     """
 
+    @_api
     def __init__(self, models_dir: Optional[PathLike] = None, models: Optional[Mapping[str, PathLike]] = None,
                  sampler: str = "ddim", steps: int = 10, eta: float = 0.0, ensemble: int = 1, seed: int = 0,
                  precision: str = "fp32", device: str = "auto", num_groups: int = 32,
-                 modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto"):
+                 modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto",
+                 continue_anyway: bool = False):
         from .flags import ModelFlags, SamplingFlags
         from .completion import find_checkpoints
-        from .runtime import select_device
+        from .runtime import PRECISIONS, select_device
+        from .samplers import SAMPLERS
         from .synthesis import AUTO_THRESHOLD
 
+        if isinstance(modalities, str) or not modalities or not all(isinstance(m, str) and m for m in modalities):
+            raise CwdmError(f"modalities= must be a list of modality names, got {modalities!r}")
         self.modalities = tuple(modalities)
+        if models is not None and not isinstance(models, Mapping):
+            raise CwdmError(f"models= must be a dict modality -> checkpoint path, got {models!r}")
         unknown = [m for m in (models or {}) if m not in (*self.modalities, ANY)]
         if unknown:
-            raise CwdmError(f"models given for unknown modalities {unknown}; known: {', '.join(self.modalities)}")
-        self.flags = SamplingFlags(sampler=sampler, sampling_steps=steps, eta=eta, ensemble=ensemble, seed=seed,
-                                   precision=precision, compile=compile, device=device, progress=False,
-                                   num_workers=0)
-        self.network = ModelFlags(num_groups=num_groups)
+            raise CwdmError(f"models= given for unknown modalities {unknown}; known: {', '.join(self.modalities)}"
+                            f" (and 'any' for a unified checkpoint)")
+        given = {m: _path(p, f"models['{m}']") for m, p in (models or {}).items()}
+        folder = _path(models_dir, "models_dir", optional=True)
+        if folder is not None and not folder.is_dir():
+            raise CwdmError(f"models_dir= {folder}: " + ("not a folder" if folder.exists() else "does not exist"))
+        if folder is None and not given:
+            raise CwdmError("give models_dir= (a folder of checkpoints) or models= (modality -> checkpoint)")
+        self.flags = SamplingFlags(
+            sampler=_choice(sampler, "sampler", list(SAMPLERS)), sampling_steps=_number(steps, "steps", low=1, high=1000),
+            eta=_number(eta, "eta", Real, low=0), ensemble=_number(ensemble, "ensemble", low=1),
+            seed=_number(seed, "seed"), precision=_choice(precision, "precision", list(PRECISIONS)),
+            compile=_compile(compile), device=_device(device), progress=False, num_workers=0)
+        self.network = ModelFlags(num_groups=_number(num_groups, "num_groups", low=1))
         self.threshold = AUTO_THRESHOLD  # as cwdm auto
         self.options = self.flags.options()
         self.options.validate()
-        self.checkpoints = find_checkpoints(Path(models_dir) if models_dir is not None else None,
-                                            {m: Path(p) for m, p in (models or {}).items()}, self.modalities)
+        self.checkpoints = find_checkpoints(folder, given, self.modalities)
         self.device = select_device(device)
-        self.verbose = verbose
+        self.verbose = bool(verbose)
+        self.continue_anyway = bool(continue_anyway)
         self._loaded: Dict[str, object] = {}
+        self._entries: Dict[str, dict] = {}  # checkpoint key -> its provenance entry (hashed once)
 
     def _synthesizer(self, modality: str):
         """The Synthesizer of ``modality``: its per-contrast checkpoint, else the unified one (``any``),
         loaded on first use, then kept."""
         from .inference import resolve_model
+        from .provenance import checkpoint_entry
         from .synthesis import Synthesizer
 
         key = modality if modality in self.checkpoints else ANY
@@ -85,11 +187,36 @@ class MissingModality:
                                          self.network, self.flags.ema, self.device)
             if key == ANY and not task.is_unified:
                 raise CwdmError(f"{self.checkpoints[key]}: given as the unified checkpoint, but it synthesizes "
-                                f"{task.target} only")
+                                f"{task.target} only (pass it as models={{'{task.target}': PATH}})")
             self._loaded[key] = Synthesizer(loaded, task, self.device, self.options)
+            self._entries[key] = checkpoint_entry(self.checkpoints[key], loaded)
         return self._loaded[key]
 
-    def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool) -> Path:
+    def _record(self, folder: Path, modalities: Sequence[str], redo: bool):
+        """The provenance record of one call writing into ``folder``, checked before any work.
+
+        Args:
+            folder: where ``cwdm_provenance.json`` goes (the output folder, or the data folder in place).
+            modalities: the modalities this call synthesizes (their checkpoints are loaded here).
+            redo: every result of the folder will be replaced (``overwrite=True`` into an output folder).
+        """
+        from .provenance import Provenance, result_settings
+
+        keys = {m: (m if m in self.checkpoints else ANY) for m in modalities}
+        for m in modalities:
+            self._synthesizer(m)
+        settings = result_settings(self.options, self.device, target=None, postprocess=self.flags.postprocess,
+                                   threshold=self.threshold, ema=self.flags.ema)
+        record = Provenance(folder, "api", settings, {m: self._entries[k] for m, k in keys.items()}, self.device)
+        count, diffs = (0, []) if redo else record.conflicts()
+        if count and not self.continue_anyway:
+            raise CwdmError(f"{record.path}: {count} results there were made with other settings ({'; '.join(diffs)});"
+                            f" use the recorded settings, continue_anyway=True to add differently made results, or "
+                            f"another output folder")
+        return record
+
+    def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool, record,
+                  problems: Optional[List[str]] = None) -> bool:
         """Synthesize ``modality`` of ``case`` into ``output_file`` through ``cwdm auto``'s pipeline.
 
         Args:
@@ -97,74 +224,125 @@ class MissingModality:
             modality: the one to synthesize.
             output_file: where it goes (its ``_std`` map, with an ensemble, next to it).
             overwrite: replace existing files.
+            record: the call's provenance record (the written volume is added).
+            problems: collects the line of a degenerate volume (None: it is raised).
 
         Returns:
-            ``output_file``.
+            Whether ``output_file`` was written.
         """
         from .completion import completion_paths
         from .inference import synthesize_cases, usable_cases
 
         synth = self._synthesizer(modality)
-        problems = []
+        unusable: List[str] = []
         if not usable_cases([case], synth.task.inputs_for(modality), synth.model.config.image_divisor,
-                            problems.append, labels=synth.task.label_maps):
-            raise CwdmError(problems[0])
-        synthesize_cases(synth, [case], lambda item: completion_paths(output_file), target=modality,
-                         threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite)
-        if self.verbose:
-            print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)
-        return output_file
+                            unusable.append, labels=synth.task.label_maps):
+            raise CwdmError(unusable[0])
 
-    def infer_single(self, output_file: PathLike, overwrite: bool = False, **volumes: Optional[PathLike]) -> Path:
+        def on_case(item, paths, seconds):
+            record.case_done(paths["volume"], modality, seconds, inputs=item["inputs"])
+
+        done = synthesize_cases(synth, [case], lambda item: completion_paths(output_file), target=modality,
+                                threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite,
+                                on_case=on_case, on_problem=None if problems is None else problems.append)
+        if done and self.verbose:
+            print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)
+        return bool(done)
+
+    @_api
+    def infer_single(self, output_file: PathLike = None, overwrite: bool = False,
+                     **volumes: Optional[PathLike]) -> Path:
         """Synthesize the one modality not given from the NIfTI files given by modality name.
 
-        Example: ``infer_single(t1n=a, t1c=b, t2w=c, output_file="x-t2f.nii.gz")`` writes t2f.
-        Returns the written path. Raises :class:`cwdm.errors.CwdmError` in one line when not exactly
-        one modality is missing, a file is missing or unusable, or ``output_file`` exists (unless
-        ``overwrite``).
+        Example: ``infer_single(t1n=a, t1c=b, t2w=c, output_file="x-t2f.nii.gz")`` writes t2f, and
+        records it in ``cwdm_provenance.json`` next to it. Returns the written path. Raises
+        :class:`cwdm.errors.CwdmError` in one line when an argument is wrong (not exactly one
+        modality missing, a file missing or unusable, ``output_file`` not a ``.nii.gz`` path or
+        existing without ``overwrite=True``, its folder a file) or the synthesized volume is
+        degenerate (then nothing is written).
         """
         unknown = [m for m in volumes if m not in self.modalities]
         if unknown:
             raise CwdmError(f"unknown modalities {unknown}; known: {', '.join(self.modalities)}")
-        given = {m: Path(p) for m, p in volumes.items() if p is not None}
+        given = {m: _path(p, m) for m, p in volumes.items() if p is not None}
         missing = [m for m in self.modalities if m not in given]
         if len(missing) != 1:
             raise CwdmError(f"give every modality but one (missing now: {', '.join(missing) or 'none'})")
         for m, p in given.items():
             if not p.is_file():
-                raise CwdmError(f"{p}: {m} file does not exist")
-        out = Path(output_file)
+                raise CwdmError(f"{m}= {p}: " + ("is not a file" if p.exists() else "file does not exist"))
+        if output_file is None:
+            raise CwdmError("output_file= is required: the .nii.gz file to write")
+        out = _path(output_file, "output_file")
+        if not isinstance(overwrite, bool):
+            raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
         if not out.name.endswith(".nii.gz"):
-            raise CwdmError(f"{out}: output_file must end in .nii.gz")
+            raise CwdmError(f"output_file= {out}: must end in .nii.gz")
+        _writable_folder(out.parent, "output_file")
+        if out.is_dir():
+            raise CwdmError(f"output_file= {out}: is a folder, expected a .nii.gz file name")
         if out.exists() and not overwrite:
-            raise CwdmError(f"{out} already exists (pass overwrite=True to replace it)")
-        out.parent.mkdir(parents=True, exist_ok=True)
+            raise CwdmError(f"output_file= {out}: already exists (pass overwrite=True to replace it)")
         name = out.name[:-len(".nii.gz")]
         name = name[:-len(missing[0]) - 1] if name.endswith(f"-{missing[0]}") else name
         case = Case(name=name, folder=out.parent,
                     files={m: given[m] for m in self.modalities if m in given})
-        return self._complete(case, missing[0], out, overwrite)
+        record = self._record(out.parent, missing, redo=False)
+        with record.session():
+            self._complete(case, missing[0], out, overwrite, record)
+        return out
 
-    def infer_batch(self, data_folder: PathLike, output_folder: Optional[PathLike] = None,
+    @_api
+    def infer_batch(self, data_folder: PathLike = None, output_folder: Optional[PathLike] = None,
                     overwrite: bool = False) -> Dict[str, Path]:
         """Complete every case of ``data_folder`` that misses exactly one modality.
 
-        Results go to ``output_folder/<case>/`` (created), or into the case folders when it is None;
+        Results go to ``output_folder/<case>/`` (created), or into the case folders when it is None,
+        with the folder's ``cwdm_provenance.json`` (in ``data_folder`` when completing in place);
         existing files are kept unless ``overwrite``. Cases with nothing or several modalities
         missing are skipped (noted when ``verbose``). Returns ``{case name: written path}``.
+
+        A degenerate synthesized volume is not written; once the other cases are written a
+        :class:`cwdm.errors.CwdmError` names every such file, and its ``written`` attribute holds
+        ``{case name: written path}`` of the cases that were.
         """
         from .completion import output_path
 
-        written: Dict[str, Path] = {}
-        for case in (c.acquired() for c in discover_cases(data_folder, self.modalities)):  # never from cwdm's own
+        if data_folder is None:
+            raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
+        data = _path(data_folder, "data_folder")
+        out = _path(output_folder, "output_folder", optional=True)
+        if not isinstance(overwrite, bool):
+            raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
+        if out is not None:
+            _writable_folder(out, "output_folder")
+        todo: List[Tuple[Case, str, Path]] = []
+        for case in (c.acquired() for c in discover_cases(data, self.modalities)):  # never from cwdm's own
             missing = case.missing(self.modalities)
             if len(missing) != 1:
                 if self.verbose:
                     print(f"cwdm: skipping {case.name}: {len(missing)} modalities missing", file=sys.stderr)
                 continue
-            target = output_path(case, missing[0], output_folder)  # where `cwdm auto` writes it
+            target = output_path(case, missing[0], out)  # where `cwdm auto` writes it
             if target.exists() and not overwrite:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written[case.name] = self._complete(case, missing[0], target, overwrite)
+            todo.append((case, missing[0], target))
+        written: Dict[str, Path] = {}
+        if not todo:
+            return written
+        in_place = out is None or out.resolve() == data.resolve()
+        record = self._record(data if in_place else out, sorted({m for _, m, _ in todo}),
+                              redo=overwrite and not in_place)
+        problems: List[str] = []
+        with record.session():
+            for case, modality, target in todo:
+                if self._complete(case, modality, target, overwrite, record, problems):
+                    written[case.name] = target
+        if problems:
+            error = CwdmError(f"{len(problems)} of {len(todo)} synthesized volumes were degenerate and not written "
+                              f"({'; '.join(problems)}); the other {len(written)} cases were written (this "
+                              f"error's .written lists them)")
+            error.written = written
+            raise error
         return written
+

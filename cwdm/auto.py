@@ -171,10 +171,11 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[Group, list], models, device,
         show: show progress bars (main rank).
 
     Returns:
-        ``(names written, number of cases found unusable)``.
+        ``(names written, number of cases found unusable or whose volume was degenerate)``.
     """
     written: List[str] = []
     failed = 0
+    degenerate: List[str] = []  # volumes found degenerate: reported, not written, counted as failed
     synths: Dict[str, Synthesizer] = {}
     for (mod, key), group in groups.items():
         task = models[key].task
@@ -200,8 +201,9 @@ def _complete_groups(cfg: AutoConfig, groups: Dict[Group, list], models, device,
             written += synthesize_cases(synth, good, out_paths, target=mod, threshold=cfg.threshold,
                                         postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar,
-                                        clock=clock, on_case=on_case)
-    return written, failed
+                                        clock=clock, on_case=on_case,
+                                        on_problem=lambda line: (say(line), degenerate.append(line)))
+    return written, failed + len(degenerate)
 
 
 def _provenance(cfg: AutoConfig, options, device, used: Dict[str, tuple], rank: int, say):

@@ -25,7 +25,7 @@ import torch
 
 from . import MODALITIES
 from .config import from_dict, to_dict
-from .errors import CwdmError
+from .errors import CwdmError, option
 from .task import Task, check_network
 from .unet import RELEASED_CONFIG, UNet, UNetConfig
 from .wavelet import NUM_SUBBANDS
@@ -164,8 +164,9 @@ def _build(cfg: UNetConfig, source: str, inferred: bool) -> UNet:
         if not inferred:
             raise
         raise CwdmError(f"{source}: {exc}; the network read from the file has model_channels "
-                        f"{cfg.model_channels}, channel_mult {_show(cfg.channel_mult)}: pass --num_groups "
-                        f"with a divisor of {cfg.model_channels} (the one value a state_dict does not record)") from None
+                        f"{cfg.model_channels}, channel_mult {_show(cfg.channel_mult)}: pass "
+                        f"{option('num_groups')} with a divisor of {cfg.model_channels} (the one value a "
+                        f"state_dict does not record)") from None
 
 
 def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,

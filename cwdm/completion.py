@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .errors import CwdmError
+from .errors import CwdmError, model_option
 from .inference import Paths
 from .naming import canonical_contrast, contrast_of_checkpoint
 from .task import ANY, Task
@@ -120,7 +120,7 @@ def _checkpoints_in(folder: Path, modalities: Sequence[str]) -> Dict[str, Path]:
     for mod, hits in by_mod.items():
         if len(hits) > 1:
             raise CwdmError(f"{folder}: several checkpoints for {mod} ({', '.join(p.name for p in hits)}); "
-                            f"keep one or pass --model {mod}=PATH to choose")
+                            f"keep one or pass {model_option(mod)} to choose")
         found[mod] = hits[0]
     return found
 

@@ -4,11 +4,15 @@
 reference implementation saves and loads (``model.load_state_dict(torch.load(path))``),
 so a model trained with cwdm runs there, and in ``cwdm sample --model_path``
 (which reads the network from the tensors; only ``--num_groups`` must match).
-A bare state_dict cannot say what its network maps, so a model whose task is
-not the released kind (chosen conditions, label maps, a unified ``--contr any``
-model) is written by default (``--format auto``) as a slim cwdm checkpoint:
-network configuration, the chosen weights, the task and the step, no
-optimizer state; it loads back with its task everywhere cwdm takes a checkpoint.
+A bare state_dict cannot say what its network maps, nor its GroupNorm groups,
+so by default (``--format auto``) a model that a bare state_dict would not
+describe completely is written as a slim cwdm checkpoint: a task that is not
+the released kind (chosen conditions, label maps, a unified ``--contr any``
+model), or ``num_groups`` other than the released 32 (the CPU-sized networks
+of the Quick tour and the demo). It holds the network configuration, the
+chosen weights, the task and the step, no optimizer state, and loads back
+everywhere cwdm takes a checkpoint without any network flag. A released-kind
+model with 32 groups is exported as the bare state_dict.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .checkpoint import checkpoint_dict, is_cwdm_checkpoint, read_checkpoint, st
 from .config import from_dict
 from .errors import CwdmError
 from .nifti_io import atomic_path
-from .unet import UNetConfig
+from .unet import RELEASED_CONFIG, UNetConfig
 
 HELP = "write a training checkpoint's weights for inference (the released state_dict format, or with their task)"
 FORMATS = ("auto", "state_dict", "cwdm")
@@ -37,8 +41,9 @@ class ExportConfig:
     ema: bool = field(default=True, metadata={"help": "export the EMA weights (else the raw weights)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output file"})
     format: str = field(default="auto", metadata={
-        "help": "state_dict (the reference's format), cwdm (weights with their task), or auto: state_dict for "
-                "a released-kind task, cwdm otherwise", "choices": list(FORMATS)})
+        "help": "state_dict (the reference's format), cwdm (weights with their configuration and task), or "
+                "auto: state_dict for a released-kind task with the released 32 GroupNorm groups, cwdm otherwise",
+        "choices": list(FORMATS)})
 
 
 CONFIG = ExportConfig
@@ -76,15 +81,28 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     if format == "state_dict" and task is not None and not task.is_default:
         raise CwdmError(f"{checkpoint}: its task ({task.describe()}) is not the released kind, and a bare "
                         f"state_dict cannot record it; use --format cwdm (or auto)")
-    if format == "cwdm" or (format == "auto" and task is not None and not task.is_default):
-        state = checkpoint_dict(from_dict(UNetConfig, obj["model_config"]), state, task=task, step=obj.get("step"))
+    config = from_dict(UNetConfig, obj["model_config"])
+    groups = config.num_groups != RELEASED_CONFIG.num_groups  # the one network value a state_dict cannot record
+    released_kind = task is None or task.is_default
+    if format == "cwdm" or (format == "auto" and (groups or not released_kind)):
+        state = checkpoint_dict(config, state, task=task, step=obj.get("step"))
     out = Path(out)
     with atomic_path(out, overwrite=overwrite) as tmp:
         torch.save(state, tmp)
-    kind = "bare state_dict" if all(isinstance(v, torch.Tensor) for v in state.values()) else "cwdm checkpoint"
+    bare = all(isinstance(v, torch.Tensor) for v in state.values())
+    if bare:
+        kind = "bare state_dict" + (f", loading it needs --num_groups {config.num_groups}" if groups else "")
+    elif format == "auto":
+        why = ("its task is not the released kind" if not released_kind else
+               f"num_groups {config.num_groups} is not the released {RELEASED_CONFIG.num_groups}, which a bare "
+               f"state_dict cannot record; --format state_dict writes one anyway")
+        kind = f"cwdm checkpoint with its network configuration and task, as {why}"
+    else:
+        kind = "cwdm checkpoint with its network configuration and task"
+    flags = f" --num_groups {config.num_groups}" if bare and groups else ""
     print(f"wrote {out} ({kind}: {key} weights of {checkpoint}, step {obj.get('step')}, target {obj.get('target')}, "
           f"model config {obj.get('model_config')}); next: cwdm sample --data_dir VAL_DIR --model_path "
-          f"{quote(str(out))} --output_dir results")
+          f"{quote(str(out))} --output_dir results{flags}")
     return out
 
 

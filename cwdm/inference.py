@@ -22,10 +22,10 @@ import torch
 
 from . import MODALITIES
 from .checkpoint import LoadedModel, load_model
-from .errors import CwdmError
+from .errors import CwdmError, option
 from .flags import ModelFlags
 from .naming import canonical_contrast, contrast_of_checkpoint
-from .synthesis import SamplingOptions, Synthesizer, postprocess
+from .synthesis import SamplingOptions, Synthesizer, degenerate, postprocess
 from .task import ANY, Task, check_network
 
 Paths = Dict[str, Optional[Path]]
@@ -64,13 +64,13 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
         if target is not None and target not in task.targets and not (task.is_unified and target == ANY):
             raise CwdmError(f"{path}: checkpoint was trained to synthesize {' or '.join(task.targets)}, not {target}")
         if list(task.modalities) != list(modalities) and tuple(modalities) != MODALITIES:
-            raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from --modalities "
+            raise CwdmError(f"{path}: checkpoint modalities {list(task.modalities)} differ from {option('modalities')} "
                             f"{list(modalities)}")
     else:
         if loaded.kind == "released":
             target = _released_target(Path(path), target, modalities)
         if target is None:
-            raise CwdmError(f"{path}: a released state_dict does not say its target; pass --contr")
+            raise CwdmError(f"{path}: a released state_dict does not say its target; pass {option('contr')}")
         task = Task.default(target, modalities)
         check_network(task, loaded.config.in_channels, str(path))
     loaded.task = task
@@ -158,7 +158,8 @@ def paired_paths(root: Path, name: str, prefix: str, target: str, save_target: b
 def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Paths], *, target: Optional[str] = None,
                      threshold: Optional[float] = None, postprocess_on: bool = True, overwrite: bool = False, batch_size: int = 1,
                      num_workers: int = 0, bar=None, clock=None,
-                     on_case: Optional[Callable[[Dict, Paths, float], None]] = None) -> List[str]:
+                     on_case: Optional[Callable[[Dict, Paths, float], None]] = None,
+                     on_problem: Optional[Callable[[str], None]] = None) -> List[str]:
     """Read, synthesize and write ``target`` for each of ``cases`` (already validated).
 
     Args:
@@ -166,7 +167,8 @@ def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Path
         cases: usable cases (:func:`usable_cases`).
         out_paths: item -> :data:`Paths` of its results.
         target: the modality to synthesize (default: the task's; required for a unified model).
-        threshold, postprocess_on, overwrite, batch_size, bar, clock, on_case: as :func:`synthesize_items`.
+        threshold, postprocess_on, overwrite, batch_size, bar, clock, on_case, on_problem: as
+            :func:`synthesize_items`.
         num_workers: DataLoader workers reading the cases.
 
     Returns:
@@ -176,16 +178,21 @@ def synthesize_cases(synth: Synthesizer, cases, out_paths: Callable[[Dict], Path
 
     dataset = InferenceDataset(cases, synth.task, synth.model.config.image_divisor, target=target, check="none")
     return synthesize_items(synth, items_of(dataset, num_workers), batch_size, out_paths, threshold,
-                            postprocess_on, overwrite, bar, clock, on_case)
+                            postprocess_on, overwrite, bar, clock, on_case, on_problem)
 
 
 def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
                      out_paths: Callable[[Dict], Paths], threshold: Optional[float],
                      postprocess_on: bool, overwrite: bool, bar=None, clock=None,
-                     on_case: Optional[Callable[[Dict, Paths, float], None]] = None) -> List[str]:
+                     on_case: Optional[Callable[[Dict, Paths, float], None]] = None,
+                     on_problem: Optional[Callable[[str], None]] = None) -> List[str]:
     """Synthesize and write each item of an ``InferenceDataset``.
 
-    Items of the same model-grid shape are batched up to ``batch_size``.
+    Items of the same model-grid shape are batched up to ``batch_size``. A degenerate volume
+    (:func:`cwdm.synthesis.degenerate`: NaN/Inf, all zero, constant) is not written under its name,
+    so a rerun retries it: ``on_problem`` gets one line ``<path>: <what>; not written`` and the
+    other cases go on; without ``on_problem`` that line is raised as :class:`CwdmError` once the
+    batch's good cases are written.
 
     Args:
         synth: the loaded network and sampler.
@@ -198,11 +205,13 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
         bar: progress bar advanced by the cases of a batch after each network call, or None.
         clock: :class:`cwdm.feedback.RunClock` timing the network calls, or None.
         on_case: called as ``on_case(item, paths, seconds)`` after each case is written.
+        on_problem: called with the line of each degenerate volume (see above), or None.
 
     Returns:
         The names of the cases written, in order.
     """
     done: List[str] = []
+    problems: List[str] = []
 
     def flush(batch: List[Dict]) -> None:
         if not batch:
@@ -211,6 +220,12 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
         written = []
         for k, item in enumerate(batch):
             paths = out_paths(item)
+            problem = degenerate(mean[k], item["first_input"], None if std is None else std[k], threshold,
+                                 postprocess_on)
+            if problem is not None:
+                problems.append(f"{paths['volume']}: {problem} (an undertrained or broken checkpoint?); "
+                                f"not written")
+                continue
             _write_item(item, mean[k], None if std is None else std[k], paths, threshold, postprocess_on,
                         overwrite)
             done.append(item["name"])
@@ -220,6 +235,11 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
             if on_case is not None:
                 on_case(item, paths, seconds)
         batch.clear()
+        for line in problems:
+            if on_problem is None:
+                raise CwdmError(line)
+            on_problem(line)
+        problems.clear()
 
     pending: List[Dict] = []
     for item in items:

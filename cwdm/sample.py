@@ -49,7 +49,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         next_step: end the closing line with the command to run next (``cwdm sample`` does).
 
     Returns:
-        0 when every usable case was written and no case was unusable, 1 otherwise.
+        0 when every usable case was written and no case was unusable, 1 otherwise (a synthesized
+        volume that is degenerate, :func:`cwdm.synthesis.degenerate`, is reported and not written).
     """
     from .data import discover_cases
     from .feedback import RunClock, write_line
@@ -90,6 +91,12 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: "
         f"{len(mine)} cases to do, {skipped} already done, {bad} unusable")
     done: List[str] = []
+    degenerate: List[str] = []  # one line per volume found degenerate, not written
+
+    def problem(line: str) -> None:
+        say(line)
+        degenerate.append(line)
+
     if mine:
         bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
         clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None),
@@ -98,10 +105,13 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
             done = synthesize_cases(synth, mine, lambda it: out_paths(it["name"], it["prefix"]), target=target,
                                     postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
                                     batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar, clock=clock,
-                                    on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec))
-    status = 0 if bad == 0 else 1
-    after = _next_step(cfg, out_root, status, task) if next_step else ""
-    say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{after}")
+                                    on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec),
+                                    on_problem=problem)
+    status = 0 if bad == 0 and not degenerate else 1
+    after = _next_step(cfg, out_root, status, task, len(degenerate)) if next_step else ""
+    failed = f", {len(degenerate)} degenerate (not written)" if degenerate else ""
+    say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{failed}"
+        f"{after}")
     return status
 
 
@@ -122,8 +132,11 @@ def _provenance(cfg: SampleConfig, options, device, target: str, loaded, rank: i
     return record
 
 
-def _next_step(cfg: SampleConfig, out_root: Path, status: int, task) -> str:
+def _next_step(cfg: SampleConfig, out_root: Path, status: int, task, degenerate: int = 0) -> str:
     """The end of the closing line: what to run next (``--modalities`` when the task names others)."""
+    if degenerate:
+        return ("; the checkpoint gave degenerate volumes (listed above): train it longer or check it, then rerun "
+                "the same command (written cases are skipped)")
     if status == 0:
         names = "" if tuple(task.modalities) == MODALITIES else " --modalities " + " ".join(map(quote, task.modalities))
         return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}{names}"

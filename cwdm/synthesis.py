@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import LoadedModel
 from .diffusion import make_denoiser
-from .errors import CwdmError
+from .errors import CwdmError, option
 from .runtime import (PRECISIONS, EagerFallback, compile_mode, compile_network, memory_format, precision,
                       wants_compile)
 from .samplers import SAMPLERS, network_calls, run_sampler
@@ -43,18 +43,18 @@ class SamplingOptions:
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
-            raise CwdmError(f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise CwdmError(f"unknown {option('precision')} {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.compile = compile_mode(self.compile)
         if self.ensemble_batch < 0:
-            raise CwdmError(f"--ensemble_batch must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
+            raise CwdmError(f"{option('ensemble_batch')} must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
         if self.sampler not in SAMPLERS:
-            raise CwdmError(f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+            raise CwdmError(f"unknown {option('sampler')} {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if SAMPLERS[self.sampler].uses_steps and not 1 <= self.steps <= 1000:
-            raise CwdmError(f"--sampling_steps must be in 1..1000, got {self.steps}")
+            raise CwdmError(f"{option('sampling_steps')} must be in 1..1000, got {self.steps}")
         if self.ensemble < 1:
-            raise CwdmError(f"--ensemble must be at least 1, got {self.ensemble}")
+            raise CwdmError(f"{option('ensemble')} must be at least 1, got {self.ensemble}")
         if self.eta < 0:
-            raise CwdmError(f"--eta must be >= 0, got {self.eta}")
+            raise CwdmError(f"{option('eta')} must be >= 0, got {self.eta}")
 
     def member_chunks(self) -> List[List[int]]:
         """Ensemble member indices in the groups that share network calls: chunks of at most
@@ -186,3 +186,30 @@ def postprocess(volume: torch.Tensor, first_condition: torch.Tensor, threshold: 
     if threshold is not None:
         out = torch.where(out <= threshold, torch.zeros_like(out), out)
     return out
+
+
+def degenerate(volume: torch.Tensor, first_condition: torch.Tensor, std: Optional[torch.Tensor] = None,
+               threshold: Optional[float] = None, enabled: bool = True) -> Optional[str]:
+    """What is wrong with a synthesized (X, Y, Z) volume that must not be written, or None.
+
+    A volume is degenerate when the sample (or its ensemble ``std`` map) has NaN or Inf voxels, or
+    when the volume as it would be written (:func:`postprocess` with the same arguments) is all zero,
+    or constant inside the brain (where ``first_condition`` is not 0; everywhere if it is 0
+    everywhere). A trained network never gives these; an undertrained or broken one does.
+
+    Returns:
+        e.g. ``"synthesized volume is all zero"``, to be reported with the file it was meant for.
+    """
+    for name, tensor in (("volume", volume), ("ensemble std map", std)):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            return f"synthesized {name} has {bad} NaN/Inf voxels of {tensor.numel()}"
+    out = postprocess(volume, first_condition, threshold, enabled)
+    if not bool(out.any()):
+        return "synthesized volume is all zero"
+    brain = first_condition != 0
+    inside = out[brain] if bool(brain.any()) else out.flatten()
+    low, high = float(inside.min()), float(inside.max())
+    if low == high:
+        return f"synthesized volume is constant ({low:.6g}) inside the brain"
+    return None

@@ -55,8 +55,16 @@ def tiny_model():
     return model.eval()
 
 
-def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0) -> Path:
-    """Write a tiny 3-condition cwdm checkpoint with random non-zero weights to ``path``; returns ``path``."""
+def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0, output: Optional[str] = None) -> Path:
+    """Write a tiny 3-condition cwdm checkpoint with random non-zero weights to ``path``; returns ``path``.
+
+    Its syntheses vary around 0.5 inside the brain (the low-pass output bias is raised), so they pass
+    :func:`cwdm.synthesis.degenerate` also after ``cwdm auto``'s threshold.
+
+    ``output``: a broken network instead, whose synthesized volumes are degenerate: ``"zero"`` (all
+    weights 0: every volume is all zero), ``"constant"`` (only the low-pass output bias is non-zero:
+    a constant image), ``"nan"`` (a NaN weight).
+    """
     from cwdm.checkpoint import checkpoint_dict
     from cwdm.task import Task
     from cwdm.unet import UNet, UNetConfig
@@ -64,8 +72,21 @@ def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)
     model = UNet(cfg)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    with torch.no_grad():
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+        dict(model.named_parameters())["out.2.bias"][0] += 0.5  # brain at ~0.5: never degenerate, even zeroed at 0.04
+    if output is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+            sd = dict(model.named_parameters())
+            if output == "constant":
+                sd["out.2.bias"][0] = 0.5
+            elif output == "nan":
+                sd["out.2.bias"][0] = float("nan")
+            elif output != "zero":
+                raise ValueError(output)
     torch.save(checkpoint_dict(cfg, model.state_dict(), model.state_dict(), task=Task.default(target), step=1),
                path)
     return path

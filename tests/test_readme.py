@@ -6,7 +6,11 @@ block (only ``mkdir`` is allowed) runs for real. The recorded ``cwdm`` commands
 then run in order, in this process, in a temporary folder, after the size
 changes the README announces: ``--downsample 8``, at most 6 phantom cases, an 8-channel network,
 ``--max_steps`` divided by 1000 and ``--sampling_steps 2`` (and ``--num_workers 0``, which changes
-no result). Each must exit 0 and end with the command to run next.
+no result), plus ``--lr 1e-3 --ema_rate 0`` so that 2 training steps leave a network whose syntheses
+are not degenerate (all zero), which cwdm refuses to write. Each must exit 0 and end with the command to run next.
+
+Then the README's "Python API" block runs as written (``exec``), in the same folder, on the tour's
+checkpoints, with ``steps=10`` made ``steps=2`` like ``--sampling_steps``.
 """
 
 import json
@@ -23,18 +27,28 @@ from cwdm.cli import main as cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NETWORK = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
+SHORT_RUN = ["--lr", "1e-3", "--ema_rate", "0"]  # 2 steps at 1e-5 with EMA 0.9999 leave the network untrained
 WORKERS = ["--num_workers", "0"]  # no reader processes: each would import torch again (seconds apiece)
-APPENDED = {"train": NETWORK + WORKERS, "sample": ["--num_groups", "4"] + WORKERS,
-            "auto": ["--num_groups", "4"] + WORKERS}
+APPENDED = {"train": NETWORK + SHORT_RUN + WORKERS, "sample": WORKERS, "auto": WORKERS}  # export keeps the network
 REPLACED = {"--downsample": lambda v: "8", "--cases": lambda v: str(min(int(v), 6)), "--max_steps": lambda v: str(max(1, int(v) // 1000)),
             "--sampling_steps": lambda v: "2"}
-SIZE_FLAGS = set(REPLACED) | {f for flags in APPENDED.values() for f in flags if f.startswith("--")} - {"--num_workers"}
+SIZE_FLAGS = set(REPLACED) | {f for flags in APPENDED.values() for f in flags if f.startswith("--")} - {
+    "--num_workers", "--lr", "--ema_rate"}
 
 
 def tour_block(text: str) -> str:
     match = re.search(r"^## Quick tour\n\n```bash\n(.*?)^```", text, re.S | re.M)
     assert match, "README.md has no ```bash block under '## Quick tour'"
     return match.group(1)
+
+
+def api_block(text: str) -> str:
+    """The README's Python API example, with only its step count made small."""
+    match = re.search(r"^### Python API\n.*?```python\n(.*?)^```", text, re.S | re.M)
+    assert match, "README.md has no ```python block under '### Python API'"
+    block = match.group(1)
+    assert block.count("steps=10") == 1, "the API example's step count moved; update the size change"
+    return block.replace("steps=10", "steps=2")
 
 
 def recorded_commands(block: str, folder: Path) -> list:
@@ -61,10 +75,15 @@ def small(argv: list) -> list:
 
 def test_size_changes_touch_only_sizes():
     assert small(["train", "--data_dir", "d", "--max_steps", "2000"]) == ["train", "--data_dir", "d", "--max_steps",
-                                                                          "2", *NETWORK, *WORKERS]
+                                                                          "2", *NETWORK, *SHORT_RUN, *WORKERS]
     assert small(["dropout", "a", "b"]) == ["dropout", "a", "b"]
     assert SIZE_FLAGS == {"--downsample", "--cases", "--max_steps", "--sampling_steps", "--num_channels", "--channel_mult",
                           "--num_res_blocks", "--num_groups"}
+    assert small(["sample", "--model_path", "m.pt"]) == ["sample", "--model_path", "m.pt", *WORKERS]  # no network flag
+    assert small(["auto", "--models_dir", "c"]) == ["auto", "--models_dir", "c", *WORKERS]
+    text = README.read_text()
+    block = api_block(text)
+    assert block.replace("steps=2", "steps=10") in text and "num_groups" not in block
 
 
 @pytest.mark.slow
@@ -77,6 +96,7 @@ def test_quick_tour_runs_top_to_bottom(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)  # tiny volumes: one thread is as fast, and immune to a busy shared machine
     try:
         run_tour(commands, capsys)
+        run_api_block(api_block(README.read_text()))
     finally:
         torch.set_num_threads(threads)
 
@@ -132,3 +152,15 @@ def test_released_architecture_recipe_runs_as_written(tmp_path, monkeypatch, cap
         assert len(list(Path("data/pseudo_val").glob("*/*.nii.gz"))) == 4 * 5  # every case completed
     finally:
         shutil.rmtree(tmp_path / "checkpoints", ignore_errors=True)  # 1.3 GB
+
+
+def run_api_block(block: str) -> None:
+    """Run the README's API example after the tour; it writes what it says, with its provenance."""
+    names = {}
+    exec(compile(block, "README.md (Python API)", "exec"), names)
+    assert names["path"] == Path("api/BraTS-GLI-00020-000-t2f.nii.gz") and names["path"].is_file()
+    assert sorted(names["written"]) == [f"BraTS-GLI-000{i}-000" for i in range(20, 24)]
+    assert all(p.is_file() and p.parent.parent == Path("completed") for p in names["written"].values())
+    for folder, count in (("api", 1), ("completed", 4)):
+        record = json.loads((Path(folder) / "cwdm_provenance.json").read_text())
+        assert len(record["cases"]) == count and [r["command"] for r in record["runs"].values()] == ["api"]

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import nibabel as nib
 import numpy as np
@@ -10,6 +11,7 @@ from cwdm.cli import main as cli
 from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 from conftest import FAST, REF, make_checkpoint
+from pinning import assert_matches_pinned
 
 TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "8"]
 
@@ -17,10 +19,6 @@ TINY_FLAGS = ["--num_channels", "16", "--channel_mult", "1", "2", "--num_res_blo
 @pytest.fixture
 def ckpt(tmp_path):
     return make_checkpoint(tmp_path / "t2f.pt")
-
-
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_sample_writes_on_original_grid_with_geometry(make_brats_root, tmp_path, ckpt):
@@ -203,7 +201,10 @@ def test_output_dir_inside_the_input_is_refused(make_brats_root, tmp_path, ckpt,
 def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=16)
     path = tmp_path / "ct.pt"
-    model = UNet(cfg)
+    model = UNet(cfg)  # its output convolution starts at zero: raise its low-pass bias for a non-zero volume
+    with torch.no_grad():
+        dict(model.named_parameters())["out.2.bias"][0] = 0.5
+        dict(model.named_parameters())["out.2.weight"].normal_(std=0.05)
     torch.save(checkpoint_dict(cfg, model.state_dict(), task=Task.default("ct", ["mr", "ct"]), step=1), path)
     data = make_brats_root(cases=1, modalities=("mr", "ct"))
     out = tmp_path / "out"
@@ -211,19 +212,56 @@ def test_checkpoint_modalities_are_used(tmp_path, make_brats_root):
     assert (out / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-ct.nii.gz").is_file()
 
 
-# sha256 of every file `cwdm sample` wrote below, computed with main at f32efcc (before the inference
-# library moved out of cwdm/sample.py); the files must stay byte-identical. Recompute only for a change
-# meant to alter the output (or a different torch / zlib build).
-# Recomputed when synthesized files got the header mark "cwdm synthesized <target> from <inputs>" (descrip):
-# the decoded arrays and every other header field were checked equal to those of the old pin.
-PINNED_SAMPLE = "0a6afa3145cfef1313f31dd421a503f52204ad526a5acd83cde1b6e4b175f226"
-
-
-def test_sample_output_bytes_are_pinned(make_brats_root, tmp_path, ckpt):
+def _pinned_run(make_brats_root, tmp_path, ckpt, *extra):
+    """The pinned `cwdm sample` run (3 cases in batches of 2, ensemble 2, with targets); returns its folder."""
     data = make_brats_root(shape=(26, 24, 18), cases=3)
     out = tmp_path / "out"
     assert cli(["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(out), *FAST,
-                "--ensemble", "2", "--eta", "1", "--batch_size", "2", "--save_target", "True"]) == 0
-    written = {p.relative_to(out).as_posix(): digest(p) for p in sorted(out.rglob("*.nii.gz"))}
-    assert len(written) == 9  # volume, std map and target of 3 cases
-    assert hashlib.sha256(repr(sorted(written.items())).encode()).hexdigest() == PINNED_SAMPLE, written
+                "--ensemble", "2", "--eta", "1", "--batch_size", "2", "--save_target", "True", *extra]) == 0
+    return out
+
+
+def test_sample_pin_catches_a_changed_computation(make_brats_root, tmp_path, ckpt):
+    """The tolerance is not so loose that another seed (other noise, same everything else) passes."""
+    out = _pinned_run(make_brats_root, tmp_path, ckpt, "--seed", "1")
+    with pytest.raises(AssertionError, match="differ by more than 1e-05"):
+        assert_matches_pinned(out, "sample")
+
+
+def test_sample_outputs_are_pinned(make_brats_root, tmp_path, ckpt):
+    """Decoded voxels within pinning.ATOL of tests/data/pinned/sample.npz (never file bytes: see
+    tests/pinning.py); file list, dtypes, geometry and the provenance record exactly."""
+    out = _pinned_run(make_brats_root, tmp_path, ckpt)
+    got = assert_matches_pinned(out, "sample")
+    assert len([k for k in got if ":" not in k]) == 9  # volume, std map and target of 3 cases
+    record = json.loads((out / "cwdm_provenance.json").read_text())
+    (run,) = record["runs"].values()
+    assert run["settings"] == {"target": "t2f", "sampler": "ddim", "sampling_steps": 2, "eta": 1.0, "ensemble": 2,
+                               "seed": 0, "clip_denoised": True, "postprocess": True, "threshold": None,
+                               "ema": True, "precision": "fp32"}
+    assert run["checkpoints"]["t2f"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert (run["command"], run["status"], run["checkpoints"]["t2f"]["step"]) == ("sample", "finished", 1)
+    assert {rel: c["target"] for rel, c in record["cases"].items()} == {
+        f"BraTS-GLI-0000{i}-000/BraTS-GLI-0000{i}-000-t2f.nii.gz": "t2f" for i in range(3)}
+
+
+@pytest.mark.parametrize("output,says", [("zero", "synthesized volume is all zero"),
+                                         ("constant", "synthesized volume is constant"),
+                                         ("nan", "NaN/Inf voxels")])
+def test_degenerate_volumes_are_reported_not_written_and_retried(make_brats_root, tmp_path, capsys, output, says):
+    data = make_brats_root(cases=2)
+    out = tmp_path / "out"
+    broken = make_checkpoint(tmp_path / "broken_t2f.pt", output=output)
+    base = ["sample", "--data_dir", str(data), "--output_dir", str(out), *FAST]
+    assert cli(base + ["--model_path", str(broken)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    files = [out / c / f"{c}-t2f.nii.gz" for c in ("BraTS-GLI-00000-000", "BraTS-GLI-00001-000")]
+    for f in files:  # one line per file, naming it; nothing under its name
+        (line,) = [x for x in lines if x.startswith(f"{f}: ")]
+        assert says in line and line.endswith("not written") and not f.exists()
+    assert "wrote 0 cases" in lines[-1] and "2 degenerate (not written)" in lines[-1]
+    assert not list(out.rglob("*.nii.gz")) and not (out / "cwdm_provenance.json").exists()
+    # a rerun (here with a sound checkpoint) does those cases: none was taken as done
+    assert cli(base + ["--model_path", str(make_checkpoint(tmp_path / "t2f.pt"))]) == 0
+    assert all(f.is_file() for f in files)
+    assert "wrote 2 cases" in capsys.readouterr().err

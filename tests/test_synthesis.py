@@ -6,7 +6,7 @@ import torch
 from cwdm.checkpoint import LoadedModel
 from cwdm.errors import CwdmError
 from cwdm.runtime import EagerFallback, compile_mode
-from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess, run_compiles
+from cwdm.synthesis import SamplingOptions, Synthesizer, degenerate, postprocess, run_compiles
 from cwdm.task import Task
 from cwdm.unet import UNet, UNetConfig
 
@@ -185,3 +185,31 @@ def test_errors_of_the_network_itself_are_not_swallowed():
 
     with pytest.raises(CwdmError, match="network expects"):
         EagerFallback(torch.nn.Identity(), bad_input)(torch.ones(1))
+
+
+def test_degenerate_names_nan_zero_and_constant_volumes():
+    torch.manual_seed(0)
+    brain = torch.zeros(6, 6, 4)
+    brain[1:5, 1:5, 1:3] = 1.0
+    good = 0.3 + 0.5 * torch.rand(6, 6, 4)
+    assert degenerate(good, brain) is None
+    assert degenerate(good, brain, std=torch.rand(6, 6, 4), threshold=0.04) is None
+    nan = good.clone()
+    nan[2, 2, 2] = float("nan")
+    assert degenerate(nan, brain) == "synthesized volume has 1 NaN/Inf voxels of 144"
+    inf = good.clone()
+    inf[0, 0, 0] = float("inf")  # outside the brain, where post-processing would hide it
+    assert "1 NaN/Inf voxels" in degenerate(inf, brain)
+    std = torch.zeros(6, 6, 4)
+    std[1, 1, 1] = float("nan")
+    assert degenerate(good, brain, std=std) == "synthesized ensemble std map has 1 NaN/Inf voxels of 144"
+    assert degenerate(torch.zeros(6, 6, 4), brain) == "synthesized volume is all zero"
+    assert degenerate(-good, brain) == "synthesized volume is all zero"  # clamped to 0
+    assert degenerate(0.03 * good, brain, threshold=0.04) == "synthesized volume is all zero"  # zeroed by auto
+    assert degenerate(0.03 * good, brain) is None  # without the threshold it is a (dark) volume
+    flat = torch.full((6, 6, 4), 0.5)
+    assert degenerate(flat, brain) == "synthesized volume is constant (0.5) inside the brain"
+    assert degenerate(flat, torch.ones(6, 6, 4), enabled=False) == "synthesized volume is constant (0.5) inside the brain"
+    edge = flat.clone()
+    edge[0, 0, 0] = 0.9  # differs only outside the brain: post-processing zeroes it, still constant inside
+    assert "constant" in degenerate(edge, brain)

@@ -75,7 +75,7 @@ def test_checkpoint_round_trip_and_export(brats_root, tmp_path):
     assert (run_dir / "config.json").is_file() and list((run_dir / "tb").iterdir())
     loaded = load_model(ckpts[-1])
     assert loaded.kind == "cwdm" and loaded.config.model_channels == 8
-    out = export_state_dict(ckpts[-1], tmp_path / "bare.pt")
+    out = export_state_dict(ckpts[-1], tmp_path / "bare.pt", format="state_dict")
     bare = torch.load(out, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in bare.values())
     model = UNet(loaded.config)
@@ -203,7 +203,7 @@ def test_resume_when_already_done_changes_nothing(brats_root, tmp_path, capsys):
 
 def test_new_run_from_a_bare_state_dict(brats_root, tmp_path):
     train(cfg_for(brats_root, tmp_path / "a", max_steps=2))
-    bare = export_state_dict(checkpoint_files(tmp_path / "a")[-1], tmp_path / "bare.pt")
+    bare = export_state_dict(checkpoint_files(tmp_path / "a")[-1], tmp_path / "bare.pt", format="state_dict")
     assert train(cfg_for(brats_root, tmp_path / "b", max_steps=1, resume=str(bare), lr=1e-12)) == 0
     state = read_checkpoint(checkpoint_files(tmp_path / "b")[-1])
     assert state["step"] == 1
@@ -261,7 +261,7 @@ def test_resume_step_starts_a_bare_state_dict_run_there(brats_root, tmp_path, ca
     """The reference's --resume_step: the step count of the weights; drives the counter, the
     lr annealing and the stop."""
     train(cfg_for(brats_root, tmp_path / "a", max_steps=2))
-    bare = export_state_dict(checkpoint_files(tmp_path / "a")[-1], tmp_path / "bare.pt")
+    bare = export_state_dict(checkpoint_files(tmp_path / "a")[-1], tmp_path / "bare.pt", format="state_dict")
     cfg = cfg_for(brats_root, tmp_path / "b", max_steps=100, lr_anneal_steps=8, lr=1e-3, resume=str(bare),
                   resume_step=6)
     assert train(cfg) == 0
