@@ -305,6 +305,8 @@ def _write_item(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], pat
     except BaseException as exc:
         for done in written:
             done.unlink(missing_ok=True)
+        if isinstance(exc, CwdmError):  # the writer's own line (full disk, read-only place ...)
+            raise CwdmError(f"{exc}; then rerun the same command (written cases are kept)") from None
         if not isinstance(exc, OSError):
             raise
         raise CwdmError(f"{current}: cannot write ({exc.strerror or exc}); free space or make the folder "
