@@ -53,7 +53,7 @@ from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
 from cwdm.task import Task
 from cwdm.training import train_step
 from cwdm.train_state import EMA, TrainingParts
-from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
+from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig, random_network  # noqa: F401 (per_case, bench_inference)
 from cwdm.wavelet import to_subbands
 
 CONDITIONS = ("t1n", "t1c", "t2w")
@@ -89,16 +89,6 @@ def peak_mib() -> float:
 def reset_peak() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-
-
-def random_network(cfg: UNetConfig, seed: int, **kw) -> UNet:
-    """The network with every layer random (the zero-initialized output convolutions too)."""
-    torch.manual_seed(seed)
-    model = UNet(cfg, **kw)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv3d) and not m.weight.abs().sum():
-            m.reset_parameters()
-    return model
 
 
 def phantom_inputs(downsample, device):

@@ -283,3 +283,22 @@ class UNet(nn.Module):
             h = (h + skip) / 2 if self.additive_skips else torch.cat([h, skip], dim=1)
             h = module(h, emb)
         return self.out(h)
+
+
+def random_network(config: UNetConfig, seed: int = 0, **kwargs) -> UNet:
+    """A network of ``config`` with every layer random, the zero-initialized output convolutions too.
+
+    A freshly built :class:`UNet` synthesizes zeros (its last convolutions start at zero, as in
+    training). This one gives noise of the right shapes: for trying an architecture (e.g. the
+    released one, with ``--models_dir``) without its weights, and for benchmarks.
+    """
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = UNet(config, **kwargs)
+        for m in model.modules():
+            if isinstance(m, nn.Conv3d) and not m.weight.abs().sum():
+                m.reset_parameters()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model

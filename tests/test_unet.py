@@ -87,3 +87,17 @@ def test_group_divisibility_checked():
 def test_config_divisors():
     assert RELEASED_CONFIG.subband_divisor == 16 and RELEASED_CONFIG.image_divisor == 32
     assert UNetConfig(channel_mult=(1, 2)).image_divisor == 4
+
+
+def test_random_network_synthesizes_noise_not_zeros_and_is_seeded():
+    from cwdm.unet import random_network
+
+    cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4)
+    x, t = torch.randn(1, cfg.in_channels, 8, 8, 8), torch.tensor([10])
+    with torch.no_grad():
+        assert not UNet(cfg)(x, t).abs().sum()  # a fresh network's output layers start at zero
+        before = torch.random.get_rng_state()
+        a, b = random_network(cfg, seed=3)(x, t), random_network(cfg, seed=3)(x, t)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's generator is left alone
+        assert a.abs().sum() > 0 and torch.equal(a, b)
+        assert not torch.equal(a, random_network(cfg, seed=4)(x, t))
