@@ -24,11 +24,11 @@ import time
 
 import torch
 
-from cwdm.diffusion import clip_x0
+from cwdm.model.diffusion import clip_x0
 from cwdm.runtime import compile_network
 from gpu_check import random_network  # the benchmarks folder is on sys.path when a script in it runs
 from per_case import DEFAULT_RUNS, per_case
-from cwdm.unet import RELEASED_CONFIG, UNet
+from cwdm.model.unet import RELEASED_CONFIG, UNet
 
 
 def build(seed: int = 0) -> UNet:

@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from cwdm.checkpoint import load_model
-from cwdm.diffusion import make_denoiser
+from cwdm.model.checkpoint import load_model
+from cwdm.model.diffusion import make_denoiser
 from cwdm.runtime import PRECISIONS, memory_format, peak_memory_mb, precision, select_device
-from cwdm.samplers import network_calls, run_sampler
-from cwdm.unet import RELEASED_CONFIG, UNet
-from cwdm.wavelet import to_subbands
+from cwdm.model.samplers import network_calls, run_sampler
+from cwdm.model.unet import RELEASED_CONFIG, UNet
+from cwdm.model.wavelet import to_subbands
 
 SAMPLERS = [("ddpm", 1000), ("ddim", 100), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("ddim", 5), ("regression", 1)]
 

@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from cwdm.diffusion import linear_schedule
+from cwdm.model.diffusion import linear_schedule
 from cwdm.runtime import memory_format, peak_memory_mb, select_device
-from cwdm.training import train_step
-from cwdm.train_state import EMA, TrainingParts
-from cwdm.unet import UNet, UNetConfig
+from cwdm.training.loop import train_step
+from cwdm.training.state import EMA, TrainingParts
+from cwdm.model.unet import UNet, UNetConfig
 
 
 def main():

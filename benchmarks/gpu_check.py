@@ -43,18 +43,18 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
-from cwdm.checkpoint import LoadedModel
-from cwdm.diffusion import linear_schedule
-from cwdm.metrics import brasyn_normalize
-from cwdm.phantom_anatomy import generate_case
-from cwdm.preprocess import grid_for, prepare_volume
+from cwdm.model.checkpoint import LoadedModel
+from cwdm.model.diffusion import linear_schedule
+from cwdm.evaluation.metrics import brasyn_normalize
+from cwdm.phantom.anatomy import generate_case
+from cwdm.data.preprocess import grid_for, prepare_volume
 from cwdm.runtime import precision
-from cwdm.synthesis import SamplingOptions, Synthesizer, postprocess
+from cwdm.inference.synthesis import SamplingOptions, Synthesizer, postprocess
 from cwdm.task import Task
-from cwdm.training import train_step
-from cwdm.train_state import EMA, TrainingParts
-from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig, random_network  # noqa: F401 (per_case, bench_inference)
-from cwdm.wavelet import to_subbands
+from cwdm.training.loop import train_step
+from cwdm.training.state import EMA, TrainingParts
+from cwdm.model.unet import RELEASED_CONFIG, UNetConfig, random_network  # noqa: F401 (per_case, bench_inference import it from here)
+from cwdm.model.wavelet import to_subbands
 
 CONDITIONS = ("t1n", "t1c", "t2w")
 TARGET = "t2f"

@@ -5,10 +5,10 @@
 
 1. Phantom data as ``cwdm demo`` makes it (64 training and 4 held-out cases,
    downsample 4, seed 0), plus a brain mask per case (``<case>-brain.nii.gz``,
-   :func:`cwdm.masks.write_brain_masks`): a brain mask is not a BraTS file, so
+   :func:`cwdm.data.masks.write_brain_masks`): a brain mask is not a BraTS file, so
    the mask-only task names it among its modalities.
 2. Trains two t1c models with the demo's network and optimizer settings
-   (:class:`cwdm.demo.DemoConfig`): **mask only** (conditions ``seg`` and
+   (:class:`cwdm.commands.demo.DemoConfig`): **mask only** (conditions ``seg`` and
    ``brain``, both label maps) and **mask + t1n** (``seg`` and ``t1n``).
 3. Synthesizes the held-out cases with ``cwdm sample`` (ddim, 10 calls) and
    scores them with ``cwdm evaluate``'s metrics (the BraSyn challenge's SSIM,
@@ -61,8 +61,8 @@ def say(msg: str) -> None:
 # --------------------------------------------------------------------------- data
 
 def make_data(out: Path, demo, train_cases: int, test_cases: int) -> tuple:
-    from cwdm.masks import write_brain_masks
-    from cwdm.phantom_set import make_phantom_set
+    from cwdm.data.masks import write_brain_masks
+    from cwdm.phantom.sets import make_phantom_set
 
     train, test = out / "data" / "train", out / "data" / "test"
     for folder, n, start in ((train, train_cases, 0), (test, test_cases, train_cases)):
@@ -75,9 +75,9 @@ def make_data(out: Path, demo, train_cases: int, test_cases: int) -> tuple:
 
 def train_model(name: str, data: Path, run_dir: Path, demo, steps: int) -> Path:
     """Train one t1c model with the demo's settings; returns its last checkpoint."""
-    from cwdm.train_config import TrainConfig
-    from cwdm.train_state import latest_checkpoint
-    from cwdm.training import train
+    from cwdm.training.config import TrainConfig
+    from cwdm.training.state import latest_checkpoint
+    from cwdm.training.loop import train
 
     conditions, label_maps, modalities = MODELS[name]
     cfg = TrainConfig(data_dir=data, contr=TARGET, modalities=modalities, conditions=conditions,
@@ -94,7 +94,7 @@ def train_model(name: str, data: Path, run_dir: Path, demo, steps: int) -> Path:
 
 def synthesize(ckpt: Path, data: Path, out: Path, demo) -> float:
     """``cwdm sample`` of every case of ``data``; returns the wall seconds."""
-    from cwdm.sample import SampleConfig, sample
+    from cwdm.commands.sample import SampleConfig, sample
 
     t0 = time.perf_counter()
     status = sample(SampleConfig(data_dir=data, model_path=ckpt, output_dir=out, sampler=demo.sampler,
@@ -109,7 +109,7 @@ def synthesize(ckpt: Path, data: Path, out: Path, demo) -> float:
 
 def _regions(case) -> tuple:
     """(brain mask, seg) of a case, as booleans / integers."""
-    from cwdm.nifti_io import load_nifti
+    from cwdm.data.nifti_io import load_nifti
 
     brain = load_nifti(case.path(BRAIN))[0] > 0
     seg = np.rint(load_nifti(case.seg)[0]).astype(np.int16)
@@ -125,8 +125,8 @@ def _region_masks(brain: np.ndarray, seg: np.ndarray) -> dict:
 
 def fit_baselines(cases) -> dict:
     """Per region: the mean normalized t1c, and the least-squares ``(a, b)`` of ``t1c = a t1n + b``."""
-    from cwdm.nifti_io import load_nifti
-    from cwdm.preprocess import clip_and_normalize
+    from cwdm.data.nifti_io import load_nifti
+    from cwdm.data.preprocess import clip_and_normalize
 
     sums: dict = {}
     for case in cases:
@@ -149,8 +149,8 @@ def fit_baselines(cases) -> dict:
 
 def write_baseline(cases, fit: dict, kind: str, out: Path) -> None:
     """``out/<case>/<case>-t1c.nii.gz`` of the per-label ``mean`` or ``linear`` baseline."""
-    from cwdm.nifti_io import load_nifti, save_nifti_like
-    from cwdm.preprocess import clip_and_normalize
+    from cwdm.data.nifti_io import load_nifti, save_nifti_like
+    from cwdm.data.preprocess import clip_and_normalize
 
     for case in cases:
         brain, seg = _regions(case)
@@ -167,7 +167,7 @@ def write_baseline(cases, fit: dict, kind: str, out: Path) -> None:
 
 def score(pred_dir: Path, test: Path, out: Path) -> dict:
     """Mean (and SSIM std) of ``cwdm evaluate``'s metrics over the held-out cases."""
-    from cwdm.scoring import evaluate_dirs
+    from cwdm.evaluation.scoring import evaluate_dirs
 
     rows, summary = evaluate_dirs(pred_dir, test, out, montage=False, progress=False, verbose=False)
     overall = summary["overall"]
@@ -181,7 +181,7 @@ def score(pred_dir: Path, test: Path, out: Path) -> dict:
 
 def edits_of(case) -> dict:
     """Edit name -> the case's tumour mask after that edit (original, moved, grown, removed)."""
-    from cwdm.masks import grow_tumour, move_tumour, remove_tumour
+    from cwdm.data.masks import grow_tumour, move_tumour, remove_tumour
 
     brain, seg = _regions(case)
     tumour = np.argwhere(seg > 0)
@@ -200,9 +200,9 @@ def edits_of(case) -> dict:
 
 def run_edits(case, ckpts: dict, out: Path, demo) -> tuple:
     """Synthesize every edit with both models; returns (edit -> model -> volume, edit -> seg)."""
-    from cwdm.cases import discover_cases
-    from cwdm.masks import write_edited_case
-    from cwdm.nifti_io import load_nifti
+    from cwdm.data.cases import discover_cases
+    from cwdm.data.masks import write_edited_case
+    from cwdm.data.nifti_io import load_nifti
 
     edits = edits_of(case)
     volumes: dict = {}
@@ -240,8 +240,8 @@ def draw_edits(path: Path, case_name: str, volumes: dict, edits: dict, brain: np
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    from cwdm.montage import mask_centroid, mid_slices
-    from cwdm.preprocess import clip_and_normalize
+    from cwdm.evaluation.montage import mask_centroid, mid_slices
+    from cwdm.data.preprocess import clip_and_normalize
 
     original = next(iter(edits))
     centre = mask_centroid(edits[original] > 0)
@@ -289,9 +289,9 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def main() -> None:
-    from cwdm.cases import discover_cases
-    from cwdm.demo import DemoConfig
-    from cwdm.nifti_io import load_nifti
+    from cwdm.data.cases import discover_cases
+    from cwdm.commands.demo import DemoConfig
+    from cwdm.data.nifti_io import load_nifti
 
     demo = DemoConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

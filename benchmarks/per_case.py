@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from gpu_check import random_network
-from cwdm.unet import RELEASED_CONFIG
+from cwdm.model.unet import RELEASED_CONFIG
 
 DEFAULT_RUNS = ("regression 1 auto", "ddim 5 auto", "ddim 10 False", "ddim 10 auto_cold", "ddim 10 auto")
 """``SAMPLER STEPS COMPILE`` per run; ``auto_cold``: ``--compile auto`` with an empty compile cache."""

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cwdm.diffusion import ddpm_step, linear_schedule, make_denoiser, q_sample, training_loss
-from cwdm.preprocess import clip_and_normalize
-from cwdm.unet import UNet, UNetConfig
-from cwdm.wavelet import dwt3d, idwt3d, to_subbands
+from cwdm.model.diffusion import ddpm_step, linear_schedule, make_denoiser, q_sample, training_loss
+from cwdm.data.preprocess import clip_and_normalize
+from cwdm.model.unet import UNet, UNetConfig
+from cwdm.model.wavelet import dwt3d, idwt3d, to_subbands
 
 
 def err(a, b) -> float:

@@ -28,8 +28,8 @@ def parse(spec: str):
 
 
 def main():
-    from cwdm.scoring import evaluate_dirs
-    from cwdm.sample import SampleConfig, sample
+    from cwdm.evaluation.scoring import evaluate_dirs
+    from cwdm.commands.sample import SampleConfig, sample
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)

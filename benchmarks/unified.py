@@ -36,15 +36,15 @@ from pathlib import Path
 import torch
 
 from cwdm import MODALITIES
-from cwdm.cases import discover_cases
-from cwdm.checkpoint import load_model
-from cwdm.inference import paired_paths, synthesize_cases
-from cwdm.phantom_set import make_phantom_set
-from cwdm.scoring import evaluate_dirs
-from cwdm.synthesis import SamplingOptions, Synthesizer
-from cwdm.train_config import TrainConfig
-from cwdm.train_state import latest_checkpoint
-from cwdm.training import train
+from cwdm.data.cases import discover_cases
+from cwdm.model.checkpoint import load_model
+from cwdm.inference.steps import paired_paths, synthesize_cases
+from cwdm.phantom.sets import make_phantom_set
+from cwdm.evaluation.scoring import evaluate_dirs
+from cwdm.inference.synthesis import SamplingOptions, Synthesizer
+from cwdm.training.config import TrainConfig
+from cwdm.training.state import latest_checkpoint
+from cwdm.training.loop import train
 
 NETWORK = dict(model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=8)
 

@@ -11,12 +11,12 @@ Both calls run the same pipeline as ``cwdm auto`` (preprocessing, sampler,
 the reference's post-processing with the 0.04 threshold, the header and
 affine of the first condition), so a case gives the same file either way, and
 both keep ``cwdm_provenance.json`` in their output folder as ``cwdm auto``
-does (:mod:`cwdm.provenance`). Checkpoints are loaded once per modality and kept.
+does (:mod:`cwdm.inference.provenance`). Checkpoints are loaded once per modality and kept.
 
 Every argument is checked before any work; a bad one, like every other error,
 is a :class:`cwdm.errors.CwdmError` with a one-line message that names the
 API's arguments (``num_groups=``), not the command-line flags. A synthesized
-volume that is degenerate (:func:`cwdm.synthesis.degenerate`: NaN/Inf, all
+volume that is degenerate (:func:`cwdm.inference.synthesis.degenerate`: NaN/Inf, all
 zero, constant) is never written: ``infer_single`` raises, ``infer_batch``
 writes the other cases, then raises naming each such file (the exception's
 ``written`` holds ``{case: path}`` of what was written).
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import MODALITIES
-from .cases import Case, discover_cases
+from .data.cases import Case, discover_cases
 from .errors import CwdmError, api_call
 from .task import ANY
 
@@ -134,11 +134,11 @@ class MissingModality:
                  precision: str = "fp32", device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto",
                  continue_anyway: bool = False):
-        from .flags import ModelFlags, SamplingFlags
-        from .completion import find_checkpoints
+        from .inference.flags import ModelFlags, SamplingFlags
+        from .inference.completion import find_checkpoints
         from .runtime import PRECISIONS, select_device
-        from .samplers import SAMPLERS
-        from .synthesis import AUTO_THRESHOLD
+        from .model.samplers import SAMPLERS
+        from .inference.synthesis import AUTO_THRESHOLD
 
         if isinstance(modalities, str) or not modalities or not all(isinstance(m, str) and m for m in modalities):
             raise CwdmError(f"modalities= must be a list of modality names, got {modalities!r}")
@@ -174,9 +174,9 @@ class MissingModality:
     def _synthesizer(self, modality: str):
         """The Synthesizer of ``modality``: its per-contrast checkpoint, else the unified one (``any``),
         loaded on first use, then kept."""
-        from .inference import resolve_model
-        from .provenance import checkpoint_entry
-        from .synthesis import Synthesizer
+        from .inference.steps import resolve_model
+        from .inference.provenance import checkpoint_entry
+        from .inference.synthesis import Synthesizer
 
         key = modality if modality in self.checkpoints else ANY
         if key not in self.checkpoints:
@@ -200,7 +200,7 @@ class MissingModality:
             modalities: the modalities this call synthesizes (their checkpoints are loaded here).
             redo: every result of the folder will be replaced (``overwrite=True`` into an output folder).
         """
-        from .provenance import Provenance, result_settings
+        from .inference.provenance import Provenance, result_settings
 
         keys = {m: (m if m in self.checkpoints else ANY) for m in modalities}
         for m in modalities:
@@ -230,8 +230,8 @@ class MissingModality:
         Returns:
             Whether ``output_file`` was written.
         """
-        from .completion import completion_paths
-        from .inference import synthesize_cases, usable_cases
+        from .inference.completion import completion_paths
+        from .inference.steps import synthesize_cases, usable_cases
 
         synth = self._synthesizer(modality)
         unusable: List[str] = []
@@ -306,7 +306,7 @@ class MissingModality:
         :class:`cwdm.errors.CwdmError` names every such file, and its ``written`` attribute holds
         ``{case name: written path}`` of the cases that were.
         """
-        from .completion import output_path
+        from .inference.completion import output_path
 
         if data_folder is None:
             raise CwdmError("data_folder= is required: a folder with one sub-folder per case")

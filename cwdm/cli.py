@@ -8,7 +8,7 @@ one-line ``HELP``. Only the module of the chosen command is imported, so
 
 Flags are matched exactly (no abbreviations); ``--data-dir`` is read as
 ``--data_dir``; an unknown flag is one line with the nearest known one; every
-output destination is checked (:func:`cwdm.nifti_io.check_destination`)
+output destination is checked (:func:`cwdm.data.nifti_io.check_destination`)
 before the command starts.
 """
 
@@ -25,19 +25,19 @@ from typing import Dict, List, Optional
 from . import __version__
 from .config import add_arguments, from_args, given_fields
 from .errors import CwdmError
-from .nifti_io import check_destination
+from .data.nifti_io import check_destination
 from .openmp import configure as configure_openmp
 
 COMMANDS = {
-    "train": ("cwdm.train", "train a conditional wavelet diffusion model for one target contrast"),
-    "sample": ("cwdm.sample", "synthesize the target contrast of every case of a folder (paired mode)"),
-    "auto": ("cwdm.auto", "complete case folders that miss a modality (BraSyn use)"),
-    "export": ("cwdm.export", "write a bare state_dict in the released format from a training checkpoint"),
-    "evaluate": ("cwdm.evaluate", "SSIM / PSNR / MSE of synthesized volumes against references"),
-    "dropout": ("cwdm.dropout", "build a pseudo-validation set by dropping one modality per case"),
-    "phantom": ("cwdm.phantom", "generate BraTS-like phantom cases from the ICBM152 templates"),
-    "check": ("cwdm.check", "validate a data folder and report every bad case"),
-    "demo": ("cwdm.demo", "phantom data -> small model -> synthesis -> evaluation report, on CPU"),
+    "train": ("cwdm.commands.train", "train a conditional wavelet diffusion model for one target contrast"),
+    "sample": ("cwdm.commands.sample", "synthesize the target contrast of every case of a folder (paired mode)"),
+    "auto": ("cwdm.commands.auto", "complete case folders that miss a modality (BraSyn use)"),
+    "export": ("cwdm.commands.export", "write a bare state_dict in the released format from a training checkpoint"),
+    "evaluate": ("cwdm.commands.evaluate", "SSIM / PSNR / MSE of synthesized volumes against references"),
+    "dropout": ("cwdm.commands.dropout", "build a pseudo-validation set by dropping one modality per case"),
+    "phantom": ("cwdm.commands.phantom", "generate BraTS-like phantom cases from the ICBM152 templates"),
+    "check": ("cwdm.commands.check", "validate a data folder and report every bad case"),
+    "demo": ("cwdm.commands.demo", "phantom data -> small model -> synthesis -> evaluation report, on CPU"),
 }
 
 
@@ -141,7 +141,7 @@ def interrupt_hint(command: str, args: List[str], cfg) -> str:
     """How to go on after Ctrl-C: continue a training run, or rerun a synthesis (done cases are skipped)."""
     if command == "train" and cfg is not None:
         from .naming import canonical_contrast
-        from .training import resume_command
+        from .training.loop import resume_command
 
         try:
             run_dir = cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities)

@@ -16,15 +16,35 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+import os
+from typing import Optional, Sequence, Tuple, Union
 
-from .nifti_io import nifti_stem
 
 SEG = "seg"
 LEGACY_NAMES = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
 """BraTS 2021 modality name -> BraTS 2023 name."""
 PUBLISHED_WEIGHTS = {"t1_gen": "t1n", "t1ce_gen": "t1c", "t2_gen": "t2w", "flair_gen": "t2f"}
 """File stem of the paper's released weights -> the contrast that file synthesizes."""
+
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+"""File name endings of NIfTI files."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def is_nifti(path: PathLike) -> bool:
+    """True if the file name ends in ``.nii.gz`` or ``.nii`` (case-insensitive)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: PathLike) -> str:
+    """File name without ``.nii.gz`` / ``.nii`` (``a/b-t1n.nii.gz`` -> ``b-t1n``)."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def canonical_contrast(name: Optional[str], modalities: Sequence[str]) -> Optional[str]:

@@ -11,7 +11,7 @@ Each condition has a kind:
 * ``image``: an intensity volume, clipped at its 0.1/99.9 % quantiles and
   scaled to [0, 1] (one channel);
 * ``label``: a label map such as the BraTS ``seg`` with a declared label set;
-  never clipped or scaled (see :mod:`cwdm.data`).
+  never clipped or scaled (see :mod:`cwdm.data.datasets`).
 
 Channels in the network: each condition channel becomes 8 wavelet subbands,
 and the noisy target adds 8 more, so ``in_channels = 8 * (1 + channels)``.
@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from . import MODALITIES
 from .errors import CwdmError
-from .wavelet import NUM_SUBBANDS
+from .model.wavelet import NUM_SUBBANDS
 
 IMAGE, LABEL = "image", "label"
 KINDS = (IMAGE, LABEL)

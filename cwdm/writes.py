@@ -6,7 +6,7 @@
 * :func:`make_folder`: ``mkdir -p`` whose refusal is such a line.
 * :func:`virtual_root`: ``/proc`` or ``/sys`` when a destination lies in the
   kernel's virtual file systems (refused by
-  :func:`cwdm.nifti_io.check_destination`).
+  :func:`cwdm.data.nifti_io.check_destination`).
 * :func:`temp_name` names the temporary file of an atomic write
   ``.cwdm-tmp-<pid>-<final name>.<random>.tmp<suffix>``;
   :func:`remove_stale_temporaries` removes, with one line, those a killed

@@ -48,7 +48,7 @@ def tiny_config() -> dict:
 
 def tiny_model():
     """The reference tiny network with its released weights, in eval mode."""
-    from cwdm.unet import UNet, UNetConfig
+    from cwdm.model.unet import UNet, UNetConfig
 
     model = UNet(UNetConfig(**tiny_config()))
     model.load_state_dict(torch.load(REF / "unet_tiny.pt", map_location="cpu", weights_only=True), strict=True)
@@ -59,15 +59,15 @@ def make_checkpoint(path: Path, target: str = "t2f", seed: int = 0, output: Opti
     """Write a tiny 3-condition cwdm checkpoint with random non-zero weights to ``path``; returns ``path``.
 
     Its syntheses vary around 0.5 inside the brain (the low-pass output bias is raised), so they pass
-    :func:`cwdm.synthesis.degenerate` also after ``cwdm auto``'s threshold.
+    :func:`cwdm.inference.synthesis.degenerate` also after ``cwdm auto``'s threshold.
 
     ``output``: a broken network instead, whose synthesized volumes are degenerate: ``"zero"`` (all
     weights 0: every volume is all zero), ``"constant"`` (only the low-pass output bias is non-zero:
     a constant image), ``"nan"`` (a NaN weight).
     """
-    from cwdm.checkpoint import checkpoint_dict
+    from cwdm.model.checkpoint import checkpoint_dict
     from cwdm.task import Task
-    from cwdm.unet import UNet, UNetConfig
+    from cwdm.model.unet import UNet, UNetConfig
 
     torch.manual_seed(seed)
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4, in_channels=32)

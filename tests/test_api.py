@@ -12,7 +12,7 @@ import cwdm
 from cwdm.cli import main as cli
 from cwdm.errors import CwdmError
 from test_auto import models  # noqa: F401  (fixture: one tiny checkpoint per contrast)
-from cwdm.checkpoint import load_model
+from cwdm.model.checkpoint import load_model
 from conftest import FAST, REF, make_checkpoint
 
 MISSING = {"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1c"], "BraTS-GLI-00002-000": ["t2w", "t1n"]}

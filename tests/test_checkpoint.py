@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from cwdm.checkpoint import FORMAT, FORMAT_VERSION, checkpoint_dict, infer_config, load_model
+from cwdm.model.checkpoint import FORMAT, FORMAT_VERSION, checkpoint_dict, infer_config, load_model
 from cwdm.errors import CwdmError
 from cwdm.task import Task
-from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig
+from cwdm.model.unet import RELEASED_CONFIG, UNet, UNetConfig
 from conftest import REF, npz, tiny_config
 
 TINY = UNetConfig(**tiny_config())

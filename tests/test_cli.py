@@ -7,7 +7,7 @@ import pytest
 from cwdm.cli import build_parser, main as cli, normalize_flags
 from cwdm.config import from_args
 from cwdm.errors import CwdmError
-from cwdm.nifti_io import check_destination
+from cwdm.data.nifti_io import check_destination
 from conftest import FAST
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -164,12 +164,12 @@ def test_destinations_in_proc_or_sys_are_one_line(tmp_path, capsys, command, des
 def test_an_oserror_escaping_a_command_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
 
-    import cwdm.demo
+    import cwdm.commands.demo
 
     def read_only(cfg):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "d" / "report.md"))
 
-    monkeypatch.setattr(cwdm.demo, "run", read_only)
+    monkeypatch.setattr(cwdm.commands.demo, "run", read_only)
     assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
     err = one_line_error(capsys)
     assert err == f"cwdm demo: error: {tmp_path / 'd' / 'report.md'}: Read-only file system"
@@ -178,12 +178,12 @@ def test_an_oserror_escaping_a_command_is_one_line(tmp_path, capsys, monkeypatch
 def test_an_oserror_of_a_copy_names_both_files(tmp_path, capsys, monkeypatch):
     import errno
 
-    import cwdm.demo
+    import cwdm.commands.demo
 
     def full(cfg):
         raise OSError(errno.ENOSPC, "No space left on device", "in.nii.gz", None, str(tmp_path / "out.nii.gz"))
 
-    monkeypatch.setattr(cwdm.demo, "run", full)
+    monkeypatch.setattr(cwdm.commands.demo, "run", full)
     assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
     expected = f"cwdm demo: error: in.nii.gz -> {tmp_path / 'out.nii.gz'}: No space left on device"
     assert one_line_error(capsys) == expected

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from cwdm.compat import translate
+from cwdm.commands.compat import translate
 from cwdm.errors import CwdmError
-from cwdm.train_state import checkpoint_files
+from cwdm.training.state import checkpoint_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -75,8 +75,8 @@ def test_dict_round_trip():
 def test_network_flags_are_the_unet_config_fields():
     from dataclasses import fields
 
-    from cwdm.train import ARCH_FIELDS, TrainConfig
-    from cwdm.unet import NOT_FLAGS, NetworkFlags, UNetConfig
+    from cwdm.training.config import ARCH_FIELDS, TrainConfig
+    from cwdm.model.unet import NOT_FLAGS, NetworkFlags, UNetConfig
 
     flags = {f.name: (f.default, f.metadata["help"]) for f in fields(NetworkFlags)}
     config = {f.name: (f.default, f.metadata["help"]) for f in fields(UNetConfig) if f.name not in NOT_FLAGS}
@@ -88,7 +88,7 @@ def test_network_flags_are_the_unet_config_fields():
 
 
 def test_unet_takes_a_config():
-    from cwdm.unet import UNet
+    from cwdm.model.unet import UNet
 
     with pytest.raises(TypeError, match="UNetConfig"):
         UNet(64)

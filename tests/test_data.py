@@ -8,10 +8,10 @@ from torch.utils.data import DataLoader
 
 from cwdm import MODALITIES
 from cwdm.cli import main as cli_main
-from cwdm.data import (Case, InferenceDataset, PairedVolumeDataset, check_cases, collate_list,
-                       discover_cases, validate_case)
+from cwdm.data.cases import Case, discover_cases
+from cwdm.data.datasets import InferenceDataset, PairedVolumeDataset, check_cases, collate_list, validate_case
 from cwdm.errors import CwdmError
-from cwdm.preprocess import Grid, clip_and_normalize, grid_for
+from cwdm.data.preprocess import Grid, clip_and_normalize, grid_for
 from cwdm.task import Task
 
 SMALL = (24, 24, 16)

@@ -4,10 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cwdm.baseline import fit_linear_baseline, predict_linear_baseline
-from cwdm.data import discover_cases
-from cwdm.demo import DemoConfig, run_demo
-from cwdm.errors import CwdmError
+from cwdm.evaluation.baseline import fit_linear_baseline, predict_linear_baseline
+from cwdm.data.cases import discover_cases
+from cwdm.commands.demo import DemoConfig, run_demo
 
 
 def test_linear_baseline_recovers_an_exact_linear_relation(make_brats_root, tmp_path):
@@ -15,7 +14,7 @@ def test_linear_baseline_recovers_an_exact_linear_relation(make_brats_root, tmp_
 
     root = make_brats_root(cases=2)
     # make t2f an exact affine function of the normalized conditions
-    from cwdm.preprocess import clip_and_normalize
+    from cwdm.data.preprocess import clip_and_normalize
 
     for case in discover_cases(root):
         conds = [clip_and_normalize(np.asarray(nib.load(str(case.files[m])).dataobj)) for m in ("t1n", "t1c", "t2w")]
@@ -99,7 +98,7 @@ def test_time_cap_is_reported_as_a_meaningless_verdict(tmp_path):
                           "tumour."),
 ])
 def test_verdict_sentence_for_every_combination(ssim, tumour, outside, sentence):
-    from cwdm.demo_report import verdict_sentence, verdicts
+    from cwdm.commands.demo_report import verdict_sentence, verdicts
 
     assert verdict_sentence({"ssim": ssim, "mae_tumor": tumour, "mae_non_tumor": outside}) == sentence
     cwdm = {"ssim": 0.9 if ssim else 0.8, "mae_tumor": 0.1 if tumour else 0.3, "mae_non_tumor": 0.1 if outside else 0.3}
@@ -139,13 +138,13 @@ def test_interrupted_demo_continues_where_it_stopped(tmp_path, monkeypatch, caps
     import shlex
     import signal
 
-    import cwdm.demo
-    import cwdm.train_log
+    import cwdm.commands.demo
+    import cwdm.training.log
     from cwdm.cli import main
 
     out = tmp_path / "my demo"
     flags = _tiny_flags(out)
-    original_step = cwdm.train_log.TrainLogger.step
+    original_step = cwdm.training.log.TrainLogger.step
 
     def ctrl_c_at_step_2(self, step, *args, **kwargs):
         original_step(self, step, *args, **kwargs)
@@ -153,7 +152,7 @@ def test_interrupted_demo_continues_where_it_stopped(tmp_path, monkeypatch, caps
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; the training library saves and stops
 
     with monkeypatch.context() as m:
-        m.setattr(cwdm.train_log.TrainLogger, "step", ctrl_c_at_step_2)
+        m.setattr(cwdm.training.log.TrainLogger, "step", ctrl_c_at_step_2)
         assert main(["demo", *flags]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("cwdm demo: interrupted") and "cwdm train" not in last
@@ -166,7 +165,7 @@ def test_interrupted_demo_continues_where_it_stopped(tmp_path, monkeypatch, caps
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(cwdm.demo, "_synthesize", interrupted)
+        m.setattr(cwdm.commands.demo, "_synthesize", interrupted)
         assert main(["demo", *flags]) == 130
     err = capsys.readouterr().err
     assert "[demo] phantom data: kept" in err and "at step 2" in err  # training resumed from its checkpoint
@@ -187,7 +186,7 @@ def test_interrupted_demo_continues_where_it_stopped(tmp_path, monkeypatch, caps
 
 def test_other_settings_on_a_demo_folder_are_refused(tmp_path, capsys):
     from cwdm.cli import main
-    from cwdm.demo import DemoState, _settings
+    from cwdm.commands.demo import DemoState, _settings
 
     out = tmp_path / "demo"
     out.mkdir()

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from cwdm.diffusion import (clip_x0, ddpm_step, linear_schedule, make_denoiser, q_sample, respace,
+from cwdm.model.diffusion import (clip_x0, ddpm_step, linear_schedule, make_denoiser, q_sample, respace,
                             spaced_timesteps, training_loss)
-from cwdm.wavelet import dwt3d, from_subbands, to_subbands
+from cwdm.model.wavelet import dwt3d, from_subbands, to_subbands
 from conftest import npz, tiny_model
 
 SCHEDULE_KEYS = ("betas", "alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",

@@ -11,7 +11,7 @@ import pytest
 
 from cwdm import MODALITIES
 from cwdm.cli import main as cli_main
-from cwdm.dropout import CSV_NAME, draw_dropped, drop_order, make_dropout_split
+from cwdm.commands.dropout import CSV_NAME, draw_dropped, drop_order, make_dropout_split
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_ORDER = ["t1c", "t1n", "t2f", "t2w"]

@@ -16,9 +16,10 @@ from scipy.ndimage import gaussian_filter
 
 from cwdm import MODALITIES
 from cwdm.cli import main
-from cwdm.evaluate import CSV_FIELDS, evaluate_dirs
-from cwdm.metrics import PSNR_CAP_DB, case_metrics
-from cwdm.montage import save_montage
+from cwdm.evaluation.report import CSV_FIELDS
+from cwdm.evaluation.scoring import evaluate_dirs
+from cwdm.evaluation.metrics import PSNR_CAP_DB, case_metrics
+from cwdm.evaluation.montage import save_montage
 
 SHAPE = (32, 32, 24)
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,7 +297,7 @@ def test_reference_result_layout_scored_as_the_given_target(tmp_path, capsys):
     """The reference's sample.py writes <case>/sample.nii.gz (no contrast in the path), [0, 1],
     8 voxels cropped off each side of the first two axes."""
     from cwdm.errors import CwdmError
-    from cwdm.preprocess import clip_and_normalize
+    from cwdm.data.preprocess import clip_and_normalize
 
     ref, theirs, ours = tmp_path / "ref", tmp_path / "theirs", tmp_path / "ours"
     for seed, name in enumerate(["case-A", "case-B"], start=1):

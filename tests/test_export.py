@@ -1,11 +1,11 @@
-"""``cwdm export``: a bare state_dict only when it describes the network completely (cwdm/export.py)."""
+"""``cwdm export``: a bare state_dict only when it describes the network completely (cwdm/commands/export.py)."""
 
 import torch
 
-from cwdm.checkpoint import checkpoint_dict, load_model, read_checkpoint
+from cwdm.model.checkpoint import checkpoint_dict, load_model, read_checkpoint
 from cwdm.cli import main as cli
 from cwdm.task import Task
-from cwdm.unet import UNet, UNetConfig
+from cwdm.model.unet import UNet, UNetConfig
 from conftest import FAST
 
 

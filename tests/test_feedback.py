@@ -5,8 +5,8 @@ import shlex
 import pytest
 import torch
 
-import cwdm.synthesis
-import cwdm.train
+import cwdm.inference.synthesis
+import cwdm.commands.train
 from cwdm.cli import main as cli
 from cwdm.feedback import RunClock, cpu_sampling_warning, cpu_training_warning, duration
 from test_sample import FAST, make_checkpoint
@@ -83,7 +83,7 @@ def test_ctrl_c_during_sample_says_how_to_continue(make_brats_root, tmp_path, ca
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cwdm.synthesis.Synthesizer, "__call__", interrupted)
+    monkeypatch.setattr(cwdm.inference.synthesis.Synthesizer, "__call__", interrupted)
     args = ["sample", "--data_dir", str(data), "--model_path", str(ckpt), "--output_dir", str(tmp_path / "o"), *FAST]
     assert cli(args) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -95,7 +95,7 @@ def test_ctrl_c_during_train_says_resume_auto(brats_root, tmp_path, capsys, monk
     def interrupted(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cwdm.train, "train", interrupted)
+    monkeypatch.setattr(cwdm.commands.train, "train", interrupted)
     assert cli(["train", "--data_dir", str(brats_root), "--contr", "t2f", "--run_dir", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"continue from the last saved checkpoint with: cwdm train --run_dir {tmp_path / 'r'} "

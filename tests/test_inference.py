@@ -1,51 +1,12 @@
-"""The inference library (cwdm.inference) and the modules above it."""
+"""The inference library (cwdm.inference.steps, cwdm.inference.completion); the import rules between
+modules are in tests/test_layout.py."""
 
-import ast
-from pathlib import Path
 
 import pytest
 
-from cwdm.cli import COMMANDS
 from cwdm.errors import CwdmError
-from cwdm.completion import completion_paths, find_checkpoints
-from cwdm.inference import paired_paths
-
-PACKAGE = Path(__file__).resolve().parents[1] / "cwdm"
-COMMAND_MODULES = {module.rpartition(".")[2] for module, _ in COMMANDS.values()}
-
-
-def cwdm_imports(name: str) -> set:
-    """The cwdm modules that ``cwdm/<name>.py`` imports (anywhere in the file)."""
-    found = set()
-    for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cwdm."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("cwdm.")}
-    return found
-
-
-@pytest.mark.parametrize("name", sorted(COMMAND_MODULES | {"api"}))
-def test_no_command_module_imports_another(name):
-    others = cwdm_imports(name) & COMMAND_MODULES - {name}
-    assert not others, others
-
-
-def test_sample_auto_api_and_demo_use_the_library():
-    for name in ("sample", "auto", "api", "demo"):
-        assert "inference" in cwdm_imports(name), name
-    assert {"phantom_set", "scoring", "training"} <= cwdm_imports("demo")
-
-
-LIBRARY_MODULES = sorted({p.stem for p in PACKAGE.glob("*.py")} - COMMAND_MODULES - {"cli"})
-
-
-@pytest.mark.parametrize("name", LIBRARY_MODULES)
-def test_no_library_module_imports_a_command_module(name):
-    assert not cwdm_imports(name) & COMMAND_MODULES
-
+from cwdm.inference.completion import completion_paths, find_checkpoints
+from cwdm.inference.steps import paired_paths
 
 def test_find_checkpoints_explicit_beats_the_folder(tmp_path):
     folder = tmp_path / "models"

@@ -9,7 +9,7 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from cwdm import metrics as M
+from cwdm.evaluation import metrics as M
 from conftest import REF
 
 SHAPE = (32, 32, 24)
@@ -281,7 +281,7 @@ def test_ssim_equals_torchmetrics_and_map_means():
 
 
 def test_prediction_on_cwdm_scale_is_scored_against_the_reference_on_that_scale():
-    from cwdm.preprocess import clip_and_normalize
+    from cwdm.data.preprocess import clip_and_normalize
 
     ref, brain, seg = _phantom()
     raw = ref * 900.0  # a scan in scanner units

@@ -6,12 +6,12 @@ import pytest
 
 from conftest import write_brats_root
 from cwdm import MODALITIES
-from cwdm.cases import discover_cases
+from cwdm.data.cases import discover_cases
 from cwdm.cli import main as cli
-from cwdm.data import InferenceDataset, validate_case
+from cwdm.data.datasets import InferenceDataset, validate_case
 from cwdm.naming import canonical_contrast, contrast_of_checkpoint, parse_file_name
 from cwdm.task import Task
-from cwdm.train_state import checkpoint_files
+from cwdm.training.state import checkpoint_files
 
 OLD = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "seg"}
 

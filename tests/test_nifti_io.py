@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from cwdm import nifti_io, writes
+from cwdm.data import nifti_io
+from cwdm import writes
 from cwdm.errors import CwdmError
-from cwdm.nifti_io import atomic_path, atomic_write, check_destination, load_header, load_nifti, save_nifti_like
+from cwdm.data.nifti_io import atomic_path, atomic_write, check_destination, load_header, load_nifti, save_nifti_like
 
 SHAPES = [(24, 24, 16), (7, 9, 5)]
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from conftest import FAST, write_brats_root
 
-from cwdm.cases import discover_cases
-from cwdm.checkpoint import read_checkpoint
+from cwdm.data.cases import discover_cases
+from cwdm.model.checkpoint import read_checkpoint
 from cwdm.cli import main as cli
-from cwdm.data import InferenceDataset
+from cwdm.data.datasets import InferenceDataset
 from cwdm.errors import CwdmError
-from cwdm.masks import brain_of, grow_tumour, move_tumour, remove_tumour, write_brain_masks, write_edited_case
-from cwdm.nifti_io import load_nifti
+from cwdm.data.masks import brain_of, grow_tumour, move_tumour, remove_tumour, write_brain_masks, write_edited_case
+from cwdm.data.nifti_io import load_nifti
 from cwdm.task import Task
 
 TINY = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
@@ -170,7 +170,7 @@ def test_sample_skips_a_case_with_a_bad_label_map(tmp_path, mask_data, capsys):
 def test_exported_label_task_samples_like_its_training_checkpoint(tmp_path, mask_data):
     run = tmp_path / "run"
     assert _train(mask_data, run, "--contr", "t1c", "--conditions", "seg", "t1n", "--label_maps", "seg=1,2,3") == 0
-    assert cli(["export", str(run), str(tmp_path / "m.pt")]) == 0  # keeps the task (see cwdm.export)
+    assert cli(["export", str(run), str(tmp_path / "m.pt")]) == 0  # keeps the task (see cwdm.commands.export)
     assert Task.from_dict(read_checkpoint(tmp_path / "m.pt")["task"]).label_maps == {"seg": (1, 2, 3)}
     for name, model in (("ckpt", _checkpoint(run)), ("export", tmp_path / "m.pt")):
         assert cli(["sample", "--data_dir", str(mask_data), "--model_path", str(model), "--output_dir",

@@ -10,8 +10,10 @@ import pytest
 
 from cwdm.cli import main
 from cwdm.errors import CwdmError
-from cwdm.phantom import (CONFIG, HELP, PhantomConfig, case_name, generate_case, grid_affine,
-                          grid_shape, make_phantom_set, run, write_case)
+from cwdm.commands.phantom import CONFIG, HELP, PhantomConfig, run
+from cwdm.phantom.sets import case_name, make_phantom_set, write_case
+from cwdm.phantom.anatomy import generate_case
+from cwdm.phantom.geometry import grid_affine, grid_shape
 
 MODS = ("t1n", "t1c", "t2w", "t2f")
 BRATS_AFFINE = np.array([[-1, 0, 0, 0], [0, -1, 0, 239], [0, 0, 1, 0], [0, 0, 0, 1]], float)
@@ -37,7 +39,7 @@ def _means(case, thr):
 # ----------------------------------------------------------------------- grid
 
 def test_package_data_shipped():
-    folder = resources.files("cwdm") / "templates" / "icbm152"
+    folder = resources.files("cwdm.phantom") / "templates" / "icbm152"
     names = {p.name for p in folder.iterdir()}
     assert "COPYING" in names
     assert sum(n.endswith(".nii.gz") for n in names) == 5

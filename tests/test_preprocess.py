@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cwdm.errors import CwdmError
-from cwdm.preprocess import Grid, clip_and_normalize, grid_for, model_divisor, prepare_volume
+from cwdm.data.preprocess import Grid, clip_and_normalize, grid_for, model_divisor, prepare_volume
 
 REF = Path(__file__).parent / "data" / "reference" / "clip_and_normalize.npz"
 

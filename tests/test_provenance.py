@@ -11,7 +11,7 @@ import torch
 
 from cwdm import __version__
 from cwdm.cli import main as cli
-from cwdm.provenance import RECORD_NAME, Provenance, record_path, sha256_file
+from cwdm.inference.provenance import RECORD_NAME, Provenance, record_path, sha256_file
 from cwdm.task import Task
 from test_auto import models  # noqa: F401  (fixture)
 from test_sample import FAST, make_checkpoint
@@ -190,7 +190,7 @@ def test_sample_write_failure_is_one_line_and_leaves_no_partial_case(setup, monk
 
 def test_auto_in_place_refuses_a_read_only_case_folder_before_any_network_call(make_brats_root, models,  # noqa: F811
                                                                                 monkeypatch, capsys):
-    from cwdm.synthesis import Synthesizer
+    from cwdm.inference.synthesis import Synthesizer
 
     data = make_brats_root(cases=2, missing={CASES[0]: ["t2f"], CASES[1]: ["t1c"]})
     read_only, real_open, calls = data / CASES[1], os.open, []

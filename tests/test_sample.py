@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cwdm.checkpoint import checkpoint_dict
+from cwdm.model.checkpoint import checkpoint_dict
 from cwdm.cli import main as cli
 from cwdm.task import Task
-from cwdm.unet import UNet, UNetConfig
+from cwdm.model.unet import UNet, UNetConfig
 from conftest import FAST, REF, make_checkpoint
 from pinning import assert_matches_pinned
 

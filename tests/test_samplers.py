@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cwdm.diffusion import make_denoiser
-from cwdm.samplers import SAMPLERS, NoiseSource, ddim, ddpm, network_calls, run_sampler
+from cwdm.model.diffusion import make_denoiser
+from cwdm.model.samplers import SAMPLERS, NoiseSource, ddim, ddpm, network_calls, run_sampler
 from conftest import tiny_model
 
 SHAPE = (1, 8, 4, 4, 4)
@@ -101,7 +101,7 @@ def _tiny_denoiser(batch=1, seed=0):
 
 
 def test_ddim_over_custom_timesteps_from_given_x_equals_manual_steps():
-    from cwdm.diffusion import ddim_step, linear_schedule
+    from cwdm.model.diffusion import ddim_step, linear_schedule
 
     den, x = _tiny_denoiser(), torch.randn(SHAPE, generator=gen(3))
     noise_a, noise_b = NoiseSource(SHAPE, gen(4)), NoiseSource(SHAPE, gen(4))
@@ -149,7 +149,7 @@ def test_timesteps_must_decrease(bad):
 
 def test_registry_drives_calls_and_options():
     from cwdm.errors import CwdmError
-    from cwdm.synthesis import SamplingOptions
+    from cwdm.inference.synthesis import SamplingOptions
 
     assert set(SAMPLERS) == {"ddpm", "ddim", "regression"}
     for name, sampler in SAMPLERS.items():

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from cwdm.checkpoint import LoadedModel
+from cwdm.model.checkpoint import LoadedModel
 from cwdm.errors import CwdmError
 from cwdm.runtime import EagerFallback, compile_mode
-from cwdm.synthesis import SamplingOptions, Synthesizer, degenerate, postprocess, run_compiles
+from cwdm.inference.synthesis import SamplingOptions, Synthesizer, degenerate, postprocess, run_compiles
 from cwdm.task import Task
-from cwdm.unet import UNet, UNetConfig
+from cwdm.model.unet import UNet, UNetConfig
 
 
 def _loaded(seed: int = 0) -> LoadedModel:

@@ -9,12 +9,13 @@ import torch
 from conftest import FAST, make_checkpoint
 
 from cwdm import MODALITIES
-from cwdm.checkpoint import checkpoint_dict, load_model, read_checkpoint
+from cwdm.model.checkpoint import checkpoint_dict, load_model, read_checkpoint
 from cwdm.cli import main as cli
-from cwdm.data import InferenceDataset, PairedVolumeDataset, discover_cases
+from cwdm.data.datasets import InferenceDataset, PairedVolumeDataset
+from cwdm.data.cases import discover_cases
 from cwdm.errors import CwdmError
 from cwdm.task import IMAGE, LABEL, Condition, Task, check_network, parse_labels
-from cwdm.unet import UNet, UNetConfig
+from cwdm.model.unet import UNet, UNetConfig
 
 TINY_FLAGS = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
 

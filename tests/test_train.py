@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cwdm.checkpoint import load_model, read_checkpoint
+from cwdm.model.checkpoint import load_model, read_checkpoint
 from cwdm.cli import main as cli
-from cwdm.diffusion import linear_schedule, training_loss
+from cwdm.model.diffusion import linear_schedule, training_loss
 from cwdm.errors import CwdmError
-from cwdm.export import export_state_dict
-from cwdm.train import TrainConfig, train
-from cwdm.train_state import DataOrder, checkpoint_files
-from cwdm.unet import UNet, UNetConfig
+from cwdm.commands.export import export_state_dict
+from cwdm.training.config import TrainConfig
+from cwdm.training.loop import train
+from cwdm.training.state import DataOrder, checkpoint_files
+from cwdm.model.unet import UNet, UNetConfig
 
 TINY = dict(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4)
 TINY_FLAGS = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
@@ -381,7 +382,7 @@ def test_full_disk_at_a_checkpoint_save_is_one_line_without_a_partial_file(brats
 def test_full_disk_writing_config_json_leaves_no_run_folder(brats_root, tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from cwdm import train_log
+    from cwdm.training import log as train_log
 
     def full(obj, fh, **kwargs):
         fh.write('{"train": {')

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cwdm.errors import CwdmError
-from cwdm.unet import RELEASED_CONFIG, UNet, UNetConfig, in_channels_for, timestep_embedding
+from cwdm.model.unet import RELEASED_CONFIG, UNet, UNetConfig, in_channels_for, timestep_embedding
 from conftest import REF, npz, tiny_config, tiny_model
 
 
@@ -90,7 +90,7 @@ def test_config_divisors():
 
 
 def test_random_network_synthesizes_noise_not_zeros_and_is_seeded():
-    from cwdm.unet import random_network
+    from cwdm.model.unet import random_network
 
     cfg = UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_groups=4)
     x, t = torch.randn(1, cfg.in_channels, 8, 8, 8), torch.tensor([10])

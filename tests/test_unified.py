@@ -1,4 +1,4 @@
-"""One network for any missing modality: cwdm/unified.py, and --contr any through train, export, sample, auto."""
+"""One network for any missing modality: cwdm/data/unified.py, and --contr any through train, export, sample, auto."""
 
 import json
 
@@ -7,13 +7,13 @@ import torch
 from conftest import FAST
 
 from cwdm import MODALITIES
-from cwdm.checkpoint import load_model, read_checkpoint
+from cwdm.model.checkpoint import load_model, read_checkpoint
 from cwdm.cli import main as cli
 from cwdm.errors import CwdmError
 from cwdm.task import ANY, Task
-from cwdm.train import TrainConfig
-from cwdm.train_state import checkpoint_files
-from cwdm.unified import condition_input, draw_training_inputs
+from cwdm.training.config import TrainConfig
+from cwdm.training.state import checkpoint_files
+from cwdm.data.unified import condition_input, draw_training_inputs
 
 TINY_FLAGS = ["--num_channels", "8", "--channel_mult", "1", "2", "--num_res_blocks", "1", "--num_groups", "4"]
 SHAPE = (16, 16, 16)
@@ -145,7 +145,7 @@ def test_auto_completes_whatever_is_missing(unified_runs, make_brats_root, tmp_p
 
 
 def test_api_with_a_unified_checkpoint(unified_runs, tmp_path):
-    from cwdm import MissingModality
+    from cwdm.api import MissingModality
 
     data, _, out = unified_runs
     case = data / "BraTS-GLI-00000-000"
@@ -193,8 +193,8 @@ def test_rerun_after_interruption_synthesizes_from_acquired_files_only(unified_r
                                                                         monkeypatch, capsys):
     import shutil
 
-    import cwdm.nifti_io as nifti_io
-    from cwdm.cases import discover_cases
+    import cwdm.data.nifti_io as nifti_io
+    from cwdm.data.cases import discover_cases
 
     _, _, out = unified_runs
     src = make_brats_root(cases=3, shape=SHAPE, missing=RERUN_MISSING)
@@ -245,7 +245,7 @@ def test_a_copied_and_edited_synthesized_file_is_still_not_acquired(unified_runs
 
     import nibabel as nib
 
-    from cwdm.cases import discover_cases
+    from cwdm.data.cases import discover_cases
 
     _, _, out = unified_runs
     data = make_brats_root(cases=2, shape=SHAPE, missing={"BraTS-GLI-00000-000": ["t1n", "t2f"],

@@ -3,7 +3,7 @@ import pytest
 import pywt
 import torch
 
-from cwdm.wavelet import LLL_SCALE, dwt3d, from_subbands, idwt3d, to_subbands
+from cwdm.model.wavelet import LLL_SCALE, dwt3d, from_subbands, idwt3d, to_subbands
 from conftest import npz
 
 PYWT_KEYS = ("aaa", "aad", "ada", "add", "daa", "dad", "dda", "ddd")

@@ -1,0 +1,2 @@
+"""Data: case folders, NIfTI reading and writing, preprocessing, datasets, label maps and the inputs
+of a unified network."""

@@ -1,0 +1,1 @@
+"""Evaluation: the challenge's metrics, scoring of folders, reports, montages and the linear baseline."""
