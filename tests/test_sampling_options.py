@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 FLAGS = ["sampler", "sampling_steps", "eta", "ensemble", "num_samples", "seed", "batch_size", "clip_denoised",
          "postprocess", "ema", "overwrite", "continue_anyway", "num_workers", "device", "precision", "channels_last",
          "compile", "ensemble_batch", "progress"]
-"""The synthesis commands' sampling flags before the flags were generated (names must stay)."""
+"""The synthesis commands' sampling flags before they were generated (names and --help order must stay)."""
 RECORD_KEYS = ("target", "sampler", "sampling_steps", "eta", "ensemble", "seed", "clip_denoised", "postprocess",
                "threshold", "ema", "precision")
 """The provenance record's settings as cwdm has always written them (old records must stay comparable)."""
@@ -43,7 +43,7 @@ def with_scaled(monkeypatch):
 
 
 def test_flags_are_the_options_fields_and_keep_their_names():
-    assert sorted(f.name for f in fields(SamplingFlags)) == sorted(FLAGS)
+    assert [f.name for f in fields(SamplingFlags)] == FLAGS
     flags = {f.name: (f.default, f.metadata.get("help")) for f in fields(SamplingFlags)}
     for f in fields(SamplingOptions):
         if f.name != OPTIONS_FIELD:
@@ -112,6 +112,7 @@ def test_a_registered_sampler_gets_its_flag_and_choice(with_scaled):
     flags = _sampling_flags()
     parser = argparse.ArgumentParser()
     add_arguments(parser, flags)
+    assert [f.name for f in fields(flags)] == [*FLAGS[:3], "gain", *FLAGS[3:]]
     assert "--gain GAIN" in parser.format_help() and "{ddpm,ddim,regression,scaled}" in parser.format_help()
     cfg = from_args(flags, parser.parse_args(["--sampler", "scaled", "--gain", "2.5", "--sampling_steps", "3"]))
     assert cfg.options() == SamplingOptions(sampler="scaled", steps=3, sampler_options={"eta": 0.0, "gain": 2.5})

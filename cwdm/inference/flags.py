@@ -25,11 +25,17 @@ class ModelFlags(NetworkFlags):
 
 @dataclass
 class _RunFlags:
-    """What a synthesis run sets besides the sampling: reading, writing, device, progress."""
+    """What a synthesis run sets besides the sampling: reading, writing, device, progress.
 
-    num_samples: int = field(default=1, metadata={"help": "accepted for compatibility with the reference; unused"})
-    batch_size: int = field(default=1, metadata={"help": "cases per network call (same-shape cases)"})
-    postprocess: bool = field(default=True, metadata={"help": "clamp and zero outside the brain (reference)"})
+    A field's ``after`` metadata places its flag after that sampling flag (in ``--help``); the
+    fields without it follow the one before them.
+    """
+
+    num_samples: int = field(default=1, metadata={"help": "accepted for compatibility with the reference; unused",
+                                                   "after": "ensemble"})
+    batch_size: int = field(default=1, metadata={"help": "cases per network call (same-shape cases)", "after": "seed"})
+    postprocess: bool = field(default=True, metadata={"help": "clamp and zero outside the brain (reference)",
+                                                       "after": "clip_denoised"})
     ema: bool = field(default=True, metadata={"help": "use EMA weights of a cwdm checkpoint"})
     overwrite: bool = field(default=False, metadata={"help": "redo cases whose output exists"})
     continue_anyway: bool = field(default=False, metadata={
@@ -37,7 +43,7 @@ class _RunFlags:
                 "(cwdm_provenance.json then lists both)"})
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers reading cases"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar", "after": "ensemble_batch"})
 
 
 def _flag_fields() -> Tuple[List[tuple], List[Tuple[str, str]]]:
@@ -45,7 +51,8 @@ def _flag_fields() -> Tuple[List[tuple], List[Tuple[str, str]]]:
 
     Each :class:`SamplingOptions` field is one flag named as its ``flag`` metadata says (else as the
     field), with its default and help; its ``sampler_options`` field is one flag per registered
-    sampler option (that option's type, default and help); :class:`_RunFlags` follow.
+    sampler option (that option's type, default and help); the :class:`_RunFlags` are placed among
+    them as their ``after`` metadata says.
     """
     chosen, sources = [], []
     hints = get_type_hints(SamplingOptions)
@@ -58,8 +65,13 @@ def _flag_fields() -> Tuple[List[tuple], List[Tuple[str, str]]]:
         metadata = {k: v for k, v in f.metadata.items() if k != "flag"}
         chosen.append((name, hints[f.name], field(default=f.default, metadata=metadata)))
         sources.append((name, f.name))
-    hints = get_type_hints(_RunFlags)
-    chosen += [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata)) for f in fields(_RunFlags)]
+    hints, previous = get_type_hints(_RunFlags), None
+    for f in fields(_RunFlags):
+        anchor = f.metadata.get("after", previous)
+        at = [name for name, _, _ in chosen].index(anchor) + 1 if anchor else len(chosen)
+        metadata = {k: v for k, v in f.metadata.items() if k != "after"}
+        chosen.insert(at, (f.name, hints[f.name], field(default=f.default, metadata=metadata)))
+        previous = f.name
     return chosen, sources
 
 
