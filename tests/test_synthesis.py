@@ -37,14 +37,15 @@ NAMES = ["case-a", "case-b"]
 def test_ensemble_is_one_batched_call_per_step_and_matches_member_loop(sampler, steps):
     k = 3
     batched = Synthesizer(_loaded(), TASK, torch.device("cpu"),
-                          SamplingOptions(sampler=sampler, steps=steps, ensemble=k, eta=0.5))
+                          SamplingOptions(sampler=sampler, steps=steps, ensemble=k, sampler_options={"eta": 0.5}))
     calls = _count_calls(batched.model)
     mean_b, std_b = batched(CONDS, NAMES)
     assert calls == [len(NAMES) * k] * steps  # K members of both cases in each call, `steps` calls
     assert batched.options.calls_per_case == steps
 
     looped = Synthesizer(_loaded(), TASK, torch.device("cpu"),
-                         SamplingOptions(sampler=sampler, steps=steps, ensemble=k, eta=0.5, ensemble_batch=1))
+                         SamplingOptions(sampler=sampler, steps=steps, ensemble=k, sampler_options={"eta": 0.5},
+                                         ensemble_batch=1))
     calls = _count_calls(looped.model)
     mean_l, std_l = looped(CONDS, NAMES)
     assert calls == [len(NAMES)] * (steps * k)

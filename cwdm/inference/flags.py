@@ -3,15 +3,19 @@
 :class:`SamplingFlags` holds how volumes are sampled and written,
 :class:`ModelFlags` the network of a bare released state_dict. The commands'
 configs derive from both; :mod:`cwdm.api` builds them directly.
+
+The sampling flags are generated from :class:`cwdm.inference.synthesis.SamplingOptions` (its fields,
+defaults and help; one flag per sampler option of :data:`cwdm.model.samplers.SAMPLERS`), as the
+network flags are from :class:`cwdm.model.unet.UNetConfig`: a setting is declared once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, List, Tuple, get_type_hints
 
-from ..runtime import PRECISIONS
-from ..model.samplers import SAMPLERS
-from .synthesis import SamplingOptions
+from ..model.samplers import registry_options
+from .synthesis import OPTIONS_FIELD, SamplingOptions
 from ..model.unet import NetworkFlags
 
 
@@ -20,18 +24,18 @@ class ModelFlags(NetworkFlags):
 
 
 @dataclass
-class SamplingFlags:
-    """Sampler, ensemble, post-processing, device and progress settings of a synthesis run."""
+class _RunFlags:
+    """What a synthesis run sets besides the sampling: reading, writing, device, progress.
 
-    sampler: str = field(default="ddpm", metadata={"help": "sampler", "choices": list(SAMPLERS)})
-    sampling_steps: int = field(default=1000, metadata={"help": "network calls (ddpm 1000 = the reference)"})
-    eta: float = field(default=0.0, metadata={"help": "DDIM noise (0 = deterministic)"})
-    ensemble: int = field(default=1, metadata={"help": "average K samples and write a std map"})
-    num_samples: int = field(default=1, metadata={"help": "accepted for compatibility with the reference; unused"})
-    seed: int = field(default=0, metadata={"help": "seed (each case gets its own generator)"})
-    batch_size: int = field(default=1, metadata={"help": "cases per network call (same-shape cases)"})
-    clip_denoised: bool = field(default=True, metadata={"help": "clip each x0 prediction in image space"})
-    postprocess: bool = field(default=True, metadata={"help": "clamp and zero outside the brain (reference)"})
+    A field's ``after`` metadata places its flag after that sampling flag (in ``--help``); the
+    fields without it follow the one before them.
+    """
+
+    num_samples: int = field(default=1, metadata={"help": "accepted for compatibility with the reference; unused",
+                                                   "after": "ensemble"})
+    batch_size: int = field(default=1, metadata={"help": "cases per network call (same-shape cases)", "after": "seed"})
+    postprocess: bool = field(default=True, metadata={"help": "clamp and zero outside the brain (reference)",
+                                                       "after": "clip_denoised"})
     ema: bool = field(default=True, metadata={"help": "use EMA weights of a cwdm checkpoint"})
     overwrite: bool = field(default=False, metadata={"help": "redo cases whose output exists"})
     continue_anyway: bool = field(default=False, metadata={
@@ -39,24 +43,53 @@ class SamplingFlags:
                 "(cwdm_provenance.json then lists both)"})
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers reading cases"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(default="fp32", metadata={
-        "help": "arithmetic on CUDA: fp32 (exact, the reference's numbers), tf32 or bf16 (faster, not exact)",
-        "choices": list(PRECISIONS)})
-    channels_last: bool = field(default=False, metadata={
-        "help": "channels-last layout (not exact: 0.78-0.87x the time per call on a 2-core CPU, slower on an H100)"})
-    compile: str = field(default="auto", metadata={
-        "help": "torch.compile the network: auto (on a CPU when the run takes >= 20 full-size calls, e.g. ddpm: "
-                "0.78-0.89x the time per call after ~80 s compiling, outputs within 3e-6 per call), True or False"})
-    ensemble_batch: int = field(default=0, metadata={"help": "ensemble members per network call (0 = all)"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar", "after": "ensemble_batch"})
+
+
+def _flag_fields() -> Tuple[List[tuple], List[Tuple[str, str]]]:
+    """The flag fields (``make_dataclass`` triples) and ``(flag, SamplingOptions field)`` pairs.
+
+    Each :class:`SamplingOptions` field is one flag named as its ``flag`` metadata says (else as the
+    field), with its default and help; its ``sampler_options`` field is one flag per registered
+    sampler option (that option's type, default and help); the :class:`_RunFlags` are placed among
+    them as their ``after`` metadata says.
+    """
+    chosen, sources = [], []
+    hints = get_type_hints(SamplingOptions)
+    for f in fields(SamplingOptions):
+        if f.name == OPTIONS_FIELD:
+            for opt in registry_options().values():
+                chosen.append((opt.name, type(opt.default), field(default=opt.default, metadata={"help": opt.help})))
+            continue
+        name = f.metadata.get("flag", f.name)
+        metadata = {k: v for k, v in f.metadata.items() if k != "flag"}
+        chosen.append((name, hints[f.name], field(default=f.default, metadata=metadata)))
+        sources.append((name, f.name))
+    hints, previous = get_type_hints(_RunFlags), None
+    for f in fields(_RunFlags):
+        anchor = f.metadata.get("after", previous)
+        at = [name for name, _, _ in chosen].index(anchor) + 1 if anchor else len(chosen)
+        metadata = {k: v for k, v in f.metadata.items() if k != "after"}
+        chosen.insert(at, (f.name, hints[f.name], field(default=f.default, metadata=metadata)))
+        previous = f.name
+    return chosen, sources
+
+
+def _sampling_flags() -> type:
+    """``SamplingFlags``: the fields of :class:`SamplingOptions` (sampler options one by one), then
+    those of :class:`_RunFlags`; ``options()`` gives the :class:`SamplingOptions` they choose."""
+    chosen, sources = _flag_fields()
+    option_flags = tuple(registry_options())
 
     def options(self) -> SamplingOptions:
-        """The sampler settings these flags choose.
+        """The sampler settings these flags choose (a :class:`SamplingOptions`, not yet validated)."""
+        values: dict[str, Any] = {name: getattr(self, flag) for flag, name in sources}
+        return SamplingOptions(**values, **{OPTIONS_FIELD: {name: getattr(self, name) for name in option_flags}})
 
-        Returns:
-            A :class:`cwdm.inference.synthesis.SamplingOptions` (not yet validated).
-        """
-        return SamplingOptions(sampler=self.sampler, steps=self.sampling_steps, eta=self.eta,
-                               ensemble=self.ensemble, seed=self.seed, clip_denoised=self.clip_denoised,
-                               precision=self.precision, channels_last=self.channels_last,
-                               compile=self.compile, ensemble_batch=self.ensemble_batch)
+    doc = ("Sampler, ensemble, post-processing, device and progress settings of a synthesis run; generated "
+           "from :class:`SamplingOptions` (one flag per sampler option) and :class:`_RunFlags`.")
+    return make_dataclass("SamplingFlags", chosen, namespace={"options": options, "__doc__": doc,
+                                                              "__module__": __name__})
+
+
+SamplingFlags = _sampling_flags()

@@ -43,12 +43,22 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from .. import __version__
 from ..errors import CwdmError
+from ..model.samplers import get_sampler, registry_options
 
 RECORD_NAME = "cwdm_provenance.json"
 FORMAT, VERSION = "cwdm-provenance", 1
-RESULT_KEYS = ("target", "sampler", "sampling_steps", "eta", "ensemble", "seed", "clip_denoised",
-               "postprocess", "threshold", "ema", "precision")
-"""Settings that change the synthesized volumes (compared on a rerun; checkpoints are compared by sha256)."""
+GENERAL_KEYS = ("target", "sampler", "sampling_steps", "ensemble", "seed", "clip_denoised", "postprocess",
+                "threshold", "ema", "precision")
+"""Settings that change the synthesized volumes, besides the samplers' own options (:func:`result_keys`)."""
+
+
+def result_keys() -> tuple:
+    """Every setting that changes the synthesized volumes (compared on a rerun; checkpoints are compared
+    by sha256): :data:`GENERAL_KEYS` with each registered sampler option (e.g. ``eta``) after
+    ``sampling_steps``. An option a record lacks (older cwdm, another sampler) reads as None."""
+    at = GENERAL_KEYS.index("sampling_steps") + 1
+    return (*GENERAL_KEYS[:at], *registry_options(), *GENERAL_KEYS[at:])
+
 
 MOVE_AWAY = "move it away (cwdm then starts a new one)"
 """How to continue past a record cwdm cannot use (in place, where ``--overwrite`` redoes nothing)."""
@@ -83,17 +93,22 @@ def checkpoint_entry(path: Path, loaded) -> Dict[str, Any]:
 
 def result_settings(options, device, *, target: Optional[str], postprocess: bool,
                     threshold: Optional[float], ema: bool) -> Dict[str, Any]:
-    """The result-determining settings, as they act: unused ones are ``None``.
+    """The result-determining settings (:func:`result_keys`), as they act: unused ones are ``None``.
 
-    (``regression`` takes no steps, only DDIM reads ``eta``, and every
-    ``--precision`` runs float32 on a CPU.)
+    (``sampling_steps`` only for samplers that take steps, a sampler option only for the samplers
+    that declare it, and every ``--precision`` runs float32 on a CPU.)
+
+    Args:
+        options: a :class:`cwdm.inference.synthesis.SamplingOptions`.
     """
-    return {"target": target, "sampler": options.sampler,
-            "sampling_steps": None if options.sampler == "regression" else options.steps,
-            "eta": options.eta if options.sampler == "ddim" else None,
-            "ensemble": options.ensemble, "seed": options.seed, "clip_denoised": options.clip_denoised,
-            "postprocess": postprocess, "threshold": threshold if postprocess else None, "ema": ema,
-            "precision": options.precision if device.type == "cuda" else "fp32"}
+    sampler = get_sampler(options.sampler)
+    settings = {"target": target, "sampler": options.sampler,
+                "sampling_steps": options.steps if sampler.uses_steps else None,
+                **{name: None for name in registry_options()}, **options.sampler_settings(),
+                "ensemble": options.ensemble, "seed": options.seed, "clip_denoised": options.clip_denoised,
+                "postprocess": postprocess, "threshold": threshold if postprocess else None, "ema": ema,
+                "precision": options.precision if device.type == "cuda" else "fp32"}
+    return {key: settings[key] for key in result_keys()}
 
 
 def record_path(folder: Path, file: Path) -> str:
@@ -159,7 +174,7 @@ def _show(value: Any) -> str:
 def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """What differs between two runs: settings, and checkpoints of a target both used."""
     out = [f"{k} {_show(old['settings'].get(k))} -> {_show(new['settings'].get(k))}"
-           for k in RESULT_KEYS if old["settings"].get(k) != new["settings"].get(k)]
+           for k in result_keys() if old["settings"].get(k) != new["settings"].get(k)]
     for target in sorted(set(old["checkpoints"]) & set(new["checkpoints"])):
         a, b = old["checkpoints"][target], new["checkpoints"][target]
         if a.get("sha256") != b.get("sha256"):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,7 +19,7 @@ from ..model.diffusion import make_denoiser
 from ..errors import CwdmError, option
 from ..runtime import (PRECISIONS, EagerFallback, compile_mode, compile_network, memory_format, precision,
                       wants_compile)
-from ..model.samplers import SAMPLERS, network_calls, run_sampler
+from ..model.samplers import DEFAULT_SAMPLER, SAMPLERS, get_sampler, network_calls, registry_options, run_sampler
 from ..task import Task, check_network
 from ..data.unified import condition_input
 from ..model.wavelet import NUM_SUBBANDS, from_subbands
@@ -28,33 +28,65 @@ AUTO_THRESHOLD = 0.04
 """Values at or below this are zeroed when a missing modality is written back (reference)."""
 
 
+OPTIONS_FIELD = "sampler_options"
+""":class:`SamplingOptions`' field holding the samplers' own options: one flag per registry option
+(:func:`cwdm.model.samplers.registry_options`), where the other fields are one flag each."""
+
+
 @dataclass
 class SamplingOptions:
-    sampler: str = "ddpm"
-    steps: int = 1000
-    eta: float = 0.0
-    ensemble: int = 1
-    seed: int = 0
-    clip_denoised: bool = True
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: str = "auto"
-    ensemble_batch: int = 0
+    """How volumes are sampled: the one record of the sampling settings.
+
+    Its fields are the synthesis commands' flags (:mod:`cwdm.inference.flags`, help and choices from
+    the metadata; ``flag``: the flag's name where it differs), but ``sampler_options``: the values of
+    the samplers' own options by name (``{"eta": 0.5}``), one flag each; an option not given takes
+    the default the registry (:data:`cwdm.model.samplers.SAMPLERS`) declares.
+    """
+
+    sampler: str = field(default=DEFAULT_SAMPLER, metadata={"help": "sampler", "choices": SAMPLERS})
+    steps: int = field(default=1000, metadata={"help": "network calls (ddpm 1000 = the reference)",
+                                               "flag": "sampling_steps"})
+    sampler_options: Dict[str, Any] = field(default_factory=dict, metadata={"help": "options of the samplers"})
+    ensemble: int = field(default=1, metadata={"help": "average K samples and write a std map"})
+    seed: int = field(default=0, metadata={"help": "seed (each case gets its own generator)"})
+    clip_denoised: bool = field(default=True, metadata={"help": "clip each x0 prediction in image space"})
+    precision: str = field(default="fp32", metadata={
+        "help": "arithmetic on CUDA: fp32 (exact, the reference's numbers), tf32 or bf16 (faster, not exact)",
+        "choices": list(PRECISIONS)})
+    channels_last: bool = field(default=False, metadata={
+        "help": "channels-last layout (not exact: 0.78-0.87x the time per call on a 2-core CPU, slower on an H100)"})
+    compile: str = field(default="auto", metadata={
+        "help": "torch.compile the network: auto (on a CPU when the run takes >= 20 full-size calls, e.g. ddpm: "
+                "0.78-0.89x the time per call after ~80 s compiling, outputs within 3e-6 per call), True or False"})
+    ensemble_batch: int = field(default=0, metadata={"help": "ensemble members per network call (0 = all)"})
 
     def validate(self) -> None:
+        """One-line :class:`CwdmError` for a setting out of range; normalizes ``compile``."""
         if self.precision not in PRECISIONS:
             raise CwdmError(f"unknown {option('precision')} {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.compile = compile_mode(self.compile)
         if self.ensemble_batch < 0:
             raise CwdmError(f"{option('ensemble_batch')} must be >= 0 (0 = all members at once), got {self.ensemble_batch}")
-        if self.sampler not in SAMPLERS:
-            raise CwdmError(f"unknown {option('sampler')} {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if SAMPLERS[self.sampler].uses_steps and not 1 <= self.steps <= 1000:
+        try:
+            chosen = get_sampler(self.sampler, option("sampler"))
+        except ValueError as exc:
+            raise CwdmError(str(exc)) from None
+        if chosen.uses_steps and not 1 <= self.steps <= 1000:
             raise CwdmError(f"{option('sampling_steps')} must be in 1..1000, got {self.steps}")
         if self.ensemble < 1:
             raise CwdmError(f"{option('ensemble')} must be at least 1, got {self.ensemble}")
-        if self.eta < 0:
-            raise CwdmError(f"{option('eta')} must be >= 0, got {self.eta}")
+        declared = registry_options()
+        for name, value in self.sampler_options.items():
+            if name not in declared:
+                raise CwdmError(f"unknown sampler option {name!r}; the samplers take {', '.join(declared) or 'none'}")
+            problem = declared[name].problem(value)
+            if problem:
+                raise CwdmError(f"{option(name)} {problem}")
+
+    def sampler_settings(self) -> Dict[str, Any]:
+        """The options the chosen sampler takes, by name: the given value or the registry's default
+        (what :func:`cwdm.model.samplers.run_sampler` gets)."""
+        return {opt.name: self.sampler_options.get(opt.name, opt.default) for opt in get_sampler(self.sampler).options}
 
     def member_chunks(self) -> List[List[int]]:
         """Ensemble member indices in the groups that share network calls: chunks of at most
@@ -160,8 +192,8 @@ class Synthesizer:
             shape = (rep.shape[0], NUM_SUBBANDS, *rep.shape[2:])
             step_done = (lambda s: callback(s["i"] + 1, calls)) if callback else None
             with precision(device, opt.precision):
-                x0 = run_sampler(opt.sampler, denoiser, shape, gens, steps=opt.steps, eta=opt.eta,
-                                 device=device, dtype=torch.float32, callback=step_done)
+                x0 = run_sampler(opt.sampler, denoiser, shape, gens, steps=opt.steps, device=device,
+                                 dtype=torch.float32, callback=step_done, **opt.sampler_settings())
             vol = from_subbands(x0.float())[:, 0].cpu()
             samples.append(vol.reshape(len(names), m, *vol.shape[1:]))
         stack = torch.cat(samples, dim=1)

@@ -16,9 +16,16 @@ Every sampler has the signature::
 It returns the final x0 estimate (B, 8, d, h, w) in the model's wavelet domain.
 
 :data:`SAMPLERS` maps each sampler's name to its function, its default
-timesteps for ``--sampling_steps`` and its options; :func:`run_sampler` draws
+timesteps for ``--sampling_steps`` and the options it takes (:class:`SamplerOption`:
+keyword arguments of the function beyond the common ones); :func:`run_sampler` draws
 the start from a :class:`NoiseSource` of per-item generators and runs a
 sampler by name, so the same seed gives bit-identical results on the same device.
+
+The registry is the only place that names a sampler or its options: the
+sampling settings (:class:`cwdm.inference.synthesis.SamplingOptions`), their
+command-line flags (:mod:`cwdm.inference.flags`) and the provenance record
+(:mod:`cwdm.inference.provenance`) read it. A new sampler is a function here and
+one entry in :data:`SAMPLERS`.
 
 * ``ddpm``: ancestral sampling with the fixed "large" variance; with 1000
   steps it is the reference implementation's sampler.
@@ -29,7 +36,7 @@ sampler by name, so the same seed gives bit-identical results on the same device
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -137,30 +144,69 @@ def _last(steps: int, num_timesteps: int = 1000) -> list:
 
 
 @dataclass(frozen=True)
+class SamplerOption:
+    """An option a sampler takes: a keyword argument of its function, the flag ``--<name>`` and a
+    result-determining setting of the provenance record (``None`` there for samplers without it).
+
+    Samplers may share an option (the same declaration in each entry).
+    """
+
+    name: str
+    default: float
+    help: str
+    minimum: Optional[float] = None  # smallest allowed value (inclusive), None: any
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with ``value`` for this option (e.g. ``"must be >= 0, got -1.0"``), or None."""
+        if self.minimum is not None and value < self.minimum:
+            return f"must be >= {self.minimum:g}, got {value}"
+        return None
+
+
+ETA = SamplerOption("eta", 0.0, "DDIM noise (0 = deterministic)", minimum=0)
+
+
+@dataclass(frozen=True)
 class Sampler:
     """A registry entry: the function, its timesteps for a number of steps, and its options."""
 
     fn: Callable[..., torch.Tensor]
     timesteps: Callable[[int], list]
-    options: Tuple[str, ...] = ()
+    options: Tuple[SamplerOption, ...] = ()
     uses_steps: bool = True  # whether --sampling_steps means anything to it
 
     def network_calls(self, steps: int) -> int:
         return len(self.timesteps(steps))
 
 
-SAMPLERS: Mapping[str, Sampler] = {
+SAMPLERS: Dict[str, Sampler] = {
     "ddpm": Sampler(ddpm, _spaced),
-    "ddim": Sampler(ddim, _spaced, options=("eta",)),
+    "ddim": Sampler(ddim, _spaced, options=(ETA,)),
     "regression": Sampler(regression, _last, uses_steps=False),
 }
-"""Sampler name -> :class:`Sampler`; the CLI's ``--sampler`` choices and option checks read it."""
+"""Sampler name -> :class:`Sampler`: the ``--sampler`` choices, the options' fields, flags and checks."""
+
+DEFAULT_SAMPLER = "ddpm"
+"""The ``--sampler`` default: with 1000 steps, the reference implementation's sampler."""
 
 
-def get_sampler(name: str) -> Sampler:
+def get_sampler(name: str, spelled: str = "sampler") -> Sampler:
+    """The entry of sampler ``name``: the one check of a sampler name (ValueError naming ``spelled``,
+    how the caller calls the setting, e.g. ``--sampler``, and the choices)."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        raise ValueError(f"unknown {spelled} {name!r}; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
+
+
+def registry_options() -> Dict[str, SamplerOption]:
+    """Every option of the registered samplers by name, in registry order (ValueError when two
+    samplers declare one name differently)."""
+    out: Dict[str, SamplerOption] = {}
+    for name, sampler in SAMPLERS.items():
+        for opt in sampler.options:
+            if out.setdefault(opt.name, opt) != opt:
+                raise ValueError(f"sampler {name!r} declares option {opt.name!r} unlike another sampler: {opt}")
+    return out
 
 
 def network_calls(name: str, steps: int) -> int:
@@ -169,21 +215,26 @@ def network_calls(name: str, steps: int) -> int:
 
 
 def run_sampler(name: str, denoiser: Denoiser, shape: Sequence[int], generator: Generators,
-                steps: int = 1000, eta: float = 0.0, device="cpu", dtype=torch.float32,
-                callback: StepCallback = None, timesteps: Optional[Sequence[int]] = None) -> torch.Tensor:
+                steps: int = 1000, *, device="cpu", dtype=torch.float32, callback: StepCallback = None,
+                timesteps: Optional[Sequence[int]] = None, **options: Any) -> torch.Tensor:
     """Run sampler ``name`` from noise: the start is the first draw of ``NoiseSource(shape, generator)``.
 
     Args:
         shape: (B, 8, d, h, w).
         generator: one Generator, or one per batch item.
         steps: network calls (``--sampling_steps``), unless ``timesteps`` are given.
-        eta: DDIM noise (passed to samplers that take it).
+        options: values of sampler options (:func:`registry_options`, e.g. ``eta=0.5``); the sampler
+            gets those it declares (their defaults where not given), the others are ignored; a name
+            no sampler declares is a TypeError.
 
     Returns:
         (B, 8, d, h, w) x0 estimate.
     """
     sampler = get_sampler(name)
+    unknown = sorted(set(options) - set(registry_options()))
+    if unknown:
+        raise TypeError(f"run_sampler() got options no sampler takes: {', '.join(unknown)}")
     noise = NoiseSource(shape, generator, device, dtype)
     ts = list(timesteps) if timesteps is not None else sampler.timesteps(steps)
-    options = {k: v for k, v in {"eta": eta}.items() if k in sampler.options}
-    return sampler.fn(denoiser, noise(), ts, noise=noise, callback=callback, **options)
+    chosen = {opt.name: options.get(opt.name, opt.default) for opt in sampler.options}
+    return sampler.fn(denoiser, noise(), ts, noise=noise, callback=callback, **chosen)
