@@ -257,10 +257,12 @@ class MissingModality:
         plan = self.pipeline.completion(data, out, overwrite)
         result = self.pipeline.run(plan)
         self._say_written(result)
-        written: Dict[str, Union[Path, Tuple[Path, ...]]] = {}
-        for name, _, path in result.written:
-            earlier = written.get(name)
-            written[name] = path if earlier is None else (*(earlier if isinstance(earlier, tuple) else (earlier,)), path)
+        by_case: Dict[str, Dict[str, Path]] = {}
+        for name, modality, path in result.written:
+            by_case.setdefault(name, {})[modality] = path
+        written: Dict[str, Union[Path, Tuple[Path, ...]]] = {  # several files: in the modalities' order
+            name: next(iter(paths.values())) if len(paths) == 1 else
+            tuple(paths[m] for m in self.modalities if m in paths) for name, paths in by_case.items()}
         if result.degenerate:
             error = CwdmError(f"{len(result.degenerate)} of {plan.todo} synthesized volumes were degenerate and not "
                               f"written ({'; '.join(result.degenerate)}); the other {len(written)} cases were written "
