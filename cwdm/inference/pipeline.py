@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import MODALITIES
-from ..errors import CwdmError
+from ..errors import CwdmError, model_option
 from ..task import ANY
 from .completion import (Group, cases_of, check_case_folders, completion_paths, output_path, plan,
                          recorded_synthesized)
@@ -92,8 +92,8 @@ class Pipeline:
         options: sampler settings (validated here).
         device: where the networks run.
         network: network flags of a bare released state_dict (:class:`cwdm.inference.flags.ModelFlags`).
-        command: ``sample``, ``auto`` or ``api``: the name in the provenance record, the progress bars'
-            label (``bar`` overrides it) and, for ``api``, a refusal in the API's words.
+        command: ``sample``, ``auto`` or ``api``: the name in the provenance record and, for ``api``, a
+            refusal of a record made with other settings in the API's words.
         modalities: modality names.
         ema: use a cwdm checkpoint's EMA weights.
         postprocess, threshold, overwrite, batch_size, num_workers: how volumes are written
@@ -104,6 +104,7 @@ class Pipeline:
         continue_anyway: add results to a folder whose recorded results were made otherwise.
         record: keep the provenance record (the demo does not).
         rank, world_size: this process's share of the cases under torchrun.
+        bar: the progress bars' label (default: ``command``), followed by the modality.
     """
 
     def __init__(self, checkpoints: Mapping[str, Path], options: SamplingOptions, device, network, *,
@@ -129,14 +130,13 @@ class Pipeline:
         self._synths: Dict[str, Synthesizer] = {}
 
     # -- checkpoints ------------------------------------------------------------------------------------
-    def model(self, key: str, path: Optional[Path] = None, target: Optional[str] = None):
+    def model(self, key: str):
         """The loaded checkpoint of ``key`` (a modality, or :data:`ANY` for the unified one), loaded once."""
         if key not in self.models:
-            path = Path(path if path is not None else self.checkpoints[key])
-            loaded, task = resolve_model(path, None if key == ANY else target or key, self.modalities,
-                                         self.network, self.ema, self.device)
+            path = self.checkpoints[key]
+            loaded, task = resolve_model(path, None if key == ANY else key, self.modalities, self.network, self.ema,
+                                         self.device)
             if key == ANY and not task.is_unified:
-                from ..errors import model_option
                 raise CwdmError(f"{path}: given as the unified checkpoint, but it synthesizes {task.target} only "
                                 f"(pass it as {model_option(task.target)})")
             self.models[key], self._paths[key] = loaded, path
