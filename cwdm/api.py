@@ -5,13 +5,16 @@
     mm = MissingModality(models_dir="checkpoints", sampler="ddim", steps=10)
     path = mm.infer_single(t1n="c/c-t1n.nii.gz", t1c="c/c-t1c.nii.gz", t2w="c/c-t2w.nii.gz",
                            output_file="c/c-t2f.nii.gz")        # the one modality not given is synthesized
-    written = mm.infer_batch("data/pseudo_val", "completed")    # {case: path} for every case missing one
+    written = mm.infer_batch("data/pseudo_val", "completed")    # {case: path} as `cwdm auto` completes them
 
-Both calls run the same pipeline as ``cwdm auto`` (preprocessing, sampler,
-the reference's post-processing with the 0.04 threshold, the header and
-affine of the first condition), so a case gives the same file either way, and
+Both calls run ``cwdm auto``'s pipeline (:class:`cwdm.inference.pipeline.Pipeline`: the plan,
+its checks, preprocessing, sampler, the reference's post-processing with the
+0.04 threshold, the header and affine of the first condition), so a case gives
+the same file either way (a case missing several modalities is completed with a
+unified checkpoint trained with dropped conditions, as ``cwdm auto`` does), and
 both keep ``cwdm_provenance.json`` in their output folder as ``cwdm auto``
-does (:mod:`cwdm.inference.provenance`). Checkpoints are loaded once per modality and kept.
+does (:mod:`cwdm.inference.provenance`). The default sampler is the command's
+(ddpm, 1000 steps: the reference's). Checkpoints are loaded once per modality and kept.
 
 Every argument is checked before any work; a bad one, like every other error,
 is a :class:`cwdm.errors.CwdmError` with a one-line message that names the
@@ -29,14 +32,17 @@ import os
 import sys
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from . import MODALITIES
-from .data.cases import Case, discover_cases
+from .data.cases import Case
 from .errors import CwdmError, api_call
+from .inference.synthesis import SamplingOptions
 from .task import ANY
 
 PathLike = Union[str, Path]
+DEFAULTS = SamplingOptions()
+"""The sampler settings of every synthesis (``cwdm sample``, ``cwdm auto`` and this API): the reference's."""
 
 
 def _api(method):
@@ -118,8 +124,10 @@ class MissingModality:
             ``brats_<contrast>_*.pt`` (what ``cwdm export`` writes as the Quick tour names it).
         models: modality -> checkpoint path (takes precedence over ``models_dir``); ``"any"`` -> a
             unified checkpoint (``cwdm train --contr any``), used for modalities without their own.
-        sampler, steps, eta, ensemble, seed, precision, compile: as ``cwdm sample``'s flags
-            (``sampler`` ``ddpm`` with 1000 steps is the reference's sampler; ``steps`` is ``--sampling_steps``).
+        sampler, steps, eta, ensemble, seed, precision, compile: as ``cwdm sample``'s and ``cwdm auto``'s
+            flags, with their defaults (:class:`cwdm.inference.synthesis.SamplingOptions`: ``ddpm`` with 1000
+            steps, the reference's sampler; ``sampler="ddim", steps=10`` is about 100 times faster);
+            ``steps`` is ``--sampling_steps``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         num_groups: GroupNorm groups of bare state_dicts (released: 32; cwdm checkpoints carry their own).
         modalities: modality names in canonical order.
@@ -130,12 +138,13 @@ class MissingModality:
 
     @_api
     def __init__(self, models_dir: Optional[PathLike] = None, models: Optional[Mapping[str, PathLike]] = None,
-                 sampler: str = "ddim", steps: int = 10, eta: float = 0.0, ensemble: int = 1, seed: int = 0,
-                 precision: str = "fp32", device: str = "auto", num_groups: int = 32,
+                 sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps, eta: float = DEFAULTS.eta,
+                 ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision, device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto",
                  continue_anyway: bool = False):
         from .inference.flags import ModelFlags, SamplingFlags
         from .inference.completion import find_checkpoints
+        from .inference.pipeline import Pipeline
         from .runtime import PRECISIONS, select_device
         from .model.samplers import SAMPLERS
         from .inference.synthesis import AUTO_THRESHOLD
@@ -168,86 +177,11 @@ class MissingModality:
         self.device = select_device(device)
         self.verbose = bool(verbose)
         self.continue_anyway = bool(continue_anyway)
-        self._loaded: Dict[str, object] = {}
-        self._entries: Dict[str, dict] = {}  # checkpoint key -> its provenance entry (hashed once)
-
-    def _synthesizer(self, modality: str):
-        """The Synthesizer of ``modality``: its per-contrast checkpoint, else the unified one (``any``),
-        loaded on first use, then kept."""
-        from .inference.steps import resolve_model
-        from .inference.provenance import checkpoint_entry
-        from .inference.synthesis import Synthesizer
-
-        key = modality if modality in self.checkpoints else ANY
-        if key not in self.checkpoints:
-            raise CwdmError(f"no checkpoint synthesizes {modality} (give models={{'{modality}': PATH}}, a unified "
-                            f"models={{'any': PATH}} or a models_dir holding one)")
-        if key not in self._loaded:
-            loaded, task = resolve_model(self.checkpoints[key], None if key == ANY else key, self.modalities,
-                                         self.network, self.flags.ema, self.device)
-            if key == ANY and not task.is_unified:
-                raise CwdmError(f"{self.checkpoints[key]}: given as the unified checkpoint, but it synthesizes "
-                                f"{task.target} only (pass it as models={{'{task.target}': PATH}})")
-            self._loaded[key] = Synthesizer(loaded, task, self.device, self.options)
-            self._entries[key] = checkpoint_entry(self.checkpoints[key], loaded)
-        return self._loaded[key]
-
-    def _record(self, folder: Path, modalities: Sequence[str], redo: bool):
-        """The provenance record of one call writing into ``folder``, checked before any work.
-
-        Args:
-            folder: where ``cwdm_provenance.json`` goes (the output folder, or the data folder in place).
-            modalities: the modalities this call synthesizes (their checkpoints are loaded here).
-            redo: every result of the folder will be replaced (``overwrite=True`` into an output folder).
-        """
-        from .inference.provenance import Provenance, result_settings
-
-        keys = {m: (m if m in self.checkpoints else ANY) for m in modalities}
-        for m in modalities:
-            self._synthesizer(m)
-        settings = result_settings(self.options, self.device, target=None, postprocess=self.flags.postprocess,
-                                   threshold=self.threshold, ema=self.flags.ema)
-        record = Provenance(folder, "api", settings, {m: self._entries[k] for m, k in keys.items()}, self.device)
-        count, diffs = (0, []) if redo else record.conflicts()
-        if count and not self.continue_anyway:
-            raise CwdmError(f"{record.path}: {count} results there were made with other settings ({'; '.join(diffs)});"
-                            f" use the recorded settings, continue_anyway=True to add differently made results, or "
-                            f"another output folder")
-        return record
-
-    def _complete(self, case: Case, modality: str, output_file: Path, overwrite: bool, record,
-                  problems: Optional[List[str]] = None) -> bool:
-        """Synthesize ``modality`` of ``case`` into ``output_file`` through ``cwdm auto``'s pipeline.
-
-        Args:
-            case: the case (its files of the other modalities).
-            modality: the one to synthesize.
-            output_file: where it goes (its ``_std`` map, with an ensemble, next to it).
-            overwrite: replace existing files.
-            record: the call's provenance record (the written volume is added).
-            problems: collects the line of a degenerate volume (None: it is raised).
-
-        Returns:
-            Whether ``output_file`` was written.
-        """
-        from .inference.completion import completion_paths
-        from .inference.steps import synthesize_cases, usable_cases
-
-        synth = self._synthesizer(modality)
-        unusable: List[str] = []
-        if not usable_cases([case], synth.task.inputs_for(modality), synth.model.config.image_divisor,
-                            unusable.append, labels=synth.task.label_maps):
-            raise CwdmError(unusable[0])
-
-        def on_case(item, paths, seconds):
-            record.case_done(paths["volume"], modality, seconds, inputs=item["inputs"])
-
-        done = synthesize_cases(synth, [case], lambda item: completion_paths(output_file), target=modality,
-                                threshold=self.threshold, postprocess_on=self.flags.postprocess, overwrite=overwrite,
-                                on_case=on_case, on_problem=None if problems is None else problems.append)
-        if done and self.verbose:
-            print(f"cwdm: wrote {output_file} ({modality} of {case.name})", file=sys.stderr)
-        return bool(done)
+        say = (lambda line: print(f"cwdm: {line}", file=sys.stderr)) if self.verbose else None
+        # cwdm auto's pipeline, recorded as "api"; it loads each checkpoint once and keeps it
+        self.pipeline = Pipeline(self.checkpoints, self.options, self.device, self.network, command="api",
+                                 modalities=self.modalities, ema=self.flags.ema, postprocess=self.flags.postprocess,
+                                 threshold=self.threshold, say=say, continue_anyway=self.continue_anyway)
 
     @_api
     def infer_single(self, output_file: PathLike = None, overwrite: bool = False,
@@ -287,27 +221,31 @@ class MissingModality:
         name = name[:-len(missing[0]) - 1] if name.endswith(f"-{missing[0]}") else name
         case = Case(name=name, folder=out.parent,
                     files={m: given[m] for m in self.modalities if m in given})
-        record = self._record(out.parent, missing, redo=False)
-        with record.session():
-            self._complete(case, missing[0], out, overwrite, record)
+        if missing[0] not in self.checkpoints and ANY not in self.checkpoints:
+            raise CwdmError(f"no checkpoint synthesizes {missing[0]} (give models={{'{missing[0]}': PATH}}, a unified "
+                            f"models={{'any': PATH}} or a models_dir holding one)")
+        result = self.pipeline.run(self.pipeline.one_case(case, missing[0], out, overwrite))
+        for line in result.unusable + result.degenerate:
+            raise CwdmError(line)
+        self._say_written(result)
         return out
 
     @_api
     def infer_batch(self, data_folder: PathLike = None, output_folder: Optional[PathLike] = None,
-                    overwrite: bool = False) -> Dict[str, Path]:
-        """Complete every case of ``data_folder`` that misses exactly one modality.
+                    overwrite: bool = False) -> Dict[str, Union[Path, Tuple[Path, ...]]]:
+        """Complete every case of ``data_folder`` as ``cwdm auto`` does.
 
         Results go to ``output_folder/<case>/`` (created), or into the case folders when it is None,
         with the folder's ``cwdm_provenance.json`` (in ``data_folder`` when completing in place);
-        existing files are kept unless ``overwrite``. Cases with nothing or several modalities
-        missing are skipped (noted when ``verbose``). Returns ``{case name: written path}``.
+        existing files are kept unless ``overwrite``. A case missing several modalities is completed
+        with a unified checkpoint trained with dropped conditions (``models={'any': PATH}``); cases that
+        cannot be completed are skipped (noted when ``verbose``). Returns ``{case name: written path}``
+        (a tuple of paths for a case completed with several files).
 
         A degenerate synthesized volume is not written; once the other cases are written a
         :class:`cwdm.errors.CwdmError` names every such file, and its ``written`` attribute holds
         ``{case name: written path}`` of the cases that were.
         """
-        from .inference.completion import output_path
-
         if data_folder is None:
             raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
         data = _path(data_folder, "data_folder")
@@ -316,33 +254,25 @@ class MissingModality:
             raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
         if out is not None:
             _writable_folder(out, "output_folder")
-        todo: List[Tuple[Case, str, Path]] = []
-        for case in (c.acquired() for c in discover_cases(data, self.modalities)):  # never from cwdm's own
-            missing = case.missing(self.modalities)
-            if len(missing) != 1:
-                if self.verbose:
-                    print(f"cwdm: skipping {case.name}: {len(missing)} modalities missing", file=sys.stderr)
-                continue
-            target = output_path(case, missing[0], out)  # where `cwdm auto` writes it
-            if target.exists() and not overwrite:
-                continue
-            todo.append((case, missing[0], target))
-        written: Dict[str, Path] = {}
-        if not todo:
-            return written
-        in_place = out is None or out.resolve() == data.resolve()
-        record = self._record(data if in_place else out, sorted({m for _, m, _ in todo}),
-                              redo=overwrite and not in_place)
-        problems: List[str] = []
-        with record.session():
-            for case, modality, target in todo:
-                if self._complete(case, modality, target, overwrite, record, problems):
-                    written[case.name] = target
-        if problems:
-            error = CwdmError(f"{len(problems)} of {len(todo)} synthesized volumes were degenerate and not written "
-                              f"({'; '.join(problems)}); the other {len(written)} cases were written (this "
-                              f"error's .written lists them)")
+        plan = self.pipeline.completion(data, out, overwrite)
+        result = self.pipeline.run(plan)
+        self._say_written(result)
+        by_case: Dict[str, Dict[str, Path]] = {}
+        for name, modality, path in result.written:
+            by_case.setdefault(name, {})[modality] = path
+        written: Dict[str, Union[Path, Tuple[Path, ...]]] = {  # several files: in the modalities' order
+            name: next(iter(paths.values())) if len(paths) == 1 else
+            tuple(paths[m] for m in self.modalities if m in paths) for name, paths in by_case.items()}
+        if result.degenerate:
+            error = CwdmError(f"{len(result.degenerate)} of {plan.todo} synthesized volumes were degenerate and not "
+                              f"written ({'; '.join(result.degenerate)}); the other {len(written)} cases were written "
+                              f"(this error's .written lists them)")
             error.written = written
             raise error
         return written
 
+    def _say_written(self, result) -> None:
+        """With ``verbose``: one line per written volume."""
+        if self.verbose:
+            for name, modality, path in result.written:
+                print(f"cwdm: wrote {path} ({modality} of {name})", file=sys.stderr)

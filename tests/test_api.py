@@ -210,8 +210,8 @@ def test_two_checkpoints_for_one_contrast_name_the_models_argument(models):  # n
 
 def test_numpy_numbers_are_accepted_and_recorded_as_numbers(make_brats_root, models, tmp_path):  # noqa: F811
     data = _data(make_brats_root)
-    mm = cwdm.MissingModality(models_dir=models, steps=np.int64(2), eta=np.float32(0.5), seed=np.int32(3),
-                              device="cpu")
+    mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=np.int64(2), eta=np.float32(0.5),
+                              seed=np.int32(3), device="cpu")  # ddim: its eta is recorded
     mm.infer_single(output_file=tmp_path / "x-t2f.nii.gz", **_files(data))
     settings = next(iter(json.loads((tmp_path / "cwdm_provenance.json").read_text())["runs"].values()))["settings"]
     assert (settings["sampling_steps"], settings["eta"], settings["seed"]) == (2, 0.5, 3)

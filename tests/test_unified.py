@@ -155,6 +155,59 @@ def test_api_with_a_unified_checkpoint(unified_runs, tmp_path):
     assert written.is_file()
 
 
+
+def test_api_and_auto_write_identical_files_with_a_drop_conditions_model(unified_runs, make_brats_root, tmp_path):
+    """One pipeline: MissingModality.infer_batch completes what `cwdm auto` completes, cases missing two included,
+    with the same files (bit-identical volumes, headers) and the same record of inputs per file."""
+    import nibabel as nib
+    import numpy as np
+
+    from cwdm.api import MissingModality
+
+    _, _, out = unified_runs
+    missing = {"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1n", "t2f"],
+               "BraTS-GLI-00002-000": ["t1c", "t2w"], "BraTS-GLI-00003-000": []}
+    data = make_brats_root(cases=4, shape=SHAPE, missing=missing)
+    via_cli, via_api = tmp_path / "cli", tmp_path / "api"
+    assert cli(["auto", "--data_dir", str(data), "--output_dir", str(via_cli), "--model", f"any={out['drop']}",
+                "--seed", "7", *FAST]) == 0
+    api = MissingModality(models={"any": out["drop"]}, sampler="ddim", steps=2, seed=7, device="cpu")
+    written = api.infer_batch(data, via_api)
+
+    expected = sorted(f"{case}/{case}-{m}.nii.gz" for case, mods in missing.items() for m in mods)
+    files = {root: sorted(str(p.relative_to(root)) for p in root.glob("*/*.nii.gz")) for root in (via_cli, via_api)}
+    assert files[via_cli] == files[via_api] == expected
+    assert written == {"BraTS-GLI-00000-000": via_api / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t2f.nii.gz",
+                       "BraTS-GLI-00001-000": tuple(via_api / "BraTS-GLI-00001-000" / f"BraTS-GLI-00001-000-{m}.nii.gz"
+                                                    for m in ("t1n", "t2f")),
+                       "BraTS-GLI-00002-000": tuple(via_api / "BraTS-GLI-00002-000" / f"BraTS-GLI-00002-000-{m}.nii.gz"
+                                                    for m in ("t1c", "t2w"))}
+    for rel in expected:
+        a, b = nib.load(via_cli / rel), nib.load(via_api / rel)
+        assert np.array_equal(a.get_fdata(), b.get_fdata()), rel
+        assert a.get_fdata().std() > 0, rel  # a real synthesis, not two equal blanks
+        assert np.array_equal(a.affine, b.affine) and a.header["descrip"] == b.header["descrip"], rel
+    records = {root: json.loads((root / "cwdm_provenance.json").read_text()) for root in (via_cli, via_api)}
+    assert _record_inputs(via_cli) == _record_inputs(via_api) == {
+        f"{case}/{case}-{m}.nii.gz": [x for x in MODALITIES if x not in mods] for case, mods in missing.items()
+        for m in mods}
+    runs = {root: next(iter(rec["runs"].values())) for root, rec in records.items()}
+    assert runs[via_cli]["command"] == "auto" and runs[via_api]["command"] == "api"
+    assert runs[via_cli]["settings"] == runs[via_api]["settings"]
+    assert runs[via_cli]["checkpoints"] == runs[via_api]["checkpoints"]
+
+
+def test_the_api_samples_as_the_cli_by_default(unified_runs):
+    """One default sampler: the API's is the commands' (the reference's ddpm with 1000 steps)."""
+    from cwdm.api import MissingModality
+    from cwdm.commands.auto import AutoConfig
+
+    _, _, out = unified_runs
+    api = MissingModality(models={"any": out["drop"]}, device="cpu")
+    cfg = AutoConfig()
+    assert (api.options.sampler, api.options.steps) == (cfg.sampler, cfg.sampling_steps) == ("ddpm", 1000)
+
+
 # -- reruns after a partial completion: only acquired files are ever inputs ------------------------------------
 RERUN_MISSING = {"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1n", "t2f"],
                  "BraTS-GLI-00002-000": ["t1c", "t2w"]}

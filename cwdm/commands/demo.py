@@ -326,24 +326,19 @@ def _synthesize(cfg: DemoConfig, ckpt: Path, data_dir: Path, out_dir: Path) -> L
     Returns:
         The names of the cases written.
     """
-    from ..data.cases import discover_cases
     from ..inference.flags import ModelFlags, SamplingFlags
-    from ..inference.steps import paired_paths, progress_bar, resolve_model, synthesize_cases, usable_cases
+    from ..inference.pipeline import Pipeline
     from ..runtime import select_device
-    from ..inference.synthesis import Synthesizer
 
     flags = SamplingFlags(sampler=cfg.sampler, sampling_steps=cfg.sampling_steps, seed=cfg.seed)
-    options = flags.options()
-    options.validate()
-    device = select_device(flags.device)
-    loaded, task = resolve_model(ckpt, None, MODALITIES, ModelFlags(), flags.ema, device)
-    synth = Synthesizer(loaded, task, device, options)
-    cases = usable_cases(discover_cases(data_dir, task.modalities), task.condition_names, loaded.config.image_divisor,
-                         lambda msg: print(f"[demo] {msg}", file=sys.stderr))
-    with progress_bar(len(cases) * options.calls_per_case, cfg.progress, f"synthesis {task.target}") as bar:
-        return synthesize_cases(synth, cases,
-                                lambda it: paired_paths(out_dir, it["name"], it["prefix"], task.target),
-                                postprocess_on=flags.postprocess, bar=bar)
+    pipeline = Pipeline({}, flags.options(), select_device(flags.device), ModelFlags(), command="sample",
+                        ema=flags.ema, postprocess=flags.postprocess, progress=cfg.progress, record=False,
+                        say=lambda msg: print(f"[demo] {msg}", file=sys.stderr), bar="synthesis")
+    plan, _ = pipeline.paired(data_dir, out_dir, ckpt, None)
+    result = pipeline.run(plan)
+    for line in result.degenerate:
+        raise CwdmError(line)
+    return [name for name, _, _ in result.written]
 
 
 def _means(summary: dict) -> dict:

@@ -13,14 +13,13 @@ import sys
 from shlex import quote
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from .. import MODALITIES
 from ..inference.flags import ModelFlags, SamplingFlags
-from ..inference.steps import (announce, check_output_dir, chosen_target, model_grid, paired_paths, progress_bar,
-                        resolve_model, synthesize_cases, usable_cases)
+from ..inference.pipeline import Pipeline
+from ..inference.steps import check_output_dir
 from ..runtime import dist_from_env, select_device
-from ..inference.synthesis import Synthesizer
 
 HELP = "synthesize the target contrast of every case of a folder (paired mode)"
 
@@ -42,7 +41,7 @@ ALIASES = {"model_channels": ["num_channels"], "contr": ["target"]}
 
 
 def sample(cfg: SampleConfig, next_step: bool = False) -> int:
-    """Paired-mode synthesis of every usable case of ``cfg.data_dir``.
+    """Paired-mode synthesis of every usable case of ``cfg.data_dir`` (:class:`cwdm.inference.pipeline.Pipeline`).
 
     Args:
         cfg: the command's settings.
@@ -52,84 +51,46 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
         0 when every usable case was written and no case was unusable, 1 otherwise (a synthesized
         volume that is degenerate, :func:`cwdm.inference.synthesis.degenerate`, is reported and not written).
     """
-    from ..data.cases import discover_cases
-    from ..feedback import RunClock, write_line
+    from ..feedback import write_line
 
     info = dist_from_env()
     device = select_device(cfg.device, info)
     options = cfg.options()
     options.validate()
     check_output_dir(cfg.output_dir, cfg.data_dir)
-    loaded, task = resolve_model(cfg.model_path, cfg.contr, cfg.modalities, cfg, cfg.ema, device)
-    target = chosen_target(task, cfg.contr, cfg.model_path)
-    conditions = list(task.inputs_for(target))
-    synth = Synthesizer(loaded, task, device, options)
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
-    if cfg.num_samples != 1:
-        say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
-
-    all_cases = discover_cases(cfg.data_dir, task.modalities)
-    cases = usable_cases(all_cases, conditions, loaded.config.image_divisor, say, labels=task.label_maps)
-    bad = len(all_cases) - len(cases)
+    pipeline = Pipeline({}, options, device, cfg, command="sample", modalities=cfg.modalities, ema=cfg.ema,
+                        postprocess=cfg.postprocess, overwrite=cfg.overwrite, batch_size=cfg.batch_size,
+                        num_workers=cfg.num_workers, progress=cfg.progress and info.is_main, say=say,
+                        clock_write=write_line if info.is_main else (lambda msg: None),
+                        continue_anyway=cfg.continue_anyway, rank=info.rank, world_size=info.world_size)
+    plan, target = pipeline.paired(cfg.data_dir, cfg.output_dir, cfg.model_path, cfg.contr, cfg.save_target,
+                                   before=_num_samples_note(cfg, say))
+    task = pipeline.models[target].task
     out_root = Path(cfg.output_dir)
-    record = _provenance(cfg, options, device, target, loaded, info.rank, say)
-
-    def out_paths(name: str, prefix: str):
-        return paired_paths(out_root, name, prefix, target, cfg.save_target)
-
-    # split before looking at outputs: other ranks may already be writing theirs
-    cases = cases[info.rank::info.world_size]
-    mine = [c for c in cases if cfg.overwrite or not out_paths(c.name, c.prefix)["volume"].exists()]
-    skipped = len(cases) - len(mine)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
-    grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor) if mine else None
-    synth.run_cases = len(mine)
-    compiling = grid is not None and synth.compiles(grid)
-    announce(say, device, loaded.config.model_channels, grid, options, len(mine), compiling)
+    pipeline.announce(plan)
+    conditions = task.inputs_for(target)
     what = task.describe() if not task.is_unified else f"{target} from {', '.join(conditions)} (unified model)"
     say(f"cwdm sample: {what} with {options.sampler} "
         f"({options.calls_per_case} network calls per case, {options.precision}) on {device}{share}: "
-        f"{len(mine)} cases to do, {skipped} already done, {bad} unusable")
-    done: List[str] = []
-    degenerate: List[str] = []  # one line per volume found degenerate, not written
-
-    def problem(line: str) -> None:
-        say(line)
-        degenerate.append(line)
-
-    if mine:
-        bar = progress_bar(len(mine) * options.calls_per_case, cfg.progress and info.is_main, f"sample {target}")
-        clock = RunClock(len(mine), options.calls_per_case, write_line if info.is_main else (lambda msg: None),
-                         compiling)
-        with bar, record.session():
-            done = synthesize_cases(synth, mine, lambda it: out_paths(it["name"], it["prefix"]), target=target,
-                                    postprocess_on=cfg.postprocess, overwrite=cfg.overwrite,
-                                    batch_size=cfg.batch_size, num_workers=cfg.num_workers, bar=bar, clock=clock,
-                                    on_case=lambda it, paths, sec: record.case_done(paths["volume"], target, sec),
-                                    on_problem=problem)
-    status = 0 if bad == 0 and not degenerate else 1
+        f"{plan.todo} cases to do, {plan.complete} already done, {plan.unusable} unusable")
+    result = pipeline.run(plan)
+    degenerate = result.degenerate
+    status = 0 if plan.unusable == 0 and not degenerate else 1
     after = _next_step(cfg, out_root, status, task, len(degenerate)) if next_step else ""
     failed = f", {len(degenerate)} degenerate (not written)" if degenerate else ""
-    say(f"wrote {len(done)} cases to {out_root}{share}; {skipped} skipped (already done), {bad} unusable{failed}"
-        f"{after}")
+    say(f"wrote {len(result.written)} cases to {out_root}{share}; {plan.complete} skipped (already done), "
+        f"{plan.unusable} unusable{failed}{after}")
     return status
 
 
-def _provenance(cfg: SampleConfig, options, device, target: str, loaded, rank: int, say):
-    """The output folder's provenance record, checked against this run's settings before any work.
-
-    Returns:
-        The :class:`cwdm.inference.provenance.Provenance` record of this run.
-    """
-    from ..inference.provenance import Provenance, checkpoint_entry, result_settings
-
-    settings = result_settings(options, device, target=target, postprocess=cfg.postprocess, threshold=None,
-                               ema=cfg.ema)
-    record = Provenance(Path(cfg.output_dir), "sample", settings, {target: checkpoint_entry(cfg.model_path, loaded)},
-                        device, rank)
-    record.check(redo=cfg.overwrite, continue_anyway=cfg.continue_anyway,
-                 redo_hint="--overwrite to redo every case", say=say)
-    return record
+def _num_samples_note(cfg: SampleConfig, say):
+    """What to say once the checkpoint is loaded, before the cases are read: ``--num_samples`` is unused."""
+    def note() -> None:
+        if cfg.num_samples != 1:
+            say("note: --num_samples is accepted for compatibility and has no effect; use --ensemble K")
+    return note
 
 
 def _next_step(cfg: SampleConfig, out_root: Path, status: int, task, degenerate: int = 0) -> str:
