@@ -115,6 +115,15 @@ def _device(device) -> str:
     return device
 
 
+def _sampler_options(given: Mapping[str, object], known) -> Dict[str, float]:
+    """The samplers' options among the keyword arguments, each checked against its declaration."""
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        raise CwdmError(f"unexpected argument {unknown[0]}=; the samplers' options are "
+                        f"{', '.join(f'{n}=' for n in known) or 'none'}")
+    return {name: _number(value, name, Real, low=known[name].minimum) for name, value in given.items()}
+
+
 class MissingModality:
     """Synthesize a case's missing modality with one checkpoint per target contrast.
 
@@ -124,7 +133,7 @@ class MissingModality:
             ``brats_<contrast>_*.pt`` (what ``cwdm export`` writes as the Quick tour names it).
         models: modality -> checkpoint path (takes precedence over ``models_dir``); ``"any"`` -> a
             unified checkpoint (``cwdm train --contr any``), used for modalities without their own.
-        sampler, steps, eta, ensemble, seed, precision, compile: as ``cwdm sample``'s and ``cwdm auto``'s
+        sampler, steps, ensemble, seed, precision, compile: as ``cwdm sample``'s and ``cwdm auto``'s
             flags, with their defaults (:class:`cwdm.inference.synthesis.SamplingOptions`: ``ddpm`` with 1000
             steps, the reference's sampler; ``sampler="ddim", steps=10`` is about 100 times faster);
             ``steps`` is ``--sampling_steps``.
@@ -134,19 +143,21 @@ class MissingModality:
         verbose: print progress notes on stderr.
         continue_anyway: add results to an output folder whose recorded results were made with other
             settings (its ``cwdm_provenance.json`` then lists both); otherwise that is refused.
+        **sampler_options: the samplers' own options by name, as their flags (``eta=0.5`` for ddim);
+            the registry (:func:`cwdm.model.samplers.registry_options`) says which exist.
     """
 
     @_api
     def __init__(self, models_dir: Optional[PathLike] = None, models: Optional[Mapping[str, PathLike]] = None,
-                 sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps, eta: float = DEFAULTS.eta,
+                 sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps,
                  ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision, device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto",
-                 continue_anyway: bool = False):
+                 continue_anyway: bool = False, **sampler_options: float):
         from .inference.flags import ModelFlags, SamplingFlags
         from .inference.completion import find_checkpoints
         from .inference.pipeline import Pipeline
         from .runtime import PRECISIONS, select_device
-        from .model.samplers import SAMPLERS
+        from .model.samplers import SAMPLERS, registry_options
         from .inference.synthesis import AUTO_THRESHOLD
 
         if isinstance(modalities, str) or not modalities or not all(isinstance(m, str) and m for m in modalities):
@@ -166,7 +177,7 @@ class MissingModality:
             raise CwdmError("give models_dir= (a folder of checkpoints) or models= (modality -> checkpoint)")
         self.flags = SamplingFlags(
             sampler=_choice(sampler, "sampler", list(SAMPLERS)), sampling_steps=_number(steps, "steps", low=1, high=1000),
-            eta=_number(eta, "eta", Real, low=0), ensemble=_number(ensemble, "ensemble", low=1),
+            **_sampler_options(sampler_options, registry_options()), ensemble=_number(ensemble, "ensemble", low=1),
             seed=_number(seed, "seed"), precision=_choice(precision, "precision", list(PRECISIONS)),
             compile=_compile(compile), device=_device(device), progress=False, num_workers=0)
         self.network = ModelFlags(num_groups=_number(num_groups, "num_groups", low=1))

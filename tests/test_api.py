@@ -109,6 +109,8 @@ def test_api_writes_the_provenance_record_like_auto(make_brats_root, models, tmp
     (dict(steps=0), "steps= must be in 1..1000, got 0"),
     (dict(steps=True), "steps= must be an integer"),
     (dict(eta=-1.0), "eta= must be >= 0"),
+    (dict(eta="0.5"), "eta= must be a number"),
+    (dict(etta=0.5), "unexpected argument etta=; the samplers' options are eta="),
     (dict(ensemble=1.5), "ensemble= must be an integer"),
     (dict(sampler="euler"), "sampler= must be one of 'ddpm', "),
     (dict(precision="fp16"), "precision= must be one of"),
@@ -215,3 +217,9 @@ def test_numpy_numbers_are_accepted_and_recorded_as_numbers(make_brats_root, mod
     mm.infer_single(output_file=tmp_path / "x-t2f.nii.gz", **_files(data))
     settings = next(iter(json.loads((tmp_path / "cwdm_provenance.json").read_text())["runs"].values()))["settings"]
     assert (settings["sampling_steps"], settings["eta"], settings["seed"]) == (2, 0.5, 3)
+
+
+def test_sampler_options_are_forwarded_by_name(models):  # noqa: F811
+    mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=3, device="cpu", eta=0.25)
+    assert mm.options.sampler_options == {"eta": 0.25} and mm.options.sampler_settings() == {"eta": 0.25}
+    assert cwdm.MissingModality(models_dir=models, device="cpu").options.sampler_options == {"eta": 0.0}
