@@ -31,10 +31,9 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import MODALITIES
+from .naming import ANY, MODALITIES
 from .data.cases import Case, discover_cases
 from .errors import CwdmError, api_call
-from .task import ANY
 
 PathLike = Union[str, Path]
 

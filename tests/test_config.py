@@ -76,7 +76,8 @@ def test_network_flags_are_the_unet_config_fields():
     from dataclasses import fields
 
     from cwdm.training.config import ARCH_FIELDS, TrainConfig
-    from cwdm.model.unet import NOT_FLAGS, NetworkFlags, UNetConfig
+    from cwdm.model.flags import NOT_FLAGS, NetworkFlags
+    from cwdm.model.unet import UNetConfig
 
     flags = {f.name: (f.default, f.metadata["help"]) for f in fields(NetworkFlags)}
     config = {f.name: (f.default, f.metadata["help"]) for f in fields(UNetConfig) if f.name not in NOT_FLAGS}

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import ANY, MODALITIES
 from ..inference.flags import ModelFlags, SamplingFlags
 from ..errors import CwdmError
 from ..inference.completion import (Group, cases_of, check_case_folders, completion_paths, find_checkpoints, output_path,
                          parse_model_entries, plan, recorded_synthesized)
 from ..inference.steps import (announce, check_output_dir, model_grid, progress_bar, resolve_model, synthesize_cases,
                         usable_cases)
-from ..task import ANY
 from ..runtime import dist_from_env, select_device
 from ..inference.synthesis import AUTO_THRESHOLD, Synthesizer, run_compiles
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..errors import CwdmError
 
 HELP = "phantom data -> small model -> synthesis -> evaluation report, on CPU (rerun it to continue)"

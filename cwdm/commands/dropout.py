@@ -27,7 +27,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..data.cases import Case, discover_cases
 from ..data.datasets import check_cases
 from ..errors import CwdmError

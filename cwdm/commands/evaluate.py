@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..errors import CwdmError
 from ..evaluation.report import CSV_NAME, SUMMARY_NAME, format_table
 from ..evaluation.scoring import DEFAULT_OUT, MONTAGE_DIR, evaluate_dirs, report_inputs

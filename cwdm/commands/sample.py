@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..inference.flags import ModelFlags, SamplingFlags
 from ..inference.steps import (announce, check_output_dir, chosen_target, model_grid, paired_paths, progress_bar,
                         resolve_model, synthesize_cases, usable_cases)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from .metrics import CHALLENGE_METRICS, METRIC_NAMES
 
 CSV_NAME = "metrics.csv"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..runtime import PRECISIONS
 from ..model.samplers import SAMPLERS
 from .synthesis import SamplingOptions
-from ..model.unet import NetworkFlags
+from ..model.flags import NetworkFlags
 
 
 class ModelFlags(NetworkFlags):

@@ -20,13 +20,12 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import torch
 
-from .. import MODALITIES
+from ..naming import ANY, MODALITIES, canonical_contrast, contrast_of_checkpoint
 from ..model.checkpoint import LoadedModel, load_model
 from ..errors import CwdmError, option
 from .flags import ModelFlags
-from ..naming import canonical_contrast, contrast_of_checkpoint
 from .synthesis import SamplingOptions, Synthesizer, degenerate, postprocess
-from ..task import ANY, Task, check_network
+from ..task import Task, check_network
 
 Paths = Dict[str, Optional[Path]]
 """Where one case's results go: ``{"volume": path, "std": path, "target": path or None}``."""

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import ANY, MODALITIES
 from ..config import from_dict
 from ..errors import CwdmError
-from ..task import ANY, Task, parse_labels
-from ..model.unet import NetworkFlags, UNetConfig
+from ..task import Task, parse_labels
+from ..model.flags import NetworkFlags
+from ..model.unet import UNetConfig
 
 
 @dataclass
