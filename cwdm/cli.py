@@ -8,7 +8,7 @@ one-line ``HELP``. Only the module of the chosen command is imported, so
 
 Flags are matched exactly (no abbreviations); ``--data-dir`` is read as
 ``--data_dir``; an unknown flag is one line with the nearest known one; every
-output destination is checked (:func:`cwdm.data.nifti_io.check_destination`)
+output destination is checked (:func:`cwdm.writes.check_destination`)
 before the command starts.
 """
 
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 from . import __version__
 from .config import add_arguments, from_args, given_fields
 from .errors import CwdmError
-from .data.nifti_io import check_destination
+from .writes import check_destination
 from .openmp import configure as configure_openmp
 
 COMMANDS = {

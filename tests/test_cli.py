@@ -7,7 +7,7 @@ import pytest
 from cwdm.cli import build_parser, main as cli, normalize_flags
 from cwdm.config import from_args
 from cwdm.errors import CwdmError
-from cwdm.data.nifti_io import check_destination
+from cwdm.writes import check_destination
 from conftest import FAST
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0

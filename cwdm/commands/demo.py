@@ -113,7 +113,7 @@ class DemoState:
 
     def mark(self, stage: str, **record) -> None:
         """Record a finished part (atomically)."""
-        from ..data.nifti_io import atomic_write
+        from ..writes import atomic_write
 
         self.stages[stage] = record
         with atomic_write(self.path) as fh:

@@ -31,7 +31,7 @@ from ..naming import MODALITIES
 from ..data.cases import Case, discover_cases
 from ..data.datasets import check_cases
 from ..errors import CwdmError
-from ..data.nifti_io import atomic_write
+from ..writes import atomic_write
 
 HELP = "build a pseudo-validation set by dropping one modality per case"
 CSV_NAME = "dropped_modalities.csv"

@@ -32,7 +32,7 @@ from ..config import to_dict
 from ..model.diffusion import Schedule, linear_schedule, training_loss
 from ..errors import CwdmError
 from ..naming import canonical_contrast
-from ..data.nifti_io import check_destination
+from ..writes import check_destination, remove_stale_temporaries
 from ..runtime import (CompileFailed, agree_max, autocast, cleanup_distributed, dist_from_env, init_distributed,
                       is_compiler_error, memory_format, select_device)
 from .state import (EMA, DataOrder, TrainingParts, checkpoint_files, latest_checkpoint, move_optimizer,
@@ -41,7 +41,6 @@ from .config import TrainConfig, merge_resumed_config, validate_config
 from ..model.unet import UNet
 from ..data.unified import condition_input, draw_training_inputs
 from ..model.wavelet import to_subbands
-from ..writes import remove_stale_temporaries
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a request to save and stop after the current step."""
