@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import __version__
-from .config import add_arguments, from_args, given_fields
+from .config import add_arguments, from_args
 from .errors import CwdmError
 from .writes import check_destination
 from .openmp import configure as configure_openmp
@@ -181,9 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     cfg = None
     try:
-        cfg = from_args(module.CONFIG, args)
-        # which flags the user typed (commands that resume from a stored config need to know)
-        object.__setattr__(cfg, "_given", given_fields(args, module.CONFIG))
+        cfg = from_args(module.CONFIG, args)  # fills a config's given_field with the flags typed
         check_destinations(command, cfg)
         status = module.run(cfg)
     except CwdmError as exc:

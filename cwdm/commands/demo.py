@@ -300,9 +300,10 @@ def _train(cfg: DemoConfig, data_dir: Path, run_dir: Path) -> Path:
                        lr=cfg.lr, ema_rate=cfg.ema_rate, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
                        lr_anneal_steps=cfg.max_steps if cfg.lr_anneal else 0,
                        seed=cfg.seed, save_interval=10 ** 9, log_interval=25, image_interval=200,
-                       num_workers=cfg.num_workers, progress=cfg.progress)
-    # every setting is the demo's: a continued run takes none from its checkpoint (not the time cap either)
-    object.__setattr__(tcfg, "_given", {f.name for f in fields(TrainConfig)})
+                       num_workers=cfg.num_workers, progress=cfg.progress,
+                       # every setting is the demo's: a continued run takes none from its checkpoint
+                       # (not the time cap either)
+                       flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
     status = train(tcfg, continue_with="the same cwdm demo command (its last line says it)")
     if status in (130, 143):  # a signal: the library saved the step reached
         raise KeyboardInterrupt

@@ -8,15 +8,24 @@ configs derive from both; :mod:`cwdm.api` builds them directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import FrozenSet, Optional
 
+from ..config import given_field
 from ..runtime import PRECISIONS
 from ..model.samplers import SAMPLERS
 from .synthesis import SamplingOptions
 from ..model.flags import NetworkFlags
 
 
+@dataclass
 class ModelFlags(NetworkFlags):
-    """Network configuration of a bare released state_dict (cwdm checkpoints carry their own)."""
+    """Network configuration of a bare released state_dict (cwdm checkpoints carry their own).
+
+    ``flags_given``: the flags typed on the command line (:func:`cwdm.config.given_field`); those of
+    the network are checked against a bare state_dict. None (the Python API): none.
+    """
+
+    flags_given: Optional[FrozenSet[str]] = given_field()
 
 
 @dataclass
