@@ -57,6 +57,8 @@ class AutoConfig(SamplingFlags, ModelFlags):
 
 
 CONFIG = AutoConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("output_dir", "dir")]
 ALIASES = {"model_channels": ["num_channels"]}
 
 

@@ -45,6 +45,8 @@ class CheckConfig:
 
 
 CONFIG = CheckConfig
+# what it writes (checked before it starts): nothing
+DESTINATIONS = []
 ALIASES = {"require": ["required"]}
 
 

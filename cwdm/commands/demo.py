@@ -72,8 +72,12 @@ class DemoConfig:
 
 
 CONFIG = DemoConfig
-# train's spellings are the demo's; the demo's former names stay as aliases
-ALIASES = {"num_channels": ["model_channels"], "max_steps": ["train_steps"], "max_minutes": ["train_minutes"]}
+# what it writes (checked before it starts): (config field, "dir" or "file", the flag messages name)
+DESTINATIONS = [("out", "dir", "output_dir")]
+# train's spellings are the demo's; the demo's former names stay as aliases; --output_dir is every
+# command's spelling of the output folder
+ALIASES = {"num_channels": ["model_channels"], "max_steps": ["train_steps"], "max_minutes": ["train_minutes"],
+           "out": ["output_dir"]}
 
 STATE_NAME = "demo_state.json"
 # settings that change no result: a continued demo may differ in them

@@ -52,6 +52,8 @@ class DropoutConfig:
 
 
 CONFIG = DropoutConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("dst", "dir")]
 
 
 def drop_order(modalities: Sequence[str] = MODALITIES) -> List[str]:

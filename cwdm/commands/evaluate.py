@@ -111,6 +111,8 @@ class EvaluateConfig:
 
 
 CONFIG = EvaluateConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("output_dir", "dir")]
 # --output_dir is every command's spelling of the output folder; --out_dir stays as an alias
 ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "output_dir": ["out_dir", "out-dir"]}
 

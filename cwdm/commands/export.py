@@ -47,6 +47,8 @@ class ExportConfig:
 
 
 CONFIG = ExportConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("out", "file")]
 
 
 def resolve_checkpoint(path: Path) -> Path:

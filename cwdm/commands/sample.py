@@ -38,6 +38,8 @@ class SampleConfig(SamplingFlags, ModelFlags):
 
 
 CONFIG = SampleConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("output_dir", "dir")]
 ALIASES = {"model_channels": ["num_channels"], "contr": ["target"]}
 
 
