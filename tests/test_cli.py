@@ -203,7 +203,8 @@ def test_every_command_declares_its_help_aliases_and_outputs_and_cli_only_reads_
         assert not hasattr(cli_module, name)
     assert cli(["--help"]) == 0
     usage = capsys.readouterr().out
-    literals = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    literals = {n.value for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     for command, module_name in cli_module.COMMANDS.items():
         module = importlib.import_module(module_name)
         assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, command
@@ -218,8 +219,9 @@ def test_every_command_declares_its_help_aliases_and_outputs_and_cli_only_reads_
         assert build_parser(command)[0].description == module.HELP
 
 
-@pytest.mark.parametrize("command,field_name,flag", [("export", "out", "OUT"), ("dropout", "dst", "DST"),
-                                                     ("train", "run_dir", "--run_dir"), ("demo", "out", "--output_dir")])
+@pytest.mark.parametrize("command,field_name,flag", [
+    ("export", "out", "OUT"), ("dropout", "dst", "DST"), ("train", "run_dir", "--run_dir"),
+    ("demo", "out", "--output_dir")])
 def test_the_flag_named_for_an_output_comes_from_its_field_or_declared_alias(command, field_name, flag):
     import importlib
 

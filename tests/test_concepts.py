@@ -45,8 +45,8 @@ def test_the_vocabulary_is_a_root_module_and_the_package_root_holds_only_the_ver
     from cwdm import naming
 
     tree = ast.parse((PACKAGE / "naming.py").read_text())
-    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or
-                                                                                    (n.module or "").startswith("cwdm"))]
+    imported = [n.module for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("cwdm"))]
     assert imported == []  # naming imports nothing of cwdm: every role may import it
     assert naming.MODALITIES == ("t1n", "t1c", "t2w", "t2f") and naming.SEG == "seg" and naming.ANY == "any"
     top = ast.parse((PACKAGE / "__init__.py").read_text()).body
