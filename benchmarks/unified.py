@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES
 from cwdm.data.cases import discover_cases
 from cwdm.model.checkpoint import load_model
 from cwdm.inference.steps import paired_paths, synthesize_cases

@@ -2,9 +2,6 @@
 
 __version__ = "0.1.0"
 
-MODALITIES = ("t1n", "t1c", "t2w", "t2f")
-"""BraTS 2023/2024 modality names in the canonical (condition) order."""
-
 
 def __getattr__(name):  # the Python API, imported on first use (``import cwdm`` stays light)
     if name == "MissingModality":

@@ -34,11 +34,10 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
-from . import MODALITIES
+from .naming import ANY, MODALITIES
 from .data.cases import Case
 from .errors import CwdmError, api_call
 from .inference.synthesis import SamplingOptions
-from .task import ANY
 
 PathLike = Union[str, Path]
 DEFAULTS = SamplingOptions()

@@ -1,14 +1,17 @@
 """``cwdm`` command-line front end.
 
-Each sub-command lives in its own module, which exposes a dataclass config
-``CONFIG``, a function ``run(cfg) -> int`` (the exit status), an optional
-``ALIASES`` dict (extra flag spellings, e.g. the reference's names) and a
-one-line ``HELP``. Only the module of the chosen command is imported, so
-``cwdm phantom`` does not pay for importing the network code.
+Each sub-command lives in its own module, which declares everything about it:
+a dataclass config ``CONFIG``, a function ``run(cfg) -> int`` (the exit
+status), a one-line ``HELP``, an optional ``ALIASES`` dict (extra flag
+spellings, e.g. the reference's names) and ``DESTINATIONS``, what it writes
+(``(config field, "dir" or "file"[, the alias messages name it by])``). This
+module only reads them. Only the module of the chosen command is imported, so
+``cwdm phantom`` does not pay for importing the network code (``cwdm --help``
+imports them all to list their ``HELP``).
 
 Flags are matched exactly (no abbreviations); ``--data-dir`` is read as
 ``--data_dir``; an unknown flag is one line with the nearest known one; every
-output destination is checked (:func:`cwdm.data.nifti_io.check_destination`)
+output destination is checked (:func:`cwdm.writes.check_destination`)
 before the command starts.
 """
 
@@ -20,41 +23,27 @@ import importlib
 import shlex
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from dataclasses import fields
+from typing import List, Optional
 
 from . import __version__
-from .config import add_arguments, from_args, given_fields
+from .config import add_arguments, from_args
 from .errors import CwdmError
-from .data.nifti_io import check_destination
+from .writes import check_destination
 from .openmp import configure as configure_openmp
 
 COMMANDS = {
-    "train": ("cwdm.commands.train", "train a conditional wavelet diffusion model for one target contrast"),
-    "sample": ("cwdm.commands.sample", "synthesize the target contrast of every case of a folder (paired mode)"),
-    "auto": ("cwdm.commands.auto", "complete case folders that miss a modality (BraSyn use)"),
-    "export": ("cwdm.commands.export", "write a bare state_dict in the released format from a training checkpoint"),
-    "evaluate": ("cwdm.commands.evaluate", "SSIM / PSNR / MSE of synthesized volumes against references"),
-    "dropout": ("cwdm.commands.dropout", "build a pseudo-validation set by dropping one modality per case"),
-    "phantom": ("cwdm.commands.phantom", "generate BraTS-like phantom cases from the ICBM152 templates"),
-    "check": ("cwdm.commands.check", "validate a data folder and report every bad case"),
-    "demo": ("cwdm.commands.demo", "phantom data -> small model -> synthesis -> evaluation report, on CPU"),
+    "train": "cwdm.commands.train",
+    "sample": "cwdm.commands.sample",
+    "auto": "cwdm.commands.auto",
+    "export": "cwdm.commands.export",
+    "evaluate": "cwdm.commands.evaluate",
+    "dropout": "cwdm.commands.dropout",
+    "phantom": "cwdm.commands.phantom",
+    "check": "cwdm.commands.check",
+    "demo": "cwdm.commands.demo",
 }
-
-
-# extra flag spellings kept here, not in the command modules: field -> aliases
-EXTRA_ALIASES: Dict[str, Dict[str, List[str]]] = {"demo": {"out": ["output_dir"]}}
-
-# what each command writes: (config field, flag named in messages, "dir" or "file")
-DESTINATIONS = {
-    "train": [("run_dir", "--run_dir", "dir")],
-    "sample": [("output_dir", "--output_dir", "dir")],
-    "auto": [("output_dir", "--output_dir", "dir")],
-    "export": [("out", "OUT", "file")],
-    "evaluate": [("output_dir", "--output_dir", "dir")],
-    "dropout": [("dst", "DST", "dir")],
-    "phantom": [("out", "OUT", "dir")],
-    "demo": [("out", "--output_dir", "dir")],
-}
+"""Command name -> its module; everything else about a command (help, aliases, outputs) is the module's."""
 
 
 class UsageError(Exception):
@@ -74,13 +63,9 @@ class CommandParser(argparse.ArgumentParser):
 
 def build_parser(command: str) -> tuple[argparse.ArgumentParser, object]:
     """Parser for one sub-command and the imported command module."""
-    module_name, help_text = COMMANDS[command]
-    module = importlib.import_module(module_name)
-    parser = CommandParser(prog=f"cwdm {command}", description=getattr(module, "HELP", help_text))
-    aliases = {k: list(v) for k, v in (getattr(module, "ALIASES", None) or {}).items()}
-    for name, extra in EXTRA_ALIASES.get(command, {}).items():
-        aliases[name] = aliases.get(name, []) + extra
-    add_arguments(parser, module.CONFIG, aliases)
+    module = importlib.import_module(COMMANDS[command])
+    parser = CommandParser(prog=f"cwdm {command}", description=module.HELP)
+    add_arguments(parser, module.CONFIG, getattr(module, "ALIASES", None))
     return parser, module
 
 
@@ -115,12 +100,23 @@ def unknown_flag_message(extras: List[str], known: List[str]) -> str:
     return f"unknown flag {flags[0]}{more}{hint}"
 
 
-def check_destinations(command: str, cfg) -> None:
-    """Refuse (one line, before any work) every output of ``command`` that cannot be written."""
-    for name, flag, kind in DESTINATIONS.get(command, []):
+def destination_flag(config: type, name: str, alias: Optional[str] = None) -> str:
+    """How messages name the output field ``name`` of ``config``: ``OUT`` for a positional argument,
+    else ``--<alias>`` or ``--<name>``."""
+    by_name = {f.name: f for f in fields(config)}
+    if by_name[name].metadata.get("positional"):
+        return name.upper()
+    return f"--{alias or name}"
+
+
+def check_destinations(module, cfg) -> None:
+    """Refuse (one line, before any work) every output the command ``module`` declares
+    (``DESTINATIONS``) that cannot be written."""
+    for name, kind, *alias in getattr(module, "DESTINATIONS", ()):
         value = getattr(cfg, name, None)
         if value is not None:
-            check_destination(value, flag, kind, overwrite=bool(getattr(cfg, "overwrite", True)))
+            check_destination(value, destination_flag(module.CONFIG, name, *alias), kind,
+                              overwrite=bool(getattr(cfg, "overwrite", True)))
 
 
 def unknown_command_message(command: str) -> str:
@@ -131,9 +127,10 @@ def unknown_command_message(command: str) -> str:
 
 
 def _top_usage() -> str:
+    """The commands and each one's ``HELP`` (imports every command module)."""
     width = max(map(len, COMMANDS))
     lines = ["usage: cwdm <command> [flags]   (cwdm <command> --help for its flags)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {importlib.import_module(module).HELP}" for name, module in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -181,10 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     cfg = None
     try:
-        cfg = from_args(module.CONFIG, args)
-        # which flags the user typed (commands that resume from a stored config need to know)
-        object.__setattr__(cfg, "_given", given_fields(args, module.CONFIG))
-        check_destinations(command, cfg)
+        cfg = from_args(module.CONFIG, args)  # fills a config's given_field with the flags typed
+        check_destinations(module, cfg)
         status = module.run(cfg)
     except CwdmError as exc:
         print(f"cwdm {command}: error: {exc}", file=sys.stderr)

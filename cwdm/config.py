@@ -15,6 +15,9 @@ Flag conventions (compatible with the reference implementation's scripts):
   ``repeatable`` keep commas and collect the values of every occurrence.
 * ``Optional[X]`` fields accept ``none`` for ``None``.
 * Unknown flags are errors (argparse's default ``parse_args``).
+* A field declared with :func:`given_field` is no flag and is not stored:
+  :func:`from_args` fills it with the names of the fields whose flags were
+  typed (what a command that resumes from stored settings needs to know).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import argparse
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Dict, FrozenSet, Optional, Type, TypeVar
 
 T = TypeVar("T")
 
@@ -146,12 +149,30 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+def given_field() -> Any:
+    """A config field for the flags typed on the command line: a frozenset of field names, or None
+    (not built from a command line). Not a flag, not stored by :func:`to_dict`, not compared;
+    :func:`from_args` fills it."""
+    return dataclasses.field(default=None, repr=False, compare=False,
+                             metadata={"cli": False, "given": True, "stored": False})
+
+
+def _is_given_field(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("given"))
+
+
 def from_args(cls: Type[T], args: argparse.Namespace, base: T | None = None) -> T:
-    """Build ``cls`` from parsed flags; fields not given keep ``base``'s or default values."""
+    """Build ``cls`` from parsed flags; fields not given keep ``base``'s or default values.
+
+    A :func:`given_field` of ``cls`` receives :func:`given_fields` (the flags typed).
+    """
     hints = typing.get_type_hints(cls)
-    given = {}
+    given: Dict[str, Any] = {}
+    typed: Optional[FrozenSet[str]] = frozenset(given_fields(args, cls))
     for f in dataclasses.fields(cls):
-        if hasattr(args, f.name):
+        if _is_given_field(f):
+            given[f.name] = typed
+        elif hasattr(args, f.name):
             value = getattr(args, f.name)
             tp, _ = _unwrap_optional(hints[f.name])
             if isinstance(value, list) and (typing.get_origin(tp) is tuple or tp is tuple):
@@ -164,13 +185,15 @@ def from_args(cls: Type[T], args: argparse.Namespace, base: T | None = None) -> 
 
 def given_fields(args: argparse.Namespace, cls: Type[Any]) -> set[str]:
     """Names of the fields of ``cls`` that were given explicitly on the command line."""
-    return {f.name for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return {f.name for f in dataclasses.fields(cls) if hasattr(args, f.name) and not _is_given_field(f)}
 
 
 def to_dict(cfg: Any) -> Dict[str, Any]:
-    """JSON-friendly dict of a dataclass config (paths as strings, tuples as lists)."""
+    """JSON-friendly dict of a dataclass config (paths as strings, tuples as lists; no :func:`given_field`)."""
     out = {}
     for f in dataclasses.fields(cfg):
+        if f.metadata.get("stored") is False:
+            continue
         v = getattr(cfg, f.name)
         if isinstance(v, Path):
             v = str(v)
@@ -183,7 +206,7 @@ def to_dict(cfg: Any) -> Dict[str, Any]:
 def from_dict(cls: Type[T], data: Dict[str, Any], strict: bool = False) -> T:
     """Rebuild ``cls`` from :func:`to_dict` output; unknown keys are an error if ``strict``."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.metadata.get("stored") is not False}
     unknown = set(data) - names
     if strict and unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")

@@ -1,4 +1,8 @@
-"""Names the BraTS world uses for one thing: contrasts, files and released weights.
+"""The modality vocabulary: the names cwdm and the BraTS world use for contrasts, files and released weights.
+
+* :data:`MODALITIES` are the BraTS 2023/2024 modality names in the canonical
+  (condition) order; :data:`SEG` is the segmentation's name and :data:`ANY`
+  the target of a unified model (it synthesizes whichever modality is missing).
 
 * BraTS 2023/2024 files are ``<case>-t1n.nii.gz`` (``t1n``, ``t1c``, ``t2w``,
   ``t2f``, ``seg``); BraTS 2021 files are ``<case>_t1.nii.gz`` (``t1``,
@@ -20,7 +24,12 @@ import os
 from typing import Optional, Sequence, Tuple, Union
 
 
+MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+"""BraTS 2023/2024 modality names in the canonical (condition) order."""
 SEG = "seg"
+"""The file-name suffix of a BraTS segmentation (a label map, never synthesized)."""
+ANY = "any"
+"""The target of a unified model: it synthesizes whichever modality is missing (:meth:`cwdm.task.Task.unified`)."""
 LEGACY_NAMES = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
 """BraTS 2021 modality name -> BraTS 2023 name."""
 PUBLISHED_WEIGHTS = {"t1_gen": "t1n", "t1ce_gen": "t1c", "t2_gen": "t2w", "flair_gen": "t2f"}

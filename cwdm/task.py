@@ -14,13 +14,13 @@ Each condition has a kind:
   never clipped or scaled (see :mod:`cwdm.data.datasets`).
 
 Channels in the network: each condition channel becomes 8 wavelet subbands,
-and the noisy target adds 8 more, so ``in_channels = 8 * (1 + channels)``.
+and the noisy target adds 8 more (:func:`cwdm.model.unet.in_channels_for`).
 
-A **unified** task (target :data:`ANY`, :meth:`Task.unified`) has one input
+A **unified** task (target :data:`~cwdm.naming.ANY`, :meth:`Task.unified`) has one input
 slot per modality, in order; the slot of the modality being synthesized, and
 of any modality a case lacks, is zero-filled, and the target's identity is
-given as one constant channel per modality (one-hot) after the subbands, so
-``in_channels = 8 * (1 + M) + M`` (44 for the four BraTS modalities). With
+given as one constant channel per modality (one-hot) after the subbands
+(44 input channels for the four BraTS modalities). With
 ``drop_conditions`` the network was also trained with random subsets of the
 other modalities hidden (at least one kept), so it completes cases that miss
 several modalities.
@@ -31,16 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from . import MODALITIES
+from .naming import ANY, MODALITIES, SEG
 from .errors import CwdmError
-from .model.wavelet import NUM_SUBBANDS
+from .model.unet import condition_volumes_of, in_channels_for
 
 IMAGE, LABEL = "image", "label"
 KINDS = (IMAGE, LABEL)
 """The kinds of condition a task may have."""
-
-ANY = "any"
-"""The target of a unified model: it synthesizes whichever modality is missing (:meth:`Task.unified`)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ class Task:
     """What a model synthesizes, and from what.
 
     Attributes:
-        target: the modality the network synthesizes, or :data:`ANY` for a unified model.
+        target: the modality the network synthesizes, or :data:`~cwdm.naming.ANY` for a unified model.
         conditions: the network's inputs, in the order of its input channels (a unified model: every modality).
         modalities: the image modalities of a complete case (``cwdm auto`` looks for the missing one among them).
         drop_conditions: a unified model trained to work from any non-empty subset of the other modalities.
@@ -125,8 +122,6 @@ class Task:
 
     def validate(self) -> None:
         """Raise a one-line :class:`CwdmError` if the task cannot be used."""
-        from .naming import SEG
-
         names = self.condition_names
         problems = []
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
@@ -176,7 +171,7 @@ class Task:
 
     @property
     def is_unified(self) -> bool:
-        """Whether one network synthesizes any modality (target :data:`ANY`)."""
+        """Whether one network synthesizes any modality (target :data:`~cwdm.naming.ANY`)."""
         return self.target == ANY
 
     @property
@@ -193,7 +188,7 @@ class Task:
     def in_channels(self) -> int:
         """The network's input channels: 8 subbands of the noisy target and of every condition volume,
         plus the target's identity channels."""
-        return NUM_SUBBANDS * (1 + self.condition_channels) + self.identity_channels
+        return in_channels_for(self.condition_channels, self.identity_channels)
 
     @property
     def is_default(self) -> bool:
@@ -244,7 +239,7 @@ def check_network(task: Task, in_channels: int, source: str) -> None:
     """Raise a one-line :class:`CwdmError` unless a network of ``in_channels`` inputs fits ``task``."""
     if in_channels != task.in_channels:
         raise CwdmError(f"{source}: the network takes {in_channels} input channels "
-                        f"({(in_channels - task.identity_channels) // NUM_SUBBANDS - 1} condition volumes), but "
+                        f"({condition_volumes_of(in_channels, task.identity_channels)} condition volumes), but "
                         f"the task {task.describe()} gives {task.in_channels} ({task.condition_channels})")
 
 

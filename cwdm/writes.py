@@ -4,9 +4,15 @@
   write the file system refused (full disk, quota, read-only file system, no
   permission, I/O error), naming the destination, the cause and what to do.
 * :func:`make_folder`: ``mkdir -p`` whose refusal is such a line.
-* :func:`virtual_root`: ``/proc`` or ``/sys`` when a destination lies in the
-  kernel's virtual file systems (refused by
-  :func:`cwdm.data.nifti_io.check_destination`).
+* :func:`atomic_write` / :func:`atomic_path`: every file cwdm writes (NIfTI,
+  CSV, JSON, PNG, ``torch.save``) goes through a temporary file next to it that
+  is renamed into place when complete: either the old file or the complete new
+  one is there, never a half-written file, and no temporary file is left
+  behind after an error.
+* :func:`check_destination` refuses, in one line and before any work, an
+  output folder or file that cannot be written (a file where a folder is
+  wanted, a parent that is a file, a read-only place, the kernel's ``/proc``
+  or ``/sys``: :func:`virtual_root`).
 * :func:`temp_name` names the temporary file of an atomic write
   ``.cwdm-tmp-<pid>-<final name>.<random>.tmp<suffix>``;
   :func:`remove_stale_temporaries` removes, with one line, those a killed
@@ -23,12 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import IO, Iterator, List, Optional, Union
 
 from .errors import CwdmError
 
 __all__ = ["TEMP_PREFIX", "write_failure", "is_write_error", "make_folder", "virtual_root", "temp_name",
-           "remove_stale_temporaries"]
+           "remove_stale_temporaries", "check_target", "check_destination", "atomic_path", "atomic_write"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -164,3 +170,131 @@ def remove_stale_temporaries(folder: PathLike, quiet: bool = False, again: bool 
         print(f"cwdm: removed {len(removed)} temporary file{'s' if len(removed) > 1 else ''} an interrupted "
               f"save left in {folder}: {names}", file=sys.stderr)
     return removed
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Raise a one-line :class:`CwdmError` unless the file ``path`` may be written now (its folder exists)."""
+    if not path.parent.is_dir():
+        raise CwdmError(f"{path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise CwdmError(f"{path}: is a folder, cannot write a file there")
+    if path.exists() and not overwrite:
+        raise CwdmError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def check_destination(path: PathLike, flag: str, kind: str = "dir", overwrite: bool = True) -> None:
+    """Raise a one-line :class:`CwdmError` if ``path`` cannot be written; nothing is created.
+
+    ``kind="dir"``: ``path`` is an output folder; it may be missing if it can
+    be created (its nearest existing ancestor is a writable folder).
+    ``kind="file"``: ``path`` is an output file; its folder must exist and be
+    writable, and an existing file is refused unless ``overwrite``.
+    ``flag`` names the option in the message (``--output_dir``).
+    """
+    path = Path(path)
+    if kind not in ("dir", "file"):
+        raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
+    virtual = virtual_root(path)
+    if virtual is not None:
+        raise CwdmError(f"{flag} {path}: {virtual} is the kernel's virtual file system, not a place for "
+                        f"files; choose a folder on a disk")
+    if kind == "file":
+        if path.is_dir():
+            raise CwdmError(f"{flag} {path}: is a folder, expected a file name")
+        folder = path.parent
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise CwdmError(f"{flag} {path}: {folder} {what}")
+        if path.exists() and not overwrite:
+            raise CwdmError(f"{flag} {path}: already exists (use --overwrite to replace it)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CwdmError(f"{flag} {path}: folder {folder} is not writable")
+        return
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise CwdmError(f"{flag} {path}: is a file (or a dangling link), not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CwdmError(f"{flag} {path}: folder is not writable")
+        return
+    ancestor = path.absolute().parent
+    while not (ancestor.exists() or ancestor.is_symlink()):
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    The temporary name ends with ``path``'s suffix (``x.nii.gz`` -> ``...tmp.nii.gz``)
+    so libraries that choose a format by extension behave the same. On any
+    exception the temporary file is removed and ``path`` is left untouched; a
+    write the file system refuses (full disk, read-only, no permission) becomes
+    a one-line :class:`CwdmError` naming ``path`` and the cause
+    (:func:`write_failure`). Stale temporaries of killed writes in
+    the folder are removed first (:func:`remove_stale_temporaries`).
+
+    Args:
+        path: final destination; its folder must exist.
+        overwrite: if False and ``path`` exists, raise :class:`CwdmError`
+            before writing anything (checked again before the rename).
+    """
+    final = Path(path)
+    check_target(final, overwrite)
+    remove_stale_temporaries(final.parent)
+    try:
+        tmp = temp_name(final)
+    except OSError as exc:
+        raise write_failure(final, exc) from None
+    try:
+        yield tmp
+        if not overwrite and final.exists():
+            raise CwdmError(f"{final}: already exists (use --overwrite to replace it)")
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, final)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, (OSError, RuntimeError)) and is_write_error(exc, tmp):
+            raise write_failure(final, exc) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", *, overwrite: bool = True,
+                 encoding: Optional[str] = None, newline: Optional[str] = None) -> Iterator[IO]:
+    """Open a temporary file for writing; on success it atomically replaces ``path``.
+
+    Example::
+
+        with atomic_write(out / "metrics.csv", newline="") as f:
+            csv.writer(f).writerows(rows)
+        with atomic_write(out / "model.pt", "wb") as f:
+            torch.save(state, f)
+
+    Args:
+        path: final destination; its folder must exist.
+        mode: ``"w"`` (text, UTF-8 unless ``encoding``) or ``"wb"``.
+        overwrite: if False and ``path`` exists, raise :class:`CwdmError`.
+    """
+    if mode not in ("w", "wb", "wt"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES
 
 DEFAULT_SHAPE = (24, 24, 16)
 REF = Path(__file__).parent / "data" / "reference"

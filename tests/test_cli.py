@@ -7,7 +7,7 @@ import pytest
 from cwdm.cli import build_parser, main as cli, normalize_flags
 from cwdm.config import from_args
 from cwdm.errors import CwdmError
-from cwdm.data.nifti_io import check_destination
+from cwdm.writes import check_destination
 from conftest import FAST
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -187,3 +187,46 @@ def test_an_oserror_of_a_copy_names_both_files(tmp_path, capsys, monkeypatch):
     assert cli(["demo", "--out", str(tmp_path / "d")]) == 1
     expected = f"cwdm demo: error: in.nii.gz -> {tmp_path / 'out.nii.gz'}: No space left on device"
     assert one_line_error(capsys) == expected
+
+
+def test_every_command_declares_its_help_aliases_and_outputs_and_cli_only_reads_them(capsys):
+    import ast
+    import dataclasses
+    import importlib
+    from pathlib import Path
+
+    import cwdm.cli as cli_module
+
+    source = Path(cli_module.__file__).read_text()
+    assert all(module == f"cwdm.commands.{name}" for name, module in cli_module.COMMANDS.items())
+    for name in ("EXTRA_ALIASES", "DESTINATIONS"):  # no per-command table left in the front end
+        assert not hasattr(cli_module, name)
+    assert cli(["--help"]) == 0
+    usage = capsys.readouterr().out
+    literals = {n.value for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for command, module_name in cli_module.COMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, command
+        assert dataclasses.is_dataclass(module.CONFIG) and callable(module.run), command
+        assert f"  {command.ljust(8)}  {module.HELP}" in usage.splitlines(), command
+        assert not any(module.HELP in text for text in literals), f"cli.py repeats the help of {command}"
+        names = {f.name for f in dataclasses.fields(module.CONFIG)}
+        assert set(getattr(module, "ALIASES", {})) <= names, command
+        for field_name, kind, *alias in module.DESTINATIONS:
+            assert field_name in names and kind in ("dir", "file"), command
+            assert all(a in module.ALIASES[field_name] for a in alias), command
+        assert build_parser(command)[0].description == module.HELP
+
+
+@pytest.mark.parametrize("command,field_name,flag", [
+    ("export", "out", "OUT"), ("dropout", "dst", "DST"), ("train", "run_dir", "--run_dir"),
+    ("demo", "out", "--output_dir")])
+def test_the_flag_named_for_an_output_comes_from_its_field_or_declared_alias(command, field_name, flag):
+    import importlib
+
+    from cwdm.cli import COMMANDS, destination_flag
+
+    module = importlib.import_module(COMMANDS[command])
+    (entry,) = [d for d in module.DESTINATIONS if d[0] == field_name]
+    assert destination_flag(module.CONFIG, *entry[:1], *entry[2:]) == flag

@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import pytest
 
-from cwdm.config import add_arguments, from_args, from_dict, str2bool, to_dict
+from cwdm.config import add_arguments, from_args, from_dict, given_field, str2bool, to_dict
 
 
 @dataclass
@@ -72,11 +72,44 @@ def test_dict_round_trip():
         from_dict(Demo, {**d, "extra": 1}, strict=True)
 
 
+@dataclass
+class Typed:
+    lr: float = 1e-5
+    seed: int = 0
+    flags_given: Optional[frozenset] = given_field()
+
+
+def test_the_flags_typed_are_a_declared_field_filled_by_from_args_never_a_flag_nor_stored():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Typed)
+    assert "--flags_given" not in parser.format_help() and "flags_given" not in vars(parser.parse_args([]))
+    cfg = from_args(Typed, parser.parse_args(["--seed", "3"]))
+    assert cfg.flags_given == frozenset({"seed"}) and cfg.seed == 3
+    assert from_args(Typed, parser.parse_args([])).flags_given == frozenset()
+    assert Typed().flags_given is None and cfg == Typed(seed=3)  # not compared
+    assert to_dict(cfg) == {"lr": 1e-5, "seed": 3}
+    assert from_dict(Typed, to_dict(cfg), strict=True).flags_given is None
+    with pytest.raises(ValueError, match="flags_given"):
+        from_dict(Typed, {"flags_given": ["seed"]}, strict=True)
+
+
+def test_commands_that_resume_or_check_a_state_dict_declare_the_flags_typed():
+    from cwdm.commands.auto import AutoConfig
+    from cwdm.commands.sample import SampleConfig
+    from cwdm.training.config import TrainConfig
+
+    for cls in (TrainConfig, SampleConfig, AutoConfig):
+        parser = argparse.ArgumentParser()
+        add_arguments(parser, cls)
+        assert from_args(cls, parser.parse_args(["--num_groups", "8"])).flags_given == frozenset({"num_groups"})
+
+
 def test_network_flags_are_the_unet_config_fields():
     from dataclasses import fields
 
     from cwdm.training.config import ARCH_FIELDS, TrainConfig
-    from cwdm.model.unet import NOT_FLAGS, NetworkFlags, UNetConfig
+    from cwdm.model.flags import NOT_FLAGS, NetworkFlags
+    from cwdm.model.unet import UNetConfig
 
     flags = {f.name: (f.default, f.metadata["help"]) for f in fields(NetworkFlags)}
     config = {f.name: (f.default, f.metadata["help"]) for f in fields(UNetConfig) if f.name not in NOT_FLAGS}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES
 from cwdm.cli import main as cli_main
 from cwdm.data.cases import Case, discover_cases
 from cwdm.data.datasets import InferenceDataset, PairedVolumeDataset, check_cases, collate_list, validate_case

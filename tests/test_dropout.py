@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES
 from cwdm.cli import main as cli_main
 from cwdm.commands.dropout import CSV_NAME, draw_dropped, drop_order, make_dropout_split
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES
 from cwdm.cli import main
 from cwdm.evaluation.report import CSV_FIELDS
 from cwdm.evaluation.scoring import evaluate_dirs

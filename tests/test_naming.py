@@ -5,11 +5,10 @@ import os
 import pytest
 
 from conftest import write_brats_root
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES, canonical_contrast, contrast_of_checkpoint, parse_file_name
 from cwdm.data.cases import discover_cases
 from cwdm.cli import main as cli
 from cwdm.data.datasets import InferenceDataset, validate_case
-from cwdm.naming import canonical_contrast, contrast_of_checkpoint, parse_file_name
 from cwdm.task import Task
 from cwdm.training.state import checkpoint_files
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from cwdm.data import nifti_io
 from cwdm import writes
+from cwdm.data import nifti_io
 from cwdm.errors import CwdmError
-from cwdm.data.nifti_io import atomic_path, atomic_write, check_destination, load_header, load_nifti, save_nifti_like
+from cwdm.data.nifti_io import load_header, load_nifti, save_nifti_like
+from cwdm.writes import atomic_path, atomic_write, check_destination
 
 SHAPES = [(24, 24, 16), (7, 9, 5)]
 
@@ -268,7 +269,7 @@ def test_read_only_destination_at_create_or_rename(tmp_path, monkeypatch, step):
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(args[0] if args else kwargs["dir"]))
 
-    target = {"mkstemp": (writes.tempfile, "mkstemp"), "replace": (nifti_io.os, "replace")}[step]
+    target = {"mkstemp": (writes.tempfile, "mkstemp"), "replace": (writes.os, "replace")}[step]
     monkeypatch.setattr(*target, refuse)
     with pytest.raises(CwdmError) as info:
         with atomic_write(tmp_path / "summary.json") as fh:

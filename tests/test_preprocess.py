@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cwdm.errors import CwdmError
-from cwdm.data.preprocess import Grid, clip_and_normalize, grid_for, model_divisor, prepare_volume
+from cwdm.data.preprocess import Grid, clip_and_normalize, grid_for, prepare_volume
 
 REF = Path(__file__).parent / "data" / "reference" / "clip_and_normalize.npz"
 
@@ -60,19 +60,6 @@ def test_non_finite_rejected():
     vol[1, 1, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         clip_and_normalize(vol)
-
-
-# --- model divisor --------------------------------------------------------------
-
-@pytest.mark.parametrize("levels,divisor", [(1, 2), (2, 4), (3, 8), (5, 32)])
-def test_model_divisor(levels, divisor):
-    assert model_divisor(levels) == divisor
-
-
-def test_model_divisor_of_released_channel_mult():
-    assert model_divisor(len((1, 2, 2, 4, 4))) == 32
-    with pytest.raises(CwdmError):
-        model_divisor(0)
 
 
 # --- geometry -----------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FAST, make_checkpoint
 
-from cwdm import MODALITIES
+from cwdm.naming import MODALITIES
 from cwdm.model.checkpoint import checkpoint_dict, load_model, read_checkpoint
 from cwdm.cli import main as cli
 from cwdm.data.datasets import InferenceDataset, PairedVolumeDataset

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cwdm.errors import CwdmError
-from cwdm.model.unet import RELEASED_CONFIG, UNet, UNetConfig, in_channels_for, timestep_embedding
+from cwdm.model.unet import RELEASED_CONFIG, UNet, UNetConfig, condition_volumes_of, in_channels_for, timestep_embedding
 from conftest import REF, npz, tiny_config, tiny_model
 
 
@@ -26,7 +26,8 @@ def test_tiny_reference_output():
 
 def test_in_channels_follow_conditions():
     assert in_channels_for(3) == 32 == RELEASED_CONFIG.in_channels
-    assert in_channels_for(1) == 16
+    assert in_channels_for(1) == 16 and in_channels_for(4, identity_channels=4) == 44
+    assert condition_volumes_of(32) == 3 and condition_volumes_of(44, identity_channels=4) == 4
     model = UNet(UNetConfig(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, in_channels=in_channels_for(1),
                              num_groups=4))
     assert model(torch.zeros(1, 16, 4, 4, 4), torch.tensor([3])).shape == (1, 8, 4, 4, 4)
@@ -87,6 +88,10 @@ def test_group_divisibility_checked():
 def test_config_divisors():
     assert RELEASED_CONFIG.subband_divisor == 16 and RELEASED_CONFIG.image_divisor == 32
     assert UNetConfig(channel_mult=(1, 2)).image_divisor == 4
+    for levels, divisor in [(1, 2), (2, 4), (3, 8), (5, 32)]:  # Haar once, then every downsampling
+        assert UNetConfig(channel_mult=(1,) * levels).image_divisor == divisor
+    with pytest.raises(CwdmError, match="at least one level"):
+        UNetConfig(channel_mult=()).image_divisor
 
 
 def test_random_network_synthesizes_noise_not_zeros_and_is_seeded():

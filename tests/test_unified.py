@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import FAST
 
-from cwdm import MODALITIES
+from cwdm.naming import ANY, MODALITIES
 from cwdm.model.checkpoint import load_model, read_checkpoint
 from cwdm.cli import main as cli
 from cwdm.errors import CwdmError
-from cwdm.task import ANY, Task
+from cwdm.task import Task
 from cwdm.training.config import TrainConfig
 from cwdm.training.state import checkpoint_files
 from cwdm.data.unified import condition_input, draw_training_inputs

@@ -11,8 +11,7 @@ import pytest
 
 from cwdm import writes
 from cwdm.errors import CwdmError
-from cwdm.data.nifti_io import atomic_write
-from cwdm.writes import make_folder, remove_stale_temporaries, temp_name
+from cwdm.writes import atomic_write, make_folder, remove_stale_temporaries, temp_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

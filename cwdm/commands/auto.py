@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import ANY, MODALITIES
 from ..inference.flags import ModelFlags, SamplingFlags
 from ..errors import CwdmError
 from ..inference.completion import find_checkpoints, parse_model_entries
 from ..inference.pipeline import Pipeline
 from ..inference.steps import check_output_dir
-from ..task import ANY
 from ..runtime import dist_from_env, select_device
 from ..inference.synthesis import AUTO_THRESHOLD
 
@@ -57,6 +56,8 @@ class AutoConfig(SamplingFlags, ModelFlags):
 
 
 CONFIG = AutoConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("output_dir", "dir")]
 ALIASES = {"model_channels": ["num_channels"]}
 
 

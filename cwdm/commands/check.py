@@ -14,8 +14,7 @@ from pathlib import Path
 from shlex import quote
 from typing import List, Optional
 
-from .. import MODALITIES
-from ..naming import SEG
+from ..naming import MODALITIES, SEG
 from ..data.cases import discover_cases
 from ..data.datasets import validate_cases
 from ..errors import CwdmError
@@ -46,6 +45,8 @@ class CheckConfig:
 
 
 CONFIG = CheckConfig
+# what it writes (checked before it starts): nothing
+DESTINATIONS = []
 ALIASES = {"require": ["required"]}
 
 

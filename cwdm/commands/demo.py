@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..errors import CwdmError
 
 HELP = "phantom data -> small model -> synthesis -> evaluation report, on CPU (rerun it to continue)"
@@ -72,8 +72,12 @@ class DemoConfig:
 
 
 CONFIG = DemoConfig
-# train's spellings are the demo's; the demo's former names stay as aliases
-ALIASES = {"num_channels": ["model_channels"], "max_steps": ["train_steps"], "max_minutes": ["train_minutes"]}
+# what it writes (checked before it starts): (config field, "dir" or "file", the flag messages name)
+DESTINATIONS = [("out", "dir", "output_dir")]
+# train's spellings are the demo's; the demo's former names stay as aliases; --output_dir is every
+# command's spelling of the output folder
+ALIASES = {"num_channels": ["model_channels"], "max_steps": ["train_steps"], "max_minutes": ["train_minutes"],
+           "out": ["output_dir"]}
 
 STATE_NAME = "demo_state.json"
 # settings that change no result: a continued demo may differ in them
@@ -113,7 +117,7 @@ class DemoState:
 
     def mark(self, stage: str, **record) -> None:
         """Record a finished part (atomically)."""
-        from ..data.nifti_io import atomic_write
+        from ..writes import atomic_write
 
         self.stages[stage] = record
         with atomic_write(self.path) as fh:
@@ -300,9 +304,10 @@ def _train(cfg: DemoConfig, data_dir: Path, run_dir: Path) -> Path:
                        lr=cfg.lr, ema_rate=cfg.ema_rate, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
                        lr_anneal_steps=cfg.max_steps if cfg.lr_anneal else 0,
                        seed=cfg.seed, save_interval=10 ** 9, log_interval=25, image_interval=200,
-                       num_workers=cfg.num_workers, progress=cfg.progress)
-    # every setting is the demo's: a continued run takes none from its checkpoint (not the time cap either)
-    object.__setattr__(tcfg, "_given", {f.name for f in fields(TrainConfig)})
+                       num_workers=cfg.num_workers, progress=cfg.progress,
+                       # every setting is the demo's: a continued run takes none from its checkpoint
+                       # (not the time cap either)
+                       flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
     status = train(tcfg, continue_with="the same cwdm demo command (its last line says it)")
     if status in (130, 143):  # a signal: the library saved the step reached
         raise KeyboardInterrupt

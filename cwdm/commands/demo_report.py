@@ -52,7 +52,7 @@ def cut_short_note(steps_done: int, planned: int, minutes: float) -> str:
 
 def write_report(out: Path, cfg, summary: dict) -> None:
     """``report.md`` (table, verdict, montage, timings) and ``summary.json`` in ``out``, atomically."""
-    from ..data.nifti_io import atomic_write
+    from ..writes import atomic_write
 
     nan = float("nan")
     rows = [("cwdm (" + summary["sampler"] + " calls)", summary["cwdm"]),

@@ -27,11 +27,11 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..data.cases import Case, discover_cases
 from ..data.datasets import check_cases
 from ..errors import CwdmError
-from ..data.nifti_io import atomic_write
+from ..writes import atomic_write
 
 HELP = "build a pseudo-validation set by dropping one modality per case"
 CSV_NAME = "dropped_modalities.csv"
@@ -52,6 +52,8 @@ class DropoutConfig:
 
 
 CONFIG = DropoutConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("dst", "dir")]
 
 
 def drop_order(modalities: Sequence[str] = MODALITIES) -> List[str]:

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..errors import CwdmError
 from ..evaluation.report import CSV_NAME, SUMMARY_NAME, format_table
 from ..evaluation.scoring import DEFAULT_OUT, MONTAGE_DIR, evaluate_dirs, report_inputs
@@ -111,6 +111,8 @@ class EvaluateConfig:
 
 
 CONFIG = EvaluateConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("output_dir", "dir")]
 # --output_dir is every command's spelling of the output folder; --out_dir stays as an alias
 ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "output_dir": ["out_dir", "out-dir"]}
 

@@ -26,7 +26,7 @@ import torch
 from ..model.checkpoint import checkpoint_dict, is_cwdm_checkpoint, read_checkpoint, stored_task
 from ..config import from_dict
 from ..errors import CwdmError
-from ..data.nifti_io import atomic_path
+from ..writes import atomic_path
 from ..model.unet import RELEASED_CONFIG, UNetConfig
 
 HELP = "write a training checkpoint's weights for inference (the released state_dict format, or with their task)"
@@ -47,6 +47,8 @@ class ExportConfig:
 
 
 CONFIG = ExportConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("out", "file")]
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -32,7 +32,7 @@ from ..phantom.sets import make_phantom_set
 
 HELP = "generate BraTS-like phantom cases (4 contrasts + tumour seg) from the ICBM152 templates"
 # the library names are re-exported: they live in cwdm.phantom.sets and cwdm.phantom.anatomy
-__all__ = ["PhantomConfig", "CONFIG", "HELP", "run"]
+__all__ = ["PhantomConfig", "CONFIG", "DESTINATIONS", "HELP", "run"]
 
 
 @dataclass
@@ -47,6 +47,8 @@ class PhantomConfig:
 
 
 CONFIG = PhantomConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("out", "dir")]
 
 
 def run(cfg: PhantomConfig) -> int:

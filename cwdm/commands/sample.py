@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..inference.flags import ModelFlags, SamplingFlags
 from ..inference.pipeline import Pipeline
 from ..inference.steps import check_output_dir
@@ -37,6 +37,8 @@ class SampleConfig(SamplingFlags, ModelFlags):
 
 
 CONFIG = SampleConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("output_dir", "dir")]
 ALIASES = {"model_channels": ["num_channels"], "contr": ["target"]}
 
 

@@ -25,6 +25,8 @@ HELP = "train a conditional wavelet diffusion model for one target contrast"
 
 
 CONFIG = TrainConfig
+# what it writes (checked before it starts): (config field, "dir" or "file")
+DESTINATIONS = [("run_dir", "dir")]
 ALIASES = {"model_channels": ["num_channels"], "resume": ["resume_checkpoint"], "max_steps": ["iterations"],
            "run_dir": ["out_dir"], "contr": ["target"], "tensorboard": ["use_tensorboard"],
            "tensorboard_dir": ["tensorboard_path"]}

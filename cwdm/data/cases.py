@@ -24,10 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
-from .. import MODALITIES
+from ..naming import LEGACY_NAMES, MODALITIES, SEG, is_nifti, legacy_name, parse_file_name
 from ..errors import CwdmError
-from ..naming import LEGACY_NAMES, SEG, legacy_name, parse_file_name
-from ..naming import is_nifti
 
 __all__ = ["Case", "discover_cases"]
 

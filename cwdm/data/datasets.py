@@ -2,7 +2,7 @@
 
 Case folders are found by :func:`cwdm.data.cases.discover_cases` (re-exported
 here): ``<case>/<case>-<modality>.nii.gz`` files, or the BraTS 2021 names.
-Modality names are configurable (default :data:`cwdm.MODALITIES` = t1n, t1c,
+Modality names are configurable (default :data:`cwdm.naming.MODALITIES` = t1n, t1c,
 t2w, t2f) so other tasks reuse this code.
 
 Validation (:func:`validate_case`, :func:`check_cases`) reports every problem
@@ -309,7 +309,7 @@ class PairedVolumeDataset(_CaseDataset):
     Args:
         cases: cases from :func:`discover_cases`.
         task: what is synthesized from what (:class:`cwdm.task.Task`).
-        divisor: image-domain divisor of the network (:func:`~cwdm.data.preprocess.model_divisor`).
+        divisor: image-domain divisor of the network (:attr:`~cwdm.model.unet.UNetConfig.image_divisor`).
         check: ``"full"`` validates every file (headers and voxels) at
             construction; ``"header"`` reads headers only (voxel problems
             then raise CwdmError when the item is loaded); ``"none"`` only

@@ -25,8 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import MODALITIES
-from ..naming import SEG
+from ..naming import MODALITIES, SEG
 from .cases import Case, discover_cases
 from ..errors import CwdmError
 from .nifti_io import load_nifti, save_nifti_like

@@ -1,4 +1,4 @@
-"""NIfTI reading and atomic, non-clobbering writing.
+"""NIfTI reading and atomic, non-clobbering NIfTI writing.
 
 * :func:`load_nifti` reads a 3D volume as float32 and raises a one-line
   :class:`~cwdm.errors.CwdmError` naming the file when it is missing,
@@ -7,14 +7,7 @@
 * :func:`save_nifti_like` writes an array with the affine and header of a
   reference image, through a temporary file in the destination folder that is
   renamed into place (``os.replace``) only when complete.
-* :func:`atomic_write` / :func:`atomic_path` give the same guarantee to other
-  file kinds (CSV, JSON, ``torch.save``): either the old file or the complete
-  new one is there, never a half-written file, and no temporary file is left
-  behind after an error.
-* :func:`check_destination` refuses, in one line and before any work, an
-  output folder or file that cannot be written (a file where a folder is
-  wanted, a parent that is a file, a read-only place, the kernel's ``/proc``
-  or ``/sys``).
+  (:func:`cwdm.writes.atomic_path`, which every other file kind uses too).
 * A write that fails on the way (full disk, read-only file system, no
   permission, I/O error) is one :class:`CwdmError` naming the destination and
   the cause; the temporary file is removed first. The first write into a
@@ -23,36 +16,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import zlib
 from pathlib import Path
-from typing import IO, Iterator, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import nibabel as nib
 import numpy as np
 
 from ..errors import CwdmError
 from ..naming import is_nifti
-from ..writes import is_write_error, remove_stale_temporaries, temp_name, virtual_root, write_failure
+from ..writes import atomic_path, check_target
 
-__all__ = ["load_header", "load_nifti",
-           "save_nifti_like", "atomic_path", "atomic_write", "check_destination"]
+__all__ = ["load_header", "load_nifti", "save_nifti_like"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 # Errors nibabel / gzip / zlib raise on missing, truncated or garbage files.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError,
                 nib.spatialimages.HeaderDataError, TypeError, IndexError)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()
 
 
 def _describe(exc: BaseException) -> str:
@@ -115,124 +97,6 @@ def load_nifti(path: PathLike) -> Tuple[np.ndarray, nib.Nifti1Image]:
     return data.reshape(shape), img
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    if not path.parent.is_dir():
-        raise CwdmError(f"{path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise CwdmError(f"{path}: is a folder, cannot write a file there")
-    if path.exists() and not overwrite:
-        raise CwdmError(f"{path}: already exists (use --overwrite to replace it)")
-
-
-def check_destination(path: PathLike, flag: str, kind: str = "dir", overwrite: bool = True) -> None:
-    """Raise a one-line :class:`CwdmError` if ``path`` cannot be written; nothing is created.
-
-    ``kind="dir"``: ``path`` is an output folder; it may be missing if it can
-    be created (its nearest existing ancestor is a writable folder).
-    ``kind="file"``: ``path`` is an output file; its folder must exist and be
-    writable, and an existing file is refused unless ``overwrite``.
-    ``flag`` names the option in the message (``--output_dir``).
-    """
-    path = Path(path)
-    if kind not in ("dir", "file"):
-        raise ValueError(f"kind must be 'dir' or 'file', got {kind!r}")
-    virtual = virtual_root(path)
-    if virtual is not None:
-        raise CwdmError(f"{flag} {path}: {virtual} is the kernel's virtual file system, not a place for "
-                        f"files; choose a folder on a disk")
-    if kind == "file":
-        if path.is_dir():
-            raise CwdmError(f"{flag} {path}: is a folder, expected a file name")
-        folder = path.parent
-        if not folder.is_dir():
-            what = "is not a folder" if folder.exists() else "does not exist"
-            raise CwdmError(f"{flag} {path}: {folder} {what}")
-        if path.exists() and not overwrite:
-            raise CwdmError(f"{flag} {path}: already exists (use --overwrite to replace it)")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise CwdmError(f"{flag} {path}: folder {folder} is not writable")
-        return
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise CwdmError(f"{flag} {path}: is a file (or a dangling link), not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise CwdmError(f"{flag} {path}: folder is not writable")
-        return
-    ancestor = path.absolute().parent
-    while not (ancestor.exists() or ancestor.is_symlink()):
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is a file")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise CwdmError(f"{flag} {path}: cannot create the folder, {ancestor} is not writable")
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``.
-
-    The temporary name ends with ``path``'s suffix (``x.nii.gz`` -> ``...tmp.nii.gz``)
-    so libraries that choose a format by extension behave the same. On any
-    exception the temporary file is removed and ``path`` is left untouched; a
-    write the file system refuses (full disk, read-only, no permission) becomes
-    a one-line :class:`CwdmError` naming ``path`` and the cause
-    (:func:`cwdm.writes.write_failure`). Stale temporaries of killed writes in
-    the folder are removed first (:func:`cwdm.writes.remove_stale_temporaries`).
-
-    Args:
-        path: final destination; its folder must exist.
-        overwrite: if False and ``path`` exists, raise :class:`CwdmError`
-            before writing anything (checked again before the rename).
-    """
-    final = Path(path)
-    _check_target(final, overwrite)
-    remove_stale_temporaries(final.parent)
-    try:
-        tmp = temp_name(final)
-    except OSError as exc:
-        raise write_failure(final, exc) from None
-    try:
-        yield tmp
-        if not overwrite and final.exists():
-            raise CwdmError(f"{final}: already exists (use --overwrite to replace it)")
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, final)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, (OSError, RuntimeError)) and is_write_error(exc, tmp):
-            raise write_failure(final, exc) from None
-        raise
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", *, overwrite: bool = True,
-                 encoding: Optional[str] = None, newline: Optional[str] = None) -> Iterator[IO]:
-    """Open a temporary file for writing; on success it atomically replaces ``path``.
-
-    Example::
-
-        with atomic_write(out / "metrics.csv", newline="") as f:
-            csv.writer(f).writerows(rows)
-        with atomic_write(out / "model.pt", "wb") as f:
-            torch.save(state, f)
-
-    Args:
-        path: final destination; its folder must exist.
-        mode: ``"w"`` (text, UTF-8 unless ``encoding``) or ``"wb"``.
-        overwrite: if False and ``path`` exists, raise :class:`CwdmError`.
-    """
-    if mode not in ("w", "wb", "wt"):
-        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    if "b" not in mode and encoding is None:
-        encoding = "utf-8"
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
 def save_nifti_like(array: np.ndarray, reference_img: Union[nib.Nifti1Image, PathLike],
                     path: PathLike, overwrite: bool = False, dtype: np.dtype = np.float32,
                     descrip: Optional[str] = None) -> Path:
@@ -258,7 +122,7 @@ def save_nifti_like(array: np.ndarray, reference_img: Union[nib.Nifti1Image, Pat
     final = Path(path)
     if not is_nifti(final):
         raise CwdmError(f"{final}: output name must end in .nii.gz or .nii")
-    _check_target(final, overwrite)
+    check_target(final, overwrite)
     if not isinstance(reference_img, nib.spatialimages.SpatialImage):
         _, _, reference_img = load_header(reference_img)
     data = np.asarray(array)

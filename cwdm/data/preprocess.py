@@ -5,7 +5,7 @@ Intensity (:func:`clip_and_normalize`): each volume is clipped to its own
 background included) and min-max scaled to [0, 1], in float64.
 
 Geometry (:class:`Grid`): every spatial axis goes to the nearest multiple of
-the network's image-domain divisor (:func:`model_divisor`); ties go to the
+the network's image-domain divisor (:attr:`cwdm.model.unet.UNetConfig.image_divisor`); ties go to the
 smaller multiple (crop), never below one multiple. Cropping is symmetric (the
 odd voxel is taken from the end), padding adds zeros at the *end* of the axis.
 A BraTS volume of 240 x 240 x 155 with divisor 32 is cropped by 8 voxels on
@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import CwdmError
 
 __all__ = [
-    "LOWER_QUANTILE", "UPPER_QUANTILE", "clip_and_normalize", "model_divisor",
+    "LOWER_QUANTILE", "UPPER_QUANTILE", "clip_and_normalize",
     "Grid", "grid_for", "prepare_volume",
 ]
 
@@ -65,19 +65,6 @@ def clip_and_normalize(vol: np.ndarray) -> np.ndarray:
     if not span > 0:
         return np.zeros_like(clipped)
     return (clipped - vmin) / span
-
-
-def model_divisor(num_levels: int) -> int:
-    """Image-domain size divisor of a network with ``num_levels`` U-Net levels.
-
-    The Haar transform halves every axis once and each of the
-    ``num_levels - 1`` downsamplings (``len(channel_mult) - 1``) halves it
-    again: divisor = 2 * 2 ** (num_levels - 1). channel_mult (1,2,2,4,4) -> 32.
-    """
-    n = int(num_levels)
-    if n < 1:
-        raise CwdmError(f"a network needs at least one level (len(channel_mult) >= 1), got {num_levels}")
-    return 2 * 2 ** (n - 1)
 
 
 def _axis_target(n: int, divisor: int, axis: int) -> int:

@@ -15,7 +15,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..data.cases import Case
 from ..task import Task
 from ..data.nifti_io import load_nifti, save_nifti_like

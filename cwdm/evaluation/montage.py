@@ -184,7 +184,7 @@ def save_montage(path: Any, columns: Sequence[tuple], center: Optional[Sequence[
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..data.nifti_io import atomic_write
+    from ..writes import atomic_write
 
     vols = _column_volumes(columns)
     if center is None:

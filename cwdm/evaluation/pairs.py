@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..errors import CwdmError
 
 REFERENCE_SAMPLE = ("sample.nii.gz", "sample.nii")  # the reference's result file names

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from .metrics import CHALLENGE_METRICS, METRIC_NAMES
 
 CSV_NAME = "metrics.csv"
@@ -103,7 +103,7 @@ def _csv_value(v: Any) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    from ..data.nifti_io import atomic_write
+    from ..writes import atomic_write
 
     with atomic_write(path, newline="") as fh:
         writer = csv.writer(fh)
@@ -113,7 +113,7 @@ def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
 
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
-    from ..data.nifti_io import atomic_write
+    from ..writes import atomic_write
 
     with atomic_write(path) as fh:
         json.dump(_json_safe(data), fh, indent=2, allow_nan=False)

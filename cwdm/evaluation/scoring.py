@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..errors import CwdmError
 from .pairs import REFERENCE_CROP, Pair, find_pairs
 from .report import CSV_NAME, SUMMARY_NAME, summarize, write_csv, write_json, write_pair_montage

@@ -5,7 +5,7 @@ missing modality, which cases can be completed, and where the results go.
   :func:`parse_model_entries` (``--model MODALITY=PATH`` or ``--model PATH``);
 * cases: :func:`plan` groups the cases by the modality to synthesize and the
   checkpoint that does it: a per-contrast checkpoint for a case missing only its
-  modality, else a unified one (:data:`cwdm.task.ANY`); a case missing several
+  modality, else a unified one (:data:`cwdm.naming.ANY`); a case missing several
   modalities only with a unified checkpoint trained with dropped conditions.
   Each missing modality is then synthesized from the acquired ones only, never
   from another synthesized volume, so errors do not compound. A file cwdm
@@ -26,8 +26,8 @@ from typing import Collection, Dict, List, Mapping, Optional, Sequence, Set, Tup
 
 from ..errors import CwdmError, model_option
 from .steps import Paths
-from ..naming import canonical_contrast, contrast_of_checkpoint
-from ..task import ANY, Task
+from ..naming import ANY, canonical_contrast, contrast_of_checkpoint
+from ..task import Task
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 """File name endings :func:`find_checkpoints` takes for checkpoints in a models folder."""

@@ -12,15 +12,23 @@ network flags are from :class:`cwdm.model.unet.UNetConfig`: a setting is declare
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any, List, Tuple, get_type_hints
+from typing import Any, FrozenSet, List, Optional, Tuple, get_type_hints
 
+from ..config import given_field
 from ..model.samplers import registry_options
 from .synthesis import OPTIONS_FIELD, SamplingOptions
-from ..model.unet import NetworkFlags
+from ..model.flags import NetworkFlags
 
 
+@dataclass
 class ModelFlags(NetworkFlags):
-    """Network configuration of a bare released state_dict (cwdm checkpoints carry their own)."""
+    """Network configuration of a bare released state_dict (cwdm checkpoints carry their own).
+
+    ``flags_given``: the flags typed on the command line (:func:`cwdm.config.given_field`); those of
+    the network are checked against a bare state_dict. None (the Python API): none.
+    """
+
+    flags_given: Optional[FrozenSet[str]] = given_field()
 
 
 @dataclass

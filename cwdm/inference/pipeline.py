@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .. import MODALITIES
+from ..naming import ANY, MODALITIES
 from ..errors import CwdmError, model_option
-from ..task import ANY
 from .completion import (Group, cases_of, check_case_folders, completion_paths, output_path, plan,
                          recorded_synthesized)
 from .steps import Paths, announce, model_grid, paired_paths, progress_bar, resolve_model, usable_cases

@@ -239,7 +239,7 @@ class Provenance:
         """One line, before any work, when the record could not be written: its folder cannot take a new
         file (tried: a temporary file is created and removed), a folder stands in its place, or it is
         immutable."""
-        from ..data.nifti_io import check_destination
+        from ..writes import check_destination
 
         if self.path.is_dir():
             raise CwdmError(f"{self.path}: the provenance record is a folder; move it away")
@@ -303,7 +303,7 @@ class Provenance:
 
     def _merge_and_write(self) -> None:
         """Merge this run into the record on disk and replace it (under the folder's lock)."""
-        from ..data.nifti_io import atomic_write
+        from ..writes import atomic_write
 
         try:
             data = read_record(self.path, self.how)

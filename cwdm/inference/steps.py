@@ -20,13 +20,12 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import torch
 
-from .. import MODALITIES
+from ..naming import ANY, MODALITIES, canonical_contrast, contrast_of_checkpoint
 from ..model.checkpoint import LoadedModel, load_model
 from ..errors import CwdmError, option
 from .flags import ModelFlags
-from ..naming import canonical_contrast, contrast_of_checkpoint
 from .synthesis import SamplingOptions, Synthesizer, degenerate, postprocess
-from ..task import ANY, Task, check_network
+from ..task import Task, check_network
 
 Paths = Dict[str, Optional[Path]]
 """Where one case's results go: ``{"volume": path, "std": path, "target": path or None}``."""
@@ -45,7 +44,7 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
         path: released state_dict or cwdm checkpoint (None: refused).
         target: contrast asked for (None: from the checkpoint or its file name).
         modalities: modality names asked for (a cwdm checkpoint's own win over the default).
-        flags: network of a bare state_dict; its ``_given`` (the flags typed) are checked against the file.
+        flags: network of a bare state_dict; its ``flags_given`` (the flags typed) are checked against the file.
         ema: use the EMA weights of a cwdm checkpoint.
         device: where it will run (the model is loaded on the CPU; the Synthesizer moves it).
 
@@ -56,7 +55,7 @@ def resolve_model(path: Optional[Path], target: Optional[str], modalities, flags
     if path is None:
         raise CwdmError("--model_path is required (a released state_dict or a cwdm checkpoint)")
     target = canonical_contrast(target, modalities)  # --contr flair -> t2f (BraTS 2021 names)
-    given = getattr(flags, "_given", None)  # network flags the user typed: checked against a bare state_dict
+    given = flags.flags_given  # network flags the user typed: checked against a bare state_dict
     loaded = load_model(path, config=flags.unet_config(len(modalities) - 1), ema=ema, device="cpu",
                         given=set(given) if given is not None else set())
     task = loaded.task

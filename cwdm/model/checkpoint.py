@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-from .. import MODALITIES
+from ..naming import MODALITIES
 from ..config import from_dict, to_dict
 from ..errors import CwdmError, option
 from ..task import Task, check_network

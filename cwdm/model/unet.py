@@ -20,8 +20,8 @@ a 3x3x3 convolution to ``out_channels`` (``out``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, make_dataclass, replace
-from typing import List, Tuple, get_type_hints
+from dataclasses import dataclass, field, replace
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
@@ -39,7 +39,7 @@ class UNetConfig:
     model_channels: int = field(default=64, metadata={"help": "base channel count"})
     channel_mult: Tuple[int, ...] = field(default=(1, 2, 2, 4, 4), metadata={"help": "channel multiplier per level"})
     num_res_blocks: int = field(default=2, metadata={"help": "residual blocks per level"})
-    in_channels: int = field(default=32, metadata={"help": "input channels: 8 x (1 + number of conditions)"})
+    in_channels: int = field(default=32, metadata={"help": "input channels (:func:`in_channels_for`)"})
     out_channels: int = field(default=8, metadata={"help": "output channels (8 subbands)"})
     additive_skips: bool = field(default=False, metadata={"help": "average skips instead of concatenating (less memory)"})
     num_groups: int = field(default=32, metadata={"help": "GroupNorm groups"})
@@ -54,12 +54,16 @@ class UNetConfig:
 
     @property
     def subband_divisor(self) -> int:
-        """Spatial sizes of the network input must be multiples of this."""
+        """Spatial sizes of the network input must be multiples of this: each of the
+        ``num_levels - 1`` downsamplings halves every axis."""
+        if self.num_levels < 1:
+            raise CwdmError(f"a network needs at least one level (len(channel_mult) >= 1), got {self.num_levels}")
         return 2 ** (self.num_levels - 1)
 
     @property
     def image_divisor(self) -> int:
-        """Image-domain sizes must be multiples of this (Haar halves once more)."""
+        """Image-domain sizes must be multiples of this (the Haar transform halves once more):
+        channel_mult (1, 2, 2, 4, 4) -> 32. The one divisor every grid is cut to."""
         return 2 * self.subband_divisor
 
 
@@ -67,34 +71,19 @@ RELEASED_CONFIG = UNetConfig()
 """The configuration of the published checkpoints (3 conditions)."""
 
 
-def in_channels_for(num_conditions: int) -> int:
-    """Input channels for a model with ``num_conditions`` condition volumes."""
-    return NUM_SUBBANDS * (1 + num_conditions)
+def in_channels_for(condition_volumes: int, identity_channels: int = 0) -> int:
+    """Input channels of a network fed ``condition_volumes`` condition volumes (the one formula).
+
+    The noisy target and every condition volume each give :data:`~cwdm.model.wavelet.NUM_SUBBANDS`
+    (8) wavelet subbands; a unified model adds ``identity_channels`` constant channels naming the
+    target: ``8 * (1 + condition_volumes) + identity_channels`` (32 for the released models).
+    """
+    return NUM_SUBBANDS * (1 + int(condition_volumes)) + int(identity_channels)
 
 
-NOT_FLAGS = ("in_channels", "out_channels", "dropout")
-""":class:`UNetConfig` fields that are not command-line flags: ``in_channels`` follows from the
-number of conditions, ``out_channels`` is always the 8 subbands, ``dropout`` stays 0 as in the released training."""
-
-
-def _unet_config(self, num_conditions: int) -> UNetConfig:
-    """The :class:`UNetConfig` of these flags for a network taking ``num_conditions`` condition volumes."""
-    chosen = {f.name: getattr(self, f.name) for f in fields(NetworkFlags)}
-    return UNetConfig(**chosen, in_channels=in_channels_for(num_conditions))
-
-
-def _network_flags() -> type:
-    """``NetworkFlags``: the fields of :class:`UNetConfig` but :data:`NOT_FLAGS`, same defaults and help."""
-    hints = get_type_hints(UNetConfig)
-    chosen = [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata))
-              for f in fields(UNetConfig) if f.name not in NOT_FLAGS]
-    doc = ("Network flags shared by the commands (defaults: the released network); generated from "
-           ":class:`UNetConfig` without " + ", ".join(NOT_FLAGS) + ".")
-    namespace = {"unet_config": _unet_config, "__doc__": doc, "__module__": __name__}
-    return make_dataclass("NetworkFlags", chosen, namespace=namespace)
-
-
-NetworkFlags = _network_flags()
+def condition_volumes_of(in_channels: int, identity_channels: int = 0) -> int:
+    """The inverse of :func:`in_channels_for`: condition volumes of a network of ``in_channels`` inputs."""
+    return (int(in_channels) - int(identity_channels)) // NUM_SUBBANDS - 1
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

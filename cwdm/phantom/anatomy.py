@@ -40,6 +40,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..naming import SEG
 from .contrast import _acquire, _contrasts
 from .geometry import Templates, check_downsample, grid_affine, grid_shape, load_templates
 from .geometry import _on_grid, _rotation, _subject_grid
@@ -241,7 +242,7 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     t1, t2, fractions = _sample_templates(tpl, grid)
     near, tum, seg = _tumour_near(grid, fractions, p, f)
     out = _acquire(_contrasts(t1, t2, fractions, near, tum, grid, p, tpl), grid, shape, p, rng)
-    out["seg"] = _on_grid(seg, shape, grid, np.uint8)
+    out[SEG] = _on_grid(seg, shape, grid, np.uint8)
     out["affine"] = grid_affine(f)
     if tissue:
         out["tissue"] = {name: _on_grid(values, shape, grid, np.float32) for name, values in fractions.items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..naming import MODALITIES
 from .geometry import Templates, _on_grid
 
 CHOROID = np.array([25.0, -38.0, 14.0])      # MNI mm of the right ventricular atrium
@@ -166,7 +167,7 @@ def _acquire(images: dict, grid: dict, shape: tuple, p: dict, rng) -> dict:
     half = (np.array(shape) - 1) / 2.0
     where = np.stack([((ijk[a] + box[a].start) - half[a]) / half[a] for a in range(3)]).astype(np.float32)
     out = {}
-    for c, name in enumerate(("t1n", "t1c", "t2w", "t2f")):
+    for c, name in enumerate(MODALITIES):
         signal = images[name] * _bias(where, p["bias_coef"][c], p["bias_amp"][c])
         signal *= np.float32(p["gain"][name])
         sigma = np.float32(p["noise"][c] * float(signal.mean()))

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CwdmError
+from ..naming import MODALITIES, SEG
 from .anatomy import generate_case
 
-MODALITIES = ("t1n", "t1c", "t2w", "t2f")
-FILES = MODALITIES + ("seg",)
-__all__ = ["MODALITIES", "FILES", "case_name", "write_case", "make_phantom_set", "save_midslices"]
+FILES = MODALITIES + (SEG,)
+"""The files of a phantom case: the four BraTS modalities and the tumour segmentation."""
+__all__ = ["FILES", "case_name", "write_case", "make_phantom_set", "save_midslices"]
 
 
 def case_name(index: int) -> str:
@@ -126,7 +127,7 @@ def save_midslices(case: dict, path, title: str = "") -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    seg = case["seg"]
+    seg = case[SEG]
     shape = np.array(seg.shape)
     tumour = np.argwhere(seg > 0)
     centre = tumour.mean(0).round().astype(int) if len(tumour) else shape // 2
@@ -140,7 +141,7 @@ def save_midslices(case: dict, path, title: str = "") -> Path:
         for col, key in enumerate(FILES):
             ax = axes[row, col]
             img = cut(case[key])
-            if key == "seg":
+            if key == SEG:
                 ax.imshow(img, cmap="viridis", vmin=0, vmax=3, interpolation="nearest")
             else:
                 vmax = np.percentile(case[key][case[key] > 0], 99.5)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
-from .. import MODALITIES
-from ..config import from_dict
+from ..naming import ANY, MODALITIES
+from ..config import from_dict, given_field
 from ..errors import CwdmError
-from ..task import ANY, Task, parse_labels
-from ..model.unet import NetworkFlags, UNetConfig
+from ..task import Task, parse_labels
+from ..model.flags import NetworkFlags
+from ..model.unet import UNetConfig
 
 
 @dataclass
@@ -57,6 +58,9 @@ class TrainConfig(NetworkFlags):
         "choices": ["header", "full", "none"]})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
+    # the flags typed on the command line (not a flag, not stored): what a resumed run takes from
+    # the command line rather than from its checkpoint (None: values that differ from the defaults)
+    flags_given: Optional[FrozenSet[str]] = given_field()
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the network (CUDA; needs a C++ compiler, else one line at the first step)"})
     channels_last: bool = field(default=False, metadata={
@@ -114,7 +118,7 @@ def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path,
     merged, notes = {}, []
     for f in fields(TrainConfig):
         name, mine, theirs = f.name, getattr(cfg, f.name), getattr(old, f.name)
-        if name in ("resume", "run_dir") or (name in given and mine == theirs):
+        if name in ("resume", "run_dir", "flags_given") or (name in given and mine == theirs):
             continue
         if name == "resume_step":  # how the run started: kept; a given value is answered in plan_run
             merged[name] = theirs

@@ -165,8 +165,7 @@ def _shapes(mcfg):
 
 def write_config_json(run_dir: Path, cfg, mcfg) -> None:
     """``config.json`` of a run: the resolved training configuration, its task and the network's."""
-    from ..data.nifti_io import atomic_write
-    from ..writes import make_folder
+    from ..writes import atomic_write, make_folder
 
     make_folder(run_dir)
     with atomic_write(run_dir / "config.json") as fh:

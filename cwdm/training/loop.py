@@ -32,7 +32,7 @@ from ..config import to_dict
 from ..model.diffusion import Schedule, linear_schedule, training_loss
 from ..errors import CwdmError
 from ..naming import canonical_contrast
-from ..data.nifti_io import check_destination
+from ..writes import check_destination, remove_stale_temporaries
 from ..runtime import (CompileFailed, agree_max, autocast, cleanup_distributed, dist_from_env, init_distributed,
                       is_compiler_error, memory_format, select_device)
 from .state import (EMA, DataOrder, TrainingParts, checkpoint_files, latest_checkpoint, move_optimizer,
@@ -41,7 +41,6 @@ from .config import TrainConfig, merge_resumed_config, validate_config
 from ..model.unet import UNet
 from ..data.unified import condition_input, draw_training_inputs
 from ..model.wavelet import to_subbands
-from ..writes import remove_stale_temporaries
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a request to save and stop after the current step."""
@@ -105,7 +104,7 @@ def restart_settings(cfg: TrainConfig, run_dir: Path) -> Tuple[TrainConfig, List
     if started_from not in (None, "", "auto"):  # a run started from given weights: start it the same way
         raise CwdmError(f"--resume auto: {run_dir} holds no checkpoint, and its run started from the weights "
                         f"{started_from}; start it again with --resume {started_from}")
-    merged, changed = merge_resumed_config(cfg, stored, config, getattr(cfg, "_given", None))
+    merged, changed = merge_resumed_config(cfg, stored, config, cfg.flags_given)
     notes = [f"note: {run_dir} holds no checkpoint (the run stopped before its first save): starting it "
              f"again from step 0 with its settings from {config.name}"]
     return merged, notes + [f"changed on resume: {c}" for c in changed]
@@ -181,7 +180,7 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
     if is_cwdm_checkpoint(state):
         asked = cfg.resume_step
         plan.cfg, changed = merge_resumed_config(cfg, state["train_config"], plan.resume_path,
-                                                 getattr(cfg, "_given", None))
+                                                 cfg.flags_given)
         plan.notes += [f"changed on resume: {c}" for c in changed]
         if asked and asked != int(state["step"]):
             plan.notes.append(f"note: --resume_step {asked} ignored: {plan.resume_path} is a cwdm checkpoint "

@@ -31,8 +31,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import Sampler
 
-from ..data.nifti_io import atomic_write
-from ..writes import make_folder
+from ..writes import atomic_write, make_folder
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.pt$")
 
