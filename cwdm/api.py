@@ -37,6 +37,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 from .naming import ANY, MODALITIES
 from .data.cases import Case
 from .errors import CwdmError, api_call
+from .inference.steps import check_output_dir
 from .inference.synthesis import SamplingOptions
 
 PathLike = Union[str, Path]
@@ -263,6 +264,7 @@ class MissingModality:
         if not isinstance(overwrite, bool):
             raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
         if out is not None:
+            check_output_dir(out, data, in_place_ok=True)  # as cwdm auto: never among the input cases
             _writable_folder(out, "output_folder")
         plan = self.pipeline.completion(data, out, overwrite)
         result = self.pipeline.run(plan)

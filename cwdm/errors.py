@@ -35,7 +35,8 @@ class CwdmError(Exception):
 
 _IN_API = contextvars.ContextVar("cwdm_in_api", default=False)
 API_SPELLING = {"sampling_steps": "steps=", "overwrite": "overwrite=True", "continue_anyway": "continue_anyway=True",
-                "contr": "models={MODALITY: PATH}", "model_path": "models=", "model": "models="}
+                "contr": "models={MODALITY: PATH}", "model_path": "models=", "model": "models=",
+                "output_dir": "output_folder="}
 """How the Python API (:class:`cwdm.api.MissingModality`) spells a command-line flag where it is not
 ``<name>=``."""
 

@@ -160,6 +160,8 @@ def test_bad_call_arguments_are_one_line_cwdm_errors(make_brats_root, models, tm
         (lambda: mm.infer_batch(data, afile), f"output_folder= {afile}: the output folder is a file"),
         (lambda: mm.infer_batch(data, 7), "output_folder= must be a path"),
         (lambda: mm.infer_batch(tmp_path / "none"), "data folder does not exist"),
+        (lambda: mm.infer_batch(data, data / "completed"), f"output_folder= {data / 'completed'} is (inside) the "
+         f"input folder"),
     ]
     for call, message in cases:
         with pytest.raises(CwdmError) as info:

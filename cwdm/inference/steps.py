@@ -113,9 +113,9 @@ def check_output_dir(output_dir: Path, data_dir: Path, in_place_ok: bool = False
     if out == data and in_place_ok:
         return
     if out == data or data in out.parents:
-        raise CwdmError(f"--output_dir {output_dir} is (inside) the input folder {data_dir}: results would "
-                        f"replace or mix with the input scans; choose another folder "
-                        f"(cwdm auto completes case folders in place safely)")
+        raise CwdmError(f"{option('output_dir')} {output_dir} is (inside) the input folder {data_dir}: results "
+                        f"would replace or mix with the input scans; choose another folder (completing the case "
+                        f"folders in place is safe: cwdm auto, or the API's infer_batch without an output folder)")
 
 
 def usable_cases(cases, required, divisor: int, report: Callable[[str], None],
