@@ -164,3 +164,13 @@ def make_brats_root(tmp_path):
 def brats_root(make_brats_root) -> Path:
     """Three complete 24x24x16 cases with seg files."""
     return make_brats_root()
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    """A folder with one tiny checkpoint per contrast, named as the released weights are."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for i, mod in enumerate(MODALITIES):
+        make_checkpoint(folder / f"brats_{mod}_1200000.pt", target=mod, seed=i)
+    return folder

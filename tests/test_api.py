@@ -11,7 +11,6 @@ import pytest
 import cwdm
 from cwdm.cli import main as cli
 from cwdm.errors import CwdmError
-from test_auto import models  # noqa: F401  (fixture: one tiny checkpoint per contrast)
 from cwdm.model.checkpoint import load_model
 from conftest import FAST, REF, make_checkpoint
 
@@ -22,7 +21,7 @@ def _data(make_brats_root):
     return make_brats_root(shape=(26, 24, 18), cases=3, missing=MISSING)
 
 
-def test_infer_single_and_batch_write_what_auto_writes(make_brats_root, models, tmp_path):  # noqa: F811
+def test_infer_single_and_batch_write_what_auto_writes(make_brats_root, models, tmp_path):
     data = _data(make_brats_root)
     via_cli = tmp_path / "cli"
     assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), "--output_dir", str(via_cli),
@@ -47,7 +46,7 @@ def test_infer_single_and_batch_write_what_auto_writes(make_brats_root, models, 
     assert not (tmp_path / "batch" / "BraTS-GLI-00002-000").exists()
 
 
-def test_infer_single_refusals(make_brats_root, models, tmp_path):  # noqa: F811
+def test_infer_single_refusals(make_brats_root, models, tmp_path):
     data = _data(make_brats_root)
     case = data / "BraTS-GLI-00000-000"
     files = {m: case / f"BraTS-GLI-00000-000-{m}.nii.gz" for m in ("t1n", "t1c", "t2w")}
@@ -69,7 +68,7 @@ def _files(data, name="BraTS-GLI-00000-000", given=("t1n", "t1c", "t2w")):
     return {m: data / name / f"{name}-{m}.nii.gz" for m in given}
 
 
-def test_api_writes_the_provenance_record_like_auto(make_brats_root, models, tmp_path):  # noqa: F811
+def test_api_writes_the_provenance_record_like_auto(make_brats_root, models, tmp_path):
     data = _data(make_brats_root)
     mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=2, device="cpu")
     out = tmp_path / "single" / "x-t2f.nii.gz"
@@ -121,7 +120,7 @@ def test_api_writes_the_provenance_record_like_auto(make_brats_root, models, tmp
     (dict(models={"t2f": None}), "models['t2f']= must be a path"),
     (dict(models={"pd": "x.pt"}), "models= given for unknown modalities ['pd']"),
 ])
-def test_bad_constructor_arguments_are_one_line_cwdm_errors(models, kwargs, message):  # noqa: F811
+def test_bad_constructor_arguments_are_one_line_cwdm_errors(models, kwargs, message):
     args = {"models_dir": models, "device": "cpu", **kwargs}
     with pytest.raises(CwdmError) as info:
         cwdm.MissingModality(**args)
@@ -137,7 +136,7 @@ def test_models_dir_that_is_missing_or_a_file(tmp_path):
         cwdm.MissingModality(models_dir=tmp_path / "f")
 
 
-def test_bad_call_arguments_are_one_line_cwdm_errors(make_brats_root, models, tmp_path):  # noqa: F811
+def test_bad_call_arguments_are_one_line_cwdm_errors(make_brats_root, models, tmp_path):
     data = _data(make_brats_root)
     files = _files(data)
     mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=2, device="cpu")
@@ -182,7 +181,7 @@ def test_api_errors_name_api_arguments_not_flags(make_brats_root, tmp_path):
     assert not (tmp_path / "x-t2f.nii.gz").exists()
 
 
-def test_degenerate_volumes_raise_in_single_and_after_the_batch(make_brats_root, models, tmp_path):  # noqa: F811
+def test_degenerate_volumes_raise_in_single_and_after_the_batch(make_brats_root, models, tmp_path):
     data = _data(make_brats_root)
     make_checkpoint(models / "brats_t2f_1200000.pt", target="t2f", output="zero")
     mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=2, device="cpu")
@@ -201,18 +200,18 @@ def test_degenerate_volumes_raise_in_single_and_after_the_batch(make_brats_root,
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
-def test_cuda_without_a_gpu_names_the_argument(models):  # noqa: F811
+def test_cuda_without_a_gpu_names_the_argument(models):
     with pytest.raises(CwdmError, match=r"device='cuda': no CUDA GPU is available here \(use device='cpu'"):
         cwdm.MissingModality(models_dir=models, device="cuda")
 
 
-def test_two_checkpoints_for_one_contrast_name_the_models_argument(models):  # noqa: F811
+def test_two_checkpoints_for_one_contrast_name_the_models_argument(models):
     shutil.copy(models / "brats_t2f_1200000.pt", models / "flair_gen.pt")
     with pytest.raises(CwdmError, match=r"several checkpoints for t2f .*pass models=\{'t2f': PATH\} to choose"):
         cwdm.MissingModality(models_dir=models, device="cpu")
 
 
-def test_numpy_numbers_are_accepted_and_recorded_as_numbers(make_brats_root, models, tmp_path):  # noqa: F811
+def test_numpy_numbers_are_accepted_and_recorded_as_numbers(make_brats_root, models, tmp_path):
     data = _data(make_brats_root)
     mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=np.int64(2), eta=np.float32(0.5),
                               seed=np.int32(3), device="cpu")  # ddim: its eta is recorded
@@ -221,7 +220,7 @@ def test_numpy_numbers_are_accepted_and_recorded_as_numbers(make_brats_root, mod
     assert (settings["sampling_steps"], settings["eta"], settings["seed"]) == (2, 0.5, 3)
 
 
-def test_sampler_options_are_forwarded_by_name(models):  # noqa: F811
+def test_sampler_options_are_forwarded_by_name(models):
     mm = cwdm.MissingModality(models_dir=models, sampler="ddim", steps=3, device="cpu", eta=0.25)
     assert mm.options.sampler_options == {"eta": 0.25} and mm.options.sampler_settings() == {"eta": 0.25}
     assert cwdm.MissingModality(models_dir=models, device="cpu").options.sampler_options == {"eta": 0.0}

@@ -16,15 +16,6 @@ def snapshot(root):
     return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def models(tmp_path):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for i, mod in enumerate(["t1n", "t1c", "t2w", "t2f"]):
-        make_checkpoint(folder / f"brats_{mod}_1200000.pt", target=mod, seed=i)
-    return folder
-
-
 def test_auto_writes_exactly_the_missing_file(make_brats_root, models):
     data = make_brats_root(shape=(26, 24, 18), cases=3,
                            missing={"BraTS-GLI-00000-000": ["t2f"], "BraTS-GLI-00001-000": ["t1c"]})

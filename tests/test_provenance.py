@@ -13,7 +13,6 @@ from cwdm import __version__
 from cwdm.cli import main as cli
 from cwdm.inference.provenance import RECORD_NAME, Provenance, record_path, sha256_file
 from cwdm.task import Task
-from test_auto import models  # noqa: F401  (fixture)
 from test_sample import FAST, make_checkpoint
 
 CASES = ["BraTS-GLI-00000-000", "BraTS-GLI-00001-000"]
@@ -118,7 +117,7 @@ def test_damaged_record_is_a_one_line_error(setup, capsys):
     assert (out / RECORD_NAME).read_text() == "{not json" and not (out / CASES[0]).exists()
 
 
-def test_auto_in_place_keeps_the_record_in_the_data_root(make_brats_root, models, capsys):  # noqa: F811
+def test_auto_in_place_keeps_the_record_in_the_data_root(make_brats_root, models, capsys):
     data = make_brats_root(cases=2, missing={CASES[0]: ["t2f"], CASES[1]: ["t1c"]})
     args = ["auto", "--data_dir", str(data), "--models_dir", str(models), *FAST]
     assert cli(args) == 0
@@ -188,7 +187,7 @@ def test_sample_write_failure_is_one_line_and_leaves_no_partial_case(setup, monk
     assert cli(base + ["--ensemble", "2"]) == 0 and out_file(out, CASES[1]).is_file()
 
 
-def test_auto_in_place_refuses_a_read_only_case_folder_before_any_network_call(make_brats_root, models,  # noqa: F811
+def test_auto_in_place_refuses_a_read_only_case_folder_before_any_network_call(make_brats_root, models,
                                                                                 monkeypatch, capsys):
     from cwdm.inference.synthesis import Synthesizer
 
@@ -210,7 +209,7 @@ def test_auto_in_place_refuses_a_read_only_case_folder_before_any_network_call(m
     assert not calls and sorted(p.name for p in data.rglob("*")) == before
 
 
-def test_auto_record_that_cannot_be_finished_is_one_line_and_never_says_running(make_brats_root, models,  # noqa: F811
+def test_auto_record_that_cannot_be_finished_is_one_line_and_never_says_running(make_brats_root, models,
                                                                                  monkeypatch, capsys):
     data = make_brats_root(cases=2, missing={CASES[0]: ["t2f"], CASES[1]: ["t1c"]})
     real, replaced = os.replace, []
@@ -230,7 +229,7 @@ def test_auto_record_that_cannot_be_finished_is_one_line_and_never_says_running(
     assert run["status"] == "interrupted" and not _hidden(data)
 
 
-def test_auto_in_place_with_symlinked_case_folders(make_brats_root, models, tmp_path):  # noqa: F811
+def test_auto_in_place_with_symlinked_case_folders(make_brats_root, models, tmp_path):
     store = make_brats_root(root=tmp_path / "store", cases=2, missing={CASES[0]: ["t2f"], CASES[1]: ["t1c"]})
     data = tmp_path / "data"
     data.mkdir()
@@ -306,7 +305,7 @@ def test_a_record_cwdm_did_not_write_is_one_line_naming_it(setup, monkeypatch, c
         assert run["status"] == "finished" and path.is_file()
 
 
-def test_auto_in_place_damaged_record_says_move_it_away(make_brats_root, models, capsys):  # noqa: F811
+def test_auto_in_place_damaged_record_says_move_it_away(make_brats_root, models, capsys):
     data = make_brats_root(cases=2, missing={CASES[0]: ["t2f"]})
     (data / RECORD_NAME).write_text("[]")
     assert cli(["auto", "--data_dir", str(data), "--models_dir", str(models), *FAST]) == 1
