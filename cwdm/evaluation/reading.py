@@ -126,7 +126,7 @@ def read_context(pair: Pair, shape: Sequence[int],
         if mod == pair.target:
             continue
         vol = load_matching(path, shape, ref_name, "left out of the brain mask", problems,
-                             unreadable=f"left out of the brain mask of {pair.case}/{pair.target}")
+                            unreadable=f"left out of the brain mask of {pair.case}/{pair.target}")
         if vol is not None:
             others[mod] = vol
     seg = None

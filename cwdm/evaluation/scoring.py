@@ -3,7 +3,11 @@
 :func:`evaluate_pair` scores one :class:`~cwdm.evaluation.pairs.Pair` (and
 draws its montage); :func:`evaluate_dirs` pairs two folders
 (:func:`cwdm.evaluation.pairs.find_pairs`), scores every pair and writes
-``metrics.csv`` and ``summary.json`` (:mod:`cwdm.evaluation.report`). The
+``metrics.csv`` and ``summary.json`` (:mod:`cwdm.evaluation.report`). The volumes are
+read by :mod:`cwdm.evaluation.reading`; the measures are those of
+:mod:`cwdm.evaluation.metrics` (with :mod:`~cwdm.evaluation.realism`),
+:mod:`~cwdm.evaluation.uncertainty` (a std map) and :mod:`~cwdm.evaluation.segmentation`
+(``--seg_dir``). The
 folder layouts, the problems reported and the report formats are described
 in the docstring of the command module :mod:`cwdm.commands.evaluate`, which re-exports
 the public names of this module.
