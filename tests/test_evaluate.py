@@ -322,3 +322,85 @@ def test_reference_result_layout_scored_as_the_given_target(tmp_path, capsys):
     # the command line
     assert main(["evaluate", "--pred_dir", str(theirs), "--ref_dir", str(ref), "--targets", "t2f",
                  "--no-montage", "--progress", "False", "--out_dir", str(tmp_path / "cli")]) == 0
+
+
+def _slab_seg(labels):
+    """A label map with label ``k`` on the x range ``labels[k]`` inside y 12:20, z 9:15 (192 voxels per 4 x-slices)."""
+    seg = np.zeros(SHAPE, dtype=np.float32)
+    for label, (x0, x1) in labels.items():
+        seg[x0:x1, 12:20, 9:15] = label
+    return seg
+
+
+def test_seg_dir_dice_std_calibration_and_realism_end_to_end(tmp_path, capsys):
+    """--seg_dir: Dice per label and region (both layouts), bad segmentation files as problems; a std map
+    beside a prediction: its calibration; every pair: hf_energy_ratio."""
+    from cwdm.evaluation.uncertainty import calibration_metrics
+
+    ref, pred, segs, out = tmp_path / "ref", tmp_path / "pred", tmp_path / "segs", tmp_path / "out"
+    names = ["case-A", "case-B", "case-C", "case-D", "case-E", "case-F", "case-G"]
+    refs = {n: _ref_case(ref, n, seed, seg=n != "case-F") for seed, n in enumerate(names, start=1)}
+    true_seg = _slab_seg({1: (10, 14), 3: (14, 18), 2: (18, 22)})
+    _save(ref / "case-A" / "case-A-seg.nii.gz", true_seg)
+    rng = np.random.default_rng(3)
+    brain = _brain()
+    for n in names:
+        noise = np.where(brain, rng.normal(0, 30, SHAPE), 0.0)
+        p = refs[n]["t1c"] + noise if n != "case-B" else np.where(brain, gaussian_filter(refs[n]["t1c"], 1.5), 0)
+        _save(pred / n / f"{n}-t1c.nii.gz", p)
+        if n == "case-A":  # an ensemble std map that knows where the errors are
+            _save(pred / n / f"{n}-t1c_std.nii.gz", np.abs(noise))
+            a_pred, a_std = p.astype(np.float32), np.abs(noise).astype(np.float32)  # as read back
+    _save(segs / "case-A.nii.gz", _slab_seg({1: (10, 14), 3: (14, 16), 2: (16, 22)}))
+    _save(segs / "case-B" / "case-B-seg.nii.gz", refs["case-B"]["seg"])  # perfect; no label 2 or 3 in either
+    _save(segs / "case-C.nii.gz", np.zeros((32, 32, 20)))  # wrong shape
+    (segs / "case-D.nii.gz").write_bytes(b"not a nifti file")  # unreadable
+    # case-E: no segmentation at all
+    _save(segs / "case-F.nii.gz", refs["case-B"]["seg"])  # but the reference case has no -seg
+    bad_labels = refs["case-G"]["seg"].copy()
+    bad_labels[0, 0, 0] = 7
+    _save(segs / "case-G.nii.gz", bad_labels)
+
+    status = main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(out),
+                   "--seg_dir", str(segs), "--no-montage", "--progress=false"])
+    assert status == 1  # scored, with the segmentation problems below
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    expected_files = {"case-C": segs / "case-C.nii.gz", "case-D": segs / "case-D.nii.gz",
+                      "case-E": segs / "case-E.nii.gz", "case-F": ref / "case-F",
+                      "case-G": segs / "case-G.nii.gz"}
+    assert len(warnings) == len(expected_files)
+    for case, path in expected_files.items():
+        assert any(line.startswith(f"warning: {path}:") and "Dice" in line for line in warnings), (case, warnings)
+    with open(out / "metrics.csv", newline="") as fh:
+        table = {r["case"]: r for r in csv.DictReader(fh)}
+    assert tuple(next(iter(table.values()))) == CSV_FIELDS and sorted(table) == names
+    dice_cols = ("dice_et", "dice_tc", "dice_wt", "dice_1", "dice_2", "dice_3")
+    a = {k: float(table["case-A"][k]) for k in dice_cols}
+    assert a == pytest.approx({"dice_et": 2 / 3, "dice_tc": 6 / 7, "dice_wt": 1.0, "dice_1": 1.0, "dice_2": 0.8,
+                               "dice_3": 2 / 3}, rel=1e-9)
+    assert all(float(table["case-B"][k]) == 1.0 for k in dice_cols)  # empty labels in both count as 1
+    for case in expected_files:
+        assert all(table[case][k] == "" for k in dice_cols) and table[case]["problem"] == "", case
+
+    # the std map: on the error's scale, nearly perfectly ordered; no std map: empty cells, not zeros
+    assert table["case-A"]["has_std"] == "True"
+    want = calibration_metrics(a_pred, refs["case-A"]["t1c"], a_std, brain | (refs["case-A"]["t2f"] != 0))
+    assert float(table["case-A"]["std_error_corr"]) == pytest.approx(want["std_error_corr"], rel=1e-8)
+    assert float(table["case-A"]["ause"]) == pytest.approx(want["ause"], rel=1e-8, abs=1e-12)
+    assert float(table["case-A"]["std_error_corr"]) > 0.95 and float(table["case-A"]["ause"]) < 0.02
+    assert table["case-C"]["std_error_corr"] == "" and table["case-C"]["ause"] == ""
+
+    # realism: added noise is more detail than the reference's, a blur less
+    assert float(table["case-A"]["hf_energy_ratio"]) > 1.0 > float(table["case-B"]["hf_energy_ratio"])
+    data = _no_nan_json(out / "summary.json")
+    assert data["metrics"][-9:] == ["hf_energy_ratio", "std_error_corr", "ause", *dice_cols]
+    assert data["overall"]["dice_wt"]["n"] == 2 and data["overall"]["ause"]["n"] == 1
+    assert data["overall"]["dice_2"]["mean"] == pytest.approx((0.8 + 1.0) / 2)
+    assert data["inputs"]["seg_dir"] == str(segs.resolve()) and len(data["problems"]) == 5
+
+    # without --seg_dir: the Dice cells are empty; a missing --seg_dir is a one-line error
+    rows, summary = evaluate_dirs(pred, ref, tmp_path / "plain", montage=False, progress=False, verbose=False)
+    assert all(math.isnan(r["dice_wt"]) for r in rows) and summary["problems"] == []
+    assert main(["evaluate", "--pred_dir", str(pred), "--ref_dir", str(ref), "--out_dir", str(tmp_path / "x"),
+                 "--seg_dir", str(tmp_path / "nowhere")]) == 1
+    assert f"{tmp_path / 'nowhere'}: --seg_dir does not exist" in capsys.readouterr().err

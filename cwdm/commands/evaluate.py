@@ -28,9 +28,19 @@ prediction or reference (any NaN/Inf voxel, all zero, constant, see
 :func:`cwdm.evaluation.metrics.degenerate_reason`) is a problem too; its row is kept in
 ``metrics.csv`` with empty metric cells and the reason in ``problem``.
 
-Metrics: :data:`cwdm.evaluation.metrics.METRIC_NAMES`, defined in :mod:`cwdm.evaluation.metrics` as
+Metrics: :data:`cwdm.evaluation.report.REPORT_METRICS`. Those of
+:data:`cwdm.evaluation.metrics.METRIC_NAMES` are defined in :mod:`cwdm.evaluation.metrics` as
 the BraSyn challenge scores them (tumour scores need a ``-seg`` file; errors
-inside the brain mask: any reference volume of the case non-zero).
+inside the brain mask: any reference volume of the case non-zero), plus
+``hf_energy_ratio`` (fine detail kept, :mod:`cwdm.evaluation.realism`). With a std map
+beside the prediction: ``std_error_corr`` and ``ause`` (its calibration,
+:mod:`cwdm.evaluation.uncertainty`; empty cells without one). With ``--seg_dir DIR``
+(segmentations a user's model predicted on the completed cases, ``DIR/<case>.nii.gz`` or
+``DIR/<case>/<case>-seg.nii.gz``): ``dice_et``, ``dice_tc``, ``dice_wt``, ``dice_1``, ``dice_2``,
+``dice_3`` against the reference case's ``-seg`` (:mod:`cwdm.evaluation.segmentation`; both
+empty 1, one empty 0); a case's Dice is repeated in each of its rows. A
+segmentation that is missing, unreadable, of another shape or with labels other than 0-3 (4 is
+read as 3) is a problem naming the file; its Dice cells stay empty.
 
 Outputs in ``output_dir`` (alias ``--out_dir``; default ``P/evaluation``), each written atomically
 (the scoring is in :mod:`cwdm.evaluation.scoring`, the statistics and the CSV / JSON
@@ -57,7 +67,7 @@ writers in :mod:`cwdm.evaluation.report`):
   their absolute error and the std map when present (columns).
 
 A report folder keeps the inputs of its report (``summary.json``'s ``inputs``: absolute
-``pred_dir`` and ``ref_dir``, ``targets``, ``pred_scale``, ``modalities``). Evaluating other inputs
+``pred_dir`` and ``ref_dir``, ``targets``, ``pred_scale``, ``modalities``, ``seg_dir``). Evaluating other inputs
 into it is refused in one line naming the old ones, unless ``--overwrite``; the same inputs again
 replace the report silently.
 
@@ -80,7 +90,8 @@ from ..evaluation.scoring import DEFAULT_OUT, MONTAGE_DIR, evaluate_dirs, report
 __all__ = ["EvaluateConfig", "CONFIG", "ALIASES", "HELP", "run"]
 
 HELP = ("SSIM (whole / tumour / non-tumour), PSNR, MSE and MAE of synthesized volumes "
-        "against references (as the BraSyn challenge scores them), with CSV/JSON reports and PNG montages")
+        "against references (as the BraSyn challenge scores them), fine detail, std-map calibration and "
+        "downstream Dice, with CSV/JSON reports and PNG montages")
 
 
 @dataclass
@@ -105,16 +116,20 @@ class EvaluateConfig:
                 "[0, 1] model scale: the reference is clipped at 0.1/99.9 %% and scaled first), auto (unit "
                 "when the prediction lies in [0, 1] and the reference does not)",
         "choices": ["auto", "target", "unit"]})
+    seg_dir: Optional[Path] = field(default=None, metadata={
+        "help": "segmentations your model predicted on the completed cases (<case>.nii.gz or "
+                "<case>/<case>-seg.nii.gz): Dice per label and BraTS region against the reference's -seg"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace a report made from other inputs (other --pred_dir, --ref_dir, --targets, "
-                "--pred_scale or --modalities); the same inputs always replace it"})
+                "--pred_scale, --modalities or --seg_dir); the same inputs always replace it"})
 
 
 CONFIG = EvaluateConfig
 # what it writes (checked before it starts): (config field, "dir" or "file")
 DESTINATIONS = [("output_dir", "dir")]
 # --output_dir is every command's spelling of the output folder; --out_dir stays as an alias
-ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "output_dir": ["out_dir", "out-dir"]}
+ALIASES = {"pred_dir": ["pred-dir"], "ref_dir": ["ref-dir"], "output_dir": ["out_dir", "out-dir"],
+           "seg_dir": ["seg-dir"]}
 
 
 def _previous_inputs(out: Path) -> Optional[dict]:
@@ -144,7 +159,9 @@ def check_report_folder(out: Path, inputs: dict, overwrite: bool) -> None:
     if not changed:
         return
     show = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
-    others = "".join(f", --{k} {show(old[k]) or '(all)'}" for k in changed if k not in ("pred_dir", "ref_dir"))
+    empty = {"targets": "(all)", "seg_dir": "(none)"}
+    others = "".join(f", --{k} {show(old[k]) or empty.get(k, '')}" for k in changed
+                     if k not in ("pred_dir", "ref_dir"))
     raise CwdmError(f"{out / SUMMARY_NAME}: holds the report of --pred_dir {old['pred_dir']} --ref_dir "
                     f"{old['ref_dir']}{others}; use --overwrite to replace it, or another --output_dir")
 
@@ -163,12 +180,12 @@ def run(cfg: EvaluateConfig) -> int:
     from ..runtime import select_device
 
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(cfg.pred_dir) / DEFAULT_OUT
-    check_report_folder(out, report_inputs(cfg.pred_dir, cfg.ref_dir, cfg.targets, cfg.pred_scale, cfg.modalities),
-                        cfg.overwrite)
+    inputs = report_inputs(cfg.pred_dir, cfg.ref_dir, cfg.targets, cfg.pred_scale, cfg.modalities, cfg.seg_dir)
+    check_report_folder(out, inputs, cfg.overwrite)
     device = select_device(cfg.device)
     rows, summary = evaluate_dirs(cfg.pred_dir, cfg.ref_dir, out, cfg.modalities,
                                   montage=cfg.montage, progress=cfg.progress, targets=cfg.targets or None,
-                                  device=device, pred_scale=cfg.pred_scale)
+                                  device=device, pred_scale=cfg.pred_scale, seg_dir=cfg.seg_dir)
     print(format_table(summary))
     print(f"{len(rows)} pairs evaluated, {len(summary['problems'])} problems, "
           f"{len(summary['skipped'])} skipped; reports in {quote(str(out))} ({CSV_NAME}, {SUMMARY_NAME}"

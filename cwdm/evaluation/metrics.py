@@ -24,7 +24,9 @@ The challenge's scores (:func:`case_metrics`, pinned by
 
 Not challenge scores (not comparable with leaderboards): ``ssim_tumor_region``
 and ``ssim_non_tumor_region``, the mean of the whole-volume SSIM map inside the
-tumour / inside the brain outside the tumour.
+tumour / inside the brain outside the tumour; ``mae_tumor`` / ``mae_non_tumor``;
+``hf_energy_ratio``, the fine detail of the synthesis relative to the
+reference's on the ``mse`` scale (:mod:`cwdm.evaluation.realism`).
 
 Degenerate volumes (:func:`degenerate_reason`: NaN/Inf voxels, all zero,
 constant, or percentiles that coincide) cannot be scored; :func:`case_metrics`
@@ -55,8 +57,9 @@ PSNR_CAP_DB = 100.0
 CHALLENGE_METRICS = ("ssim", "ssim_tumor", "ssim_non_tumor", "psnr", "mse", "mae")
 """The scores defined as the challenge defines them (see the module docstring)."""
 
-METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region", "mae_tumor", "mae_non_tumor")
-"""Keys of :func:`case_metrics`' result, in report order."""
+METRIC_NAMES = CHALLENGE_METRICS + ("ssim_tumor_region", "ssim_non_tumor_region", "mae_tumor", "mae_non_tumor",
+                                     "hf_energy_ratio")
+"""Keys of :func:`case_metrics`' result, in report order (``hf_energy_ratio``: :mod:`cwdm.evaluation.realism`)."""
 
 
 PRED_SCALES = ("auto", "target", "unit")
@@ -328,6 +331,8 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
             ``volume`` is ``"prediction"`` or ``"reference"``).
         ValueError: shapes differ.
     """
+    from .realism import hf_energy_ratio
+
     p = _to_numpy(pred)
     r = _to_numpy(ref)
     if p.shape != r.shape:
@@ -346,4 +351,5 @@ def case_metrics(pred: Any, ref: Any, brain_mask: Any = None, seg: Any = None,
     # where the errors are: inside the tumour, and in the brain outside it (nan without a seg)
     out["mae_tumor"] = masked_errors(pn, rn, tumor)["mae"] if tumor is not None else math.nan
     out["mae_non_tumor"] = masked_errors(pn, rn, brain & ~tumor)["mae"] if tumor is not None else math.nan
+    out["hf_energy_ratio"] = hf_energy_ratio(pn, rn, brain)  # fine detail kept (1) or blurred away (< 1)
     return {k: out[k] for k in METRIC_NAMES}

@@ -20,12 +20,19 @@ import numpy as np
 
 from ..naming import MODALITIES
 from .metrics import CHALLENGE_METRICS, METRIC_NAMES
+from .segmentation import SEGMENTATION_METRICS
+from .uncertainty import UNCERTAINTY_METRICS
 
 CSV_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
-CSV_FIELDS = ("case", "target") + METRIC_NAMES + ("pred_scale", "has_std", "problem")
+REPORT_METRICS = METRIC_NAMES + UNCERTAINTY_METRICS + SEGMENTATION_METRICS
+"""Every metric of a report, in column order: those of the two volumes
+(:func:`~cwdm.evaluation.metrics.case_metrics`), the std map's calibration
+(:mod:`~cwdm.evaluation.uncertainty`) and the user's Dice (:mod:`~cwdm.evaluation.segmentation`)."""
+CSV_FIELDS = ("case", "target") + REPORT_METRICS + ("pred_scale", "has_std", "problem")
 """Columns of ``metrics.csv``: case, target, ssim, ssim_tumor, ssim_non_tumor, psnr, mse, mae,
-ssim_tumor_region, ssim_non_tumor_region, has_std, problem."""
+ssim_tumor_region, ssim_non_tumor_region, mae_tumor, mae_non_tumor, hf_energy_ratio, std_error_corr, ause,
+dice_et, dice_tc, dice_wt, dice_1, dice_2, dice_3, pred_scale, has_std, problem."""
 
 
 def _finite(values: Sequence[Any]) -> List[float]:
@@ -44,7 +51,7 @@ def _group_stats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     from .metrics import PSNR_CAP_DB
 
     out: Dict[str, Any] = {"n": len(rows), "n_unscored": sum(1 for r in rows if r.get("problem"))}
-    for name in METRIC_NAMES:
+    for name in REPORT_METRICS:
         vals = [r.get(name) for r in rows]
         if name == "psnr":
             capped = [v for v in vals if isinstance(v, float) and v == math.inf]
@@ -65,7 +72,7 @@ def summarize(rows: Sequence[Dict[str, Any]], problems: Sequence[str] = (),
     targets = sorted({r["target"] for r in rows}, key=lambda t: (order.get(t, len(order)), t))
     return {
         "n_pairs": len(rows),
-        "metrics": list(METRIC_NAMES),
+        "metrics": list(REPORT_METRICS),
         "psnr_cap_db": PSNR_CAP_DB,
         "per_target": {t: _group_stats([r for r in rows if r["target"] == t]) for t in targets},
         "overall": _group_stats(rows),

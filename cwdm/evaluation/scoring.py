@@ -3,7 +3,11 @@
 :func:`evaluate_pair` scores one :class:`~cwdm.evaluation.pairs.Pair` (and
 draws its montage); :func:`evaluate_dirs` pairs two folders
 (:func:`cwdm.evaluation.pairs.find_pairs`), scores every pair and writes
-``metrics.csv`` and ``summary.json`` (:mod:`cwdm.evaluation.report`). The
+``metrics.csv`` and ``summary.json`` (:mod:`cwdm.evaluation.report`). The volumes are
+read by :mod:`cwdm.evaluation.reading`; the measures are those of
+:mod:`cwdm.evaluation.metrics` (with :mod:`~cwdm.evaluation.realism`),
+:mod:`~cwdm.evaluation.uncertainty` (a std map) and :mod:`~cwdm.evaluation.segmentation`
+(``--seg_dir``). The
 folder layouts, the problems reported and the report formats are described
 in the docstring of the command module :mod:`cwdm.commands.evaluate`, which re-exports
 the public names of this module.
@@ -19,8 +23,9 @@ import numpy as np
 
 from ..naming import MODALITIES
 from ..errors import CwdmError
-from .pairs import REFERENCE_CROP, Pair, find_pairs
-from .report import CSV_NAME, SUMMARY_NAME, summarize, write_csv, write_json, write_pair_montage
+from .pairs import Pair, find_pairs
+from .reading import read_context, read_pair, read_predicted_seg, read_std
+from .report import CSV_NAME, REPORT_METRICS, SUMMARY_NAME, summarize, write_csv, write_json, write_pair_montage
 
 __all__ = ["MONTAGE_DIR", "DEFAULT_OUT", "evaluate_pair", "evaluate_dirs", "report_inputs"]
 
@@ -29,121 +34,6 @@ DEFAULT_OUT = "evaluation"
 
 
 # ----------------------------------------------------------------------------- one pair
-
-def _load(path: Path) -> np.ndarray:
-    """The (X, Y, Z) data array of a NIfTI file (``CwdmError`` if it cannot be read)."""
-    from ..data.nifti_io import load_nifti
-
-    data, _ = load_nifti(path)
-    return data
-
-
-def _fmt_shape(shape: Sequence[int]) -> str:
-    """A shape as messages write it, e.g. ``60x60x39``."""
-    return "x".join(str(int(s)) for s in shape)
-
-
-def _load_matching(path: Path, shape: Sequence[int], against: str, consequence: str, problems: List[str],
-                   unreadable: Optional[str] = None) -> Optional[np.ndarray]:
-    """Load a volume that must have ``shape``; on failure append a problem line and return None.
-
-    Args:
-        path: the NIfTI file.
-        shape: the (X, Y, Z) shape it must have.
-        against: what the shape is compared with, as the message names it.
-        consequence: what the line says happens to a file of another shape
-            (and to an unreadable one unless ``unreadable`` is given).
-        problems: the list the problem line is appended to.
-        unreadable: what the line says happens to a file that cannot be read.
-
-    Returns:
-        The (X, Y, Z) array, or None when it cannot be read or has another shape.
-    """
-    try:
-        vol = _load(path)
-    except CwdmError as exc:
-        problems.append(f"{exc}; {unreadable or consequence}")
-        return None
-    if vol.shape != tuple(shape):
-        problems.append(f"{path}: shape {_fmt_shape(vol.shape)} differs from {against} "
-                        f"({_fmt_shape(shape)}); {consequence}")
-        return None
-    return vol
-
-
-def _on_reference_grid(pred: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """The reference's cropped result placed back on the case grid, zeros in the border.
-
-    Args:
-        pred: the reference implementation's (X-16, Y-16, Z) result.
-        shape: the case grid (X, Y, Z).
-
-    Returns:
-        The (X, Y, Z) volume; a ``pred`` of any other shape is returned as it
-        is (and reported as a mismatch by the caller).
-    """
-    c = REFERENCE_CROP
-    x, y, z = (int(s) for s in shape)
-    if pred.shape != (x - 2 * c, y - 2 * c, z) or x <= 2 * c or y <= 2 * c:
-        return pred
-    out = np.zeros((x, y, z), dtype=pred.dtype)
-    out[c:x - c, c:y - c, :] = pred
-    return out
-
-
-def _read_pair(pair: Pair) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], List[str]]:
-    """Load the prediction and its reference on one grid.
-
-    Args:
-        pair: the prediction and its reference case.
-
-    Returns:
-        (prediction, reference, problem lines): two (X, Y, Z) arrays of one
-        shape (the reference's result put back on the case grid) and no
-        problem, or None, None and the line saying why the pair is not
-        evaluated.
-    """
-    ref_path = pair.ref_case.files[pair.target]
-    try:
-        pred = _load(pair.pred)
-        ref = _load(ref_path)
-    except CwdmError as exc:
-        return None, None, [f"{exc}; {pair.case}/{pair.target} not evaluated"]
-    if pair.reference_layout:
-        pred = _on_reference_grid(pred, ref.shape)
-    if pred.shape != ref.shape:
-        return None, None, [f"{pair.pred}: shape {_fmt_shape(pred.shape)} differs from the reference "
-                            f"{ref_path.name} ({_fmt_shape(ref.shape)}); not evaluated"]
-    return pred, ref, []
-
-
-def _read_context(pair: Pair, shape: Sequence[int],
-                  problems: List[str]) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:
-    """The reference case's other volumes and its segmentation, where they match the reference.
-
-    Args:
-        pair: the prediction and its reference case.
-        shape: the reference's (X, Y, Z) shape.
-        problems: the list a line is appended to for each file left out.
-
-    Returns:
-        (other modality -> (X, Y, Z) volume, (X, Y, Z) label map or None).
-    """
-    rcase = pair.ref_case
-    ref_name = rcase.files[pair.target].name
-    others: Dict[str, np.ndarray] = {}
-    for mod, path in rcase.files.items():
-        if mod == pair.target:
-            continue
-        vol = _load_matching(path, shape, ref_name, "left out of the brain mask", problems,
-                             unreadable=f"left out of the brain mask of {pair.case}/{pair.target}")
-        if vol is not None:
-            others[mod] = vol
-    seg = None
-    if rcase.seg is not None:
-        seg = _load_matching(rcase.seg, shape, ref_name, "tumour / non-tumour SSIM not computed", problems)
-    return others, seg
-
 
 def _score(pair: Pair, pred: np.ndarray, ref: np.ndarray, others: Dict[str, np.ndarray],
            seg: Optional[np.ndarray], device: Any, pred_scale: str,
@@ -176,13 +66,41 @@ def _score(pair: Pair, pred: np.ndarray, ref: np.ndarray, others: Dict[str, np.n
         row.update(M.case_metrics(pred, ref, mask, seg, device=device))
     except M.DegenerateVolume as exc:
         bad = pair.ref_case.files[pair.target] if exc.volume == "reference" else pair.pred
-        row.update(dict.fromkeys(M.METRIC_NAMES, float("nan")), problem=str(exc))
+        row.update(dict.fromkeys(REPORT_METRICS, float("nan")), problem=str(exc))
         problems.append(f"{bad}: {exc}; {pair.case}/{pair.target} not scored (empty metric cells)")
     return row, ref, mask
 
 
+def _beyond_the_pair(pred: np.ndarray, ref: np.ndarray, mask: Optional[np.ndarray], std: Optional[np.ndarray],
+                     seg: Optional[np.ndarray], pred_seg: Optional[np.ndarray]) -> Dict[str, float]:
+    """The metrics that need more than the two volumes: the std map's calibration, the user's Dice.
+
+    Args:
+        pred: the (X, Y, Z) prediction.
+        ref: the (X, Y, Z) reference on the prediction's scale.
+        mask: the boolean (X, Y, Z) brain mask (None: ``ref != 0``).
+        std: the (X, Y, Z) std map beside the prediction, or None.
+        seg: the reference's (X, Y, Z) label map, or None.
+        pred_seg: the user's (X, Y, Z) label map of the case, or None.
+
+    Returns:
+        The :data:`~cwdm.evaluation.uncertainty.UNCERTAINTY_METRICS` and
+        :data:`~cwdm.evaluation.segmentation.SEGMENTATION_METRICS` values, ``nan`` without their input.
+    """
+    from .segmentation import SEGMENTATION_METRICS, dice_scores
+    from .uncertainty import UNCERTAINTY_METRICS, calibration_metrics
+
+    out = dict.fromkeys(UNCERTAINTY_METRICS + SEGMENTATION_METRICS, float("nan"))
+    if std is not None:
+        out.update(calibration_metrics(pred, ref, std, (ref != 0) if mask is None else mask))
+    if pred_seg is not None and seg is not None:
+        out.update(dice_scores(pred_seg, seg))
+    return out
+
+
 def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_path: Optional[Path] = None,
-                  device: Any = None, pred_scale: str = "auto") -> Tuple[Optional[Dict[str, Any]], List[str]]:
+                  device: Any = None, pred_scale: str = "auto",
+                  seg_path: Optional[Path] = None) -> Tuple[Optional[Dict[str, Any]], List[str]]:
     """Metrics (and optionally the montage) of one pair.
 
     Args:
@@ -193,22 +111,23 @@ def evaluate_pair(pair: Pair, modalities: Sequence[str] = MODALITIES, montage_pa
         device: torch device of the SSIM computation (None: CPU).
         pred_scale: see :func:`cwdm.evaluation.metrics.reference_on_prediction_scale`;
             the scale used is the row's ``pred_scale``.
+        seg_path: the user's segmentation of the case (``--seg_dir``), or None: no Dice.
 
     Returns:
         (row dict with :data:`~cwdm.evaluation.report.CSV_FIELDS` keys --
         metrics ``nan`` and ``problem`` set when a volume is degenerate --, or
         None if the pair could not be read; problem lines).
     """
-    pred, ref, problems = _read_pair(pair)
+    pred, ref, problems = read_pair(pair)
     if pred is None or ref is None:
         return None, problems
-    others, seg = _read_context(pair, ref.shape, problems)
+    others, seg = read_context(pair, ref.shape, problems)
+    std = read_std(pair, pred.shape, problems)
+    pred_seg = read_predicted_seg(seg_path, pair, ref.shape, seg, problems)
     row, ref, mask = _score(pair, pred, ref, others, seg, device, pred_scale, problems)
-
-    std = None
-    if pair.std is not None:
-        std = _load_matching(pair.std, pred.shape, "the prediction", "uncertainty map ignored", problems)
     row["has_std"] = std is not None
+    if not row["problem"]:
+        row.update(_beyond_the_pair(pred, ref, mask, std, seg, pred_seg))
 
     if montage_path is not None and not row["problem"]:
         try:
@@ -295,8 +214,8 @@ def _make_report_dir(out: Path, montage: bool) -> None:
 
 
 def _score_pairs(pairs: List[Pair], out: Path, modalities: Sequence[str], montage: bool, progress: bool,
-                 warn: Callable[[str], None], device: Any,
-                 pred_scale: str) -> Tuple[List[Dict[str, Any]], List[str]]:
+                 warn: Callable[[str], None], device: Any, pred_scale: str,
+                 seg_dir: Optional[Path] = None) -> Tuple[List[Dict[str, Any]], List[str]]:
     """Score every pair, case by case, under a progress bar.
 
     Args:
@@ -308,11 +227,14 @@ def _score_pairs(pairs: List[Pair], out: Path, modalities: Sequence[str], montag
         warn: prints each problem line as it is found.
         device: torch device of the SSIM computation (None: CPU).
         pred_scale: ``auto``, ``target`` or ``unit``.
+        seg_dir: the users' segmentations (one per case, its Dice in each row of the case), or None.
 
     Returns:
         (one row per pair that could be read, the problem lines in order).
     """
     from tqdm import tqdm
+
+    from .segmentation import find_seg
 
     by_case: Dict[str, List[Pair]] = {}
     for pair in pairs:
@@ -323,12 +245,16 @@ def _score_pairs(pairs: List[Pair], out: Path, modalities: Sequence[str], montag
                disable=not progress, file=sys.stderr)
     for case, case_pairs in bar:
         bar.set_postfix_str(case, refresh=False)
+        seg_path, why = find_seg(seg_dir, case, case_pairs[0].ref_case.prefix) if seg_dir else (None, None)
+        case_problems = [why] if why else []
         for pair in case_pairs:
             mpath = out / MONTAGE_DIR / f"{pair.case}-{pair.target}.png" if montage else None
-            row, pair_problems = evaluate_pair(pair, modalities, mpath, device=device, pred_scale=pred_scale)
-            for p in pair_problems:
+            row, pair_problems = evaluate_pair(pair, modalities, mpath, device=device, pred_scale=pred_scale,
+                                               seg_path=seg_path)
+            for p in case_problems + pair_problems:
                 warn(p)
-            problems.extend(pair_problems)
+            problems.extend(case_problems + pair_problems)
+            case_problems = []
             if row is not None:
                 rows.append(row)
     bar.close()
@@ -336,16 +262,18 @@ def _score_pairs(pairs: List[Pair], out: Path, modalities: Sequence[str], montag
 
 
 def report_inputs(pred_dir: Any, ref_dir: Any, targets: Optional[Sequence[str]], pred_scale: str,
-                  modalities: Sequence[str]) -> Dict[str, Any]:
-    """What a report is made from, as ``summary.json`` records it under ``inputs`` (absolute folders)."""
+                  modalities: Sequence[str], seg_dir: Any = None) -> Dict[str, Any]:
+    """What a report is made from, as ``summary.json`` records it under ``inputs`` (absolute folders;
+    ``seg_dir`` ``""`` without one)."""
     return {"pred_dir": str(Path(pred_dir).resolve()), "ref_dir": str(Path(ref_dir).resolve()),
-            "targets": list(targets or []), "pred_scale": pred_scale, "modalities": list(modalities)}
+            "targets": list(targets or []), "pred_scale": pred_scale, "modalities": list(modalities),
+            "seg_dir": str(Path(seg_dir).resolve()) if seg_dir is not None else ""}
 
 
 def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: Sequence[str] = MODALITIES,
                   montage: bool = True, progress: bool = True, *, targets: Optional[Sequence[str]] = None,
-                  verbose: bool = True, device: Any = None,
-                  pred_scale: str = "auto") -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+                  verbose: bool = True, device: Any = None, pred_scale: str = "auto",
+                  seg_dir: Any = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Evaluate every prediction of ``pred_dir`` against ``ref_dir`` and write the reports.
 
     Args:
@@ -358,6 +286,8 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
         verbose: print each problem as a ``warning:`` line on stderr.
         device: torch device of the SSIM computation (None: CPU).
         pred_scale: ``auto``, ``target`` or ``unit`` (:func:`cwdm.evaluation.metrics.reference_on_prediction_scale`).
+        seg_dir: the segmentations a user's model predicted on the completed cases
+            (:func:`cwdm.evaluation.segmentation.find_seg`): Dice columns; None: empty Dice cells.
 
     Returns:
         (rows: one dict per evaluated pair with the
@@ -371,6 +301,8 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
     """
     modalities = list(modalities)
     _check_targets(targets, modalities)
+    if seg_dir is not None and not Path(seg_dir).is_dir():
+        raise CwdmError(f"{seg_dir}: --seg_dir {'is not a folder' if Path(seg_dir).exists() else 'does not exist'}")
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     out = Path(out_dir) if out_dir is not None else pred_dir / DEFAULT_OUT
     warn = _warner(verbose)
@@ -380,12 +312,13 @@ def evaluate_dirs(pred_dir: Any, ref_dir: Any, out_dir: Any = None, modalities: 
         warn(p)
     _notes(pairs, skipped, verbose)
     _make_report_dir(out, montage)
-    rows, pair_problems = _score_pairs(pairs, out, modalities, montage, progress, warn, device, pred_scale)
+    rows, pair_problems = _score_pairs(pairs, out, modalities, montage, progress, warn, device, pred_scale,
+                                       None if seg_dir is None else Path(seg_dir))
     problems.extend(pair_problems)
 
     summary = summarize(rows, problems, skipped, modalities)
     summary.update({"pred_dir": str(pred_dir), "ref_dir": str(ref_dir), "out_dir": str(out),
-                    "inputs": report_inputs(pred_dir, ref_dir, targets, pred_scale, modalities)})
+                    "inputs": report_inputs(pred_dir, ref_dir, targets, pred_scale, modalities, seg_dir)})
     write_csv(out / CSV_NAME, rows)
     write_json(out / SUMMARY_NAME, summary)
     return rows, summary
