@@ -14,8 +14,13 @@
    (:func:`cwdm.data.preprocess.clip_and_normalize`); the same on the plain set.
 3. The mean absolute error over the brain voxels of the 4 held-out cases
    (pooled) inside the target's detail mask and in the rest of the brain, on
-   the ambiguous set and, at the same voxels, on the plain set. t1c is also
-   split into its rim (enhancing or not) and its vessels.
+   the ambiguous set and, at the same voxels, on the plain set; and, inside the
+   mask, the error of the **detail-blind** prediction: the plain case taken as
+   the synthesis of the ambiguous one, right everywhere but in the detail (what
+   a model that reproduces the plain phantom perfectly would make; outside the
+   mask it differs only through the [0, 1] scaling of each volume by its own
+   quantiles). t1c is also split into its rim (enhancing or not) and its
+   vessels.
 
 Writes ``phantom_ambiguity.csv`` and ``phantom_ambiguous.png`` (one held-out
 case: the contrasts without and with detail, the difference and the masks) into
@@ -33,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-FIELDS = ("target", "region", "voxels_per_case", "mae_region", "mae_rest", "mae_region_plain", "mae_rest_plain")
+FIELDS = ("target", "region", "voxels_per_case", "mae_region", "mae_rest", "mae_region_plain", "mae_rest_plain",
+          "mae_region_blind", "mae_rest_blind")
 
 
 def say(msg: str) -> None:
@@ -65,20 +71,27 @@ def region_masks(target: str, info: dict) -> dict:
     return {"detail": mask, "rim": mask & info["rim"], "vessels": mask & ~info["rim"]}
 
 
-def errors(root: Path, regions: dict, target: str, train: int) -> dict:
-    """The baseline's absolute errors on the held-out cases: region -> [sum, voxels], ``"rest"`` outside the detail."""
+def errors(root: Path, regions: dict, target: str, train: int, blind: bool = False) -> dict:
+    """The baseline's absolute errors on the held-out cases: region -> [sum, voxels], ``"rest"`` outside the detail.
+
+    ``blind``: instead, the errors of the plain case (``root/../plain``) taken as the prediction.
+    """
     from cwdm.data.cases import discover_cases
     from cwdm.data.nifti_io import load_nifti
     from cwdm.data.preprocess import clip_and_normalize
     from cwdm.evaluation.baseline import fit_linear_baseline, predict_linear_baseline
 
     cases = discover_cases(root)
-    coef = fit_linear_baseline(cases[:train], target)
+    coef = None if blind else fit_linear_baseline(cases[:train], target)
     sums = {}
     for case in cases[train:]:
         ref = clip_and_normalize(load_nifti(case.files[target])[0])
         brain = load_nifti(case.files["t1n"])[0] > 0
-        err = np.abs(predict_linear_baseline(case, target, coef) - ref)
+        if blind:
+            pred = clip_and_normalize(load_nifti(root.parent / "plain" / case.name / case.files[target].name)[0])
+        else:
+            pred = predict_linear_baseline(case, target, coef)
+        err = np.abs(pred - ref)
         masks = region_masks(target, regions[case.name])
         masks["rest"] = ~masks["detail"] if masks else np.ones_like(brain)
         for name, mask in masks.items():
@@ -110,7 +123,7 @@ def picture(root: Path, regions: dict, name: str, path: Path) -> None:
             images = [(plain, "viridis", 0, 3), (amb, "viridis", 0, 3), (amb - plain, "coolwarm", -2, 2)]
         else:
             top = float(np.percentile(plain[plain > 0], 99.5))
-            images = [(plain, "gray", 0, top), (amb, "gray", 0, top), (amb - plain, "coolwarm", -top / 2, top / 2)]
+            images = [(plain, "gray", 0, top), (amb, "gray", 0, top), (amb - plain, "coolwarm", -top / 4, top / 4)]
         for row, (img, cmap, lo, hi) in enumerate(images):
             ax = axes[row, col]
             ax.imshow(img[:, :, z].T, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
@@ -148,13 +161,16 @@ def main(argv=None) -> int:
         held_out = args.cases - args.train
         for target in MODALITIES:
             amb, plain = (errors(root / kind, regions, target, args.train) for kind in ("ambiguous", "plain"))
+            blind = errors(root / "ambiguous", regions, target, args.train, blind=True)
             for region in [r for r in amb if r != "rest"] or ["none"]:
                 a, p = amb.get(region, (0, 0)), plain.get(region, (0, 0))
                 rows.append({"target": target, "region": region, "voxels_per_case": round(a[1] / held_out, 1),
                              "mae_region": round(a[0] / a[1], 4) if a[1] else "",
                              "mae_rest": round(amb["rest"][0] / amb["rest"][1], 4),
                              "mae_region_plain": round(p[0] / p[1], 4) if p[1] else "",
-                             "mae_rest_plain": round(plain["rest"][0] / plain["rest"][1], 4)})
+                             "mae_rest_plain": round(plain["rest"][0] / plain["rest"][1], 4),
+                             "mae_region_blind": round(blind[region][0] / a[1], 4) if a[1] else "",
+                             "mae_rest_blind": round(blind["rest"][0] / blind["rest"][1], 4)})
         args.docs.mkdir(parents=True, exist_ok=True)
         picture(root, regions, case_name(args.train), args.docs / "phantom_ambiguous.png")
     with open(args.docs / "phantom_ambiguity.csv", "w", newline="") as fh:
@@ -162,8 +178,8 @@ def main(argv=None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     print("| target | region | voxels per case | MAE in region | MAE rest of brain | plain: MAE in region "
-          "| plain: MAE rest |")
-    print("|---|---|---|---|---|---|---|")
+          "| plain: MAE rest | detail-blind: MAE in region | detail-blind: MAE rest |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(r[k]) if r[k] != "" else "-" for k in FIELDS) + " |")
     say(f"wrote {args.docs / 'phantom_ambiguity.csv'} and {args.docs / 'phantom_ambiguous.png'} "
