@@ -19,6 +19,14 @@ ICBM152 2009 average, see ``cwdm/templates/icbm152/COPYING``) moved, warped
 and given a synthetic tumour: a phantom set is for pipelines, tests, demos and
 relative comparisons, never for claims about patients. The model is described
 in :mod:`cwdm.phantom.anatomy`.
+
+``--ambiguous`` (or ``--ambiguous True``) adds, per subject, detail that shows in
+one contrast only and is drawn from random streams of its own, so that no
+contrast is a function of the other three: the tumour rim enhances only in
+patches (seg label 3 where it does; the rest of the rim is label 1) and a few
+enhancing vessels on t1c, white-matter hyperintensities on t2f, perivascular
+spaces on t2w (:mod:`cwdm.phantom.detail`). Everything else is the plain case
+of the same seed and index.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ class PhantomConfig:
         "help": "integer factor F: grid ceil(240/F) x ceil(240/F) x ceil(155/F) at F mm"})
     start: int = field(default=0, metadata={"help": "index of the first case (names and random streams)"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing case folders of the same names"})
+    ambiguous: bool = field(default=False, metadata={
+        "help": "add per-subject detail seen in one contrast only (rim enhancement patches and vessels on t1c, "
+                "white-matter hyperintensities on t2f, perivascular spaces on t2w)"})
 
 
 CONFIG = PhantomConfig
@@ -53,8 +64,9 @@ DESTINATIONS = [("out", "dir")]
 
 def run(cfg: PhantomConfig) -> int:
     folders = make_phantom_set(cfg.out, cfg.cases, cfg.seed, cfg.downsample, cfg.start,
-                               cfg.overwrite, progress=True)
+                               cfg.overwrite, progress=True, ambiguous=cfg.ambiguous)
     shape = "x".join(map(str, grid_shape(cfg.downsample)))
-    print(f"wrote {len(folders)} phantom case(s) to {cfg.out} (grid {shape}, "
+    kind = "ambiguous phantom" if cfg.ambiguous else "phantom"
+    print(f"wrote {len(folders)} {kind} case(s) to {cfg.out} (grid {shape}, "
           f"{cfg.downsample} mm, seed {cfg.seed}); next: cwdm check {quote(str(cfg.out))}")
     return 0

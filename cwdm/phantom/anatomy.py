@@ -17,7 +17,9 @@ The tumour is a lobulated ball (enhancing rim around a necrotic core in about
 further into white matter than into grey matter and avoids CSF. Contrasts:
 t1n and t2w are the template intensities with the tumour painted in, t2f is
 modelled from the tissue fractions (grey > white, CSF suppressed, edema
-bright) modulated by the T2 detail, t1c is t1n plus the enhancing rim. Every
+bright) modulated by the T2 detail, t1c is t1n plus the enhancing rim. The
+ambiguous phantom (``ambiguous=True``) adds detail that shows in one contrast
+only, drawn from random streams of its own (:mod:`cwdm.phantom.detail`). Every
 contrast then gets its own smooth bias field (10-25 % peak to peak), its own
 gain to scanner-like units and Rician noise (1.5-4 % of the mean brain
 signal), and is stored as int16 with the background exactly 0.
@@ -42,6 +44,7 @@ from scipy import ndimage
 
 from ..naming import SEG
 from .contrast import _acquire, _contrasts
+from .detail import STREAM, add_detail, draw_detail, rim_enhancement
 from .geometry import Templates, check_downsample, grid_affine, grid_shape, load_templates
 from .geometry import _on_grid, _rotation, _subject_grid
 
@@ -207,7 +210,8 @@ def _tumour_near(grid: dict, fractions: dict, p: dict, f: int) -> tuple:
     return near, tum, seg
 
 
-def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: bool = False) -> dict:
+def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: bool = False,
+                  ambiguous: bool = False, detail_seed: int = 0) -> dict:
     """One phantom subject: ``{"t1n", "t1c", "t2w", "t2f": int16, "seg": uint8, "affine"}``.
 
     Volumes are (X, Y, Z) arrays on the grid of :func:`grid_shape` /
@@ -218,20 +222,35 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     ``"tissue": {"gm", "wm", "csf"}``, the float32 tissue fractions of the
     healthy anatomy at each brain voxel (0 outside), for checks and tests.
 
+    ``ambiguous=True`` adds the detail of :mod:`cwdm.phantom.detail`, each kind
+    visible in one contrast only (patchy rim enhancement and vessels on t1c,
+    white-matter hyperintensities on t2f, perivascular spaces on t2w) and drawn
+    from ``np.random.default_rng([seed, index, 1, detail_seed, kind])``;
+    everything else is the plain case's. It also adds ``"details": {"t1c",
+    "t2w", "t2f"}``, bool (X, Y, Z) masks of the voxels whose contrast the detail
+    changed: for t1c the whole rim (enhancing or not, partial volume included)
+    and the vessels. Another ``detail_seed`` draws other detail for the same
+    subject.
+
     Args:
         seed: non-negative random seed.
         index: non-negative case number.
         downsample: grid factor F (1 to 16).
         tissue: add the tissue fractions.
+        ambiguous: add detail that the other contrasts do not show.
+        detail_seed: non-negative number of the detail draw (ambiguous only).
 
     Returns:
         The case dict described above.
 
     Raises:
-        ValueError: a negative or non-integer seed or index.
+        ValueError: a negative or non-integer seed, index or detail_seed, or a
+            detail_seed without ambiguous.
     """
     if int(seed) != seed or int(index) != index or seed < 0 or index < 0:
         raise ValueError(f"seed and index must be non-negative integers, got {seed!r}, {index!r}")
+    if int(detail_seed) != detail_seed or detail_seed < 0 or (detail_seed and not ambiguous):
+        raise ValueError(f"detail_seed must be a non-negative integer, used with ambiguous=True, got {detail_seed!r}")
     f = check_downsample(downsample)
     tpl = load_templates(f)
     rng = np.random.default_rng([int(seed), int(index)])
@@ -241,9 +260,20 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     grid = _subject_grid(p, tpl, shape, f)
     t1, t2, fractions = _sample_templates(tpl, grid)
     near, tum, seg = _tumour_near(grid, fractions, p, f)
-    out = _acquire(_contrasts(t1, t2, fractions, near, tum, grid, p, tpl), grid, shape, p, rng)
+    images = _contrasts(t1, t2, fractions, near, tum, grid, p, tpl)
+    plain = details = None
+    if ambiguous:
+        detail = draw_detail([int(seed), int(index), STREAM, int(detail_seed)], p)
+        enhancing = rim_enhancement(detail, grid, near, p)
+        plain, images = images, _contrasts(t1, t2, fractions, near, dict(tum, enhancing=enhancing), grid, p, tpl)
+        details = add_detail(images, detail, grid, fractions, f)
+        details["t1c"][near[tum["core"] * (1.0 - tum["necrosis"]) > 0]] = True      # the whole rim
+        seg[near[(tum["labels"] == LABEL_ENHANCING) & (enhancing < 0.5)]] = LABEL_NECROSIS
+    out = _acquire(images, grid, shape, p, rng, level=plain)
     out[SEG] = _on_grid(seg, shape, grid, np.uint8)
     out["affine"] = grid_affine(f)
     if tissue:
         out["tissue"] = {name: _on_grid(values, shape, grid, np.float32) for name, values in fractions.items()}
+    if details is not None:
+        out["details"] = {name: _on_grid(mask, shape, grid, bool) for name, mask in details.items()}
     return out

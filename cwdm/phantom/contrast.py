@@ -5,9 +5,10 @@ At the brain voxels of a subject resampled by
 :mod:`cwdm.phantom.anatomy`: t1n and t2w are the template intensities with the
 tumour painted in, t2f is modelled from the tissue fractions (grey > white,
 CSF suppressed, edema bright) modulated by the T2 detail, t1c is t1n plus the
-enhancing rim and the choroid plexus. :func:`_acquire` then gives every
-contrast its own smooth bias field, gain to scanner-like units and Rician
-noise, and stores it as int16 with the background exactly 0.
+enhancing rim (only its patches in the ambiguous phantom, whose other detail
+:mod:`cwdm.phantom.detail` adds) and the choroid plexus. :func:`_acquire` then
+gives every contrast its own smooth bias field, gain to scanner-like units and
+Rician noise, and stores it as int16 with the background exactly 0.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def _t1_contrasts(t1: np.ndarray, near: np.ndarray, tum: dict, p: dict, wm1) -> 
     Args:
         t1: float32 (n,) template T1 at the brain voxels.
         near: (k,) indices of the voxels near the tumour.
-        tum: the tumour compartments (k,) (:func:`_tumour`).
+        tum: the tumour compartments (k,) (:func:`_tumour`); the ambiguous
+            phantom adds ``"enhancing"``, the enhancing share (k,) of the rim
+            (:func:`cwdm.phantom.detail.rim_enhancement`): the rest of the rim
+            shows on t1c as on t1n.
         p: the subject's parameters.
         wm1: the template's mean white-matter T1 (float32).
 
@@ -55,7 +59,11 @@ def _t1_contrasts(t1: np.ndarray, near: np.ndarray, tum: dict, p: dict, wm1) -> 
     base = t1[near] * (1.0 - np.float32(p["t1_edema"]) * ed)
     necro = wm1 * p["t1_necrosis"] * (1.0 + 0.08 * tex)
     t1n = _paint(t1.copy(), near, core, base, nec * necro + (1 - nec) * wm1 * p["t1_rim"] * (1.0 + 0.08 * tex))
-    t1c = _paint(t1.copy(), near, core, base, nec * necro + (1 - nec) * wm1 * p["t1c_rim"] * (1.0 + 0.15 * tex))
+    rim = (1 - nec) * wm1 * p["t1c_rim"] * (1.0 + 0.15 * tex)
+    if "enhancing" in tum:
+        share = tum["enhancing"]
+        rim = share * rim + (1 - share) * (1 - nec) * wm1 * p["t1_rim"] * (1.0 + 0.08 * tex)
+    t1c = _paint(t1.copy(), near, core, base, nec * necro + rim)
     return t1n, t1c
 
 
@@ -149,7 +157,7 @@ def _bias(points: np.ndarray, coef: np.ndarray, amp: float) -> np.ndarray:
     return (1.0 + amp * n).astype(np.float32)
 
 
-def _acquire(images: dict, grid: dict, shape: tuple, p: dict, rng) -> dict:
+def _acquire(images: dict, grid: dict, shape: tuple, p: dict, rng, level: dict = None) -> dict:
     """Bias field, gain, Rician noise and int16 rounding of each contrast; background stays exactly 0.
 
     Args:
@@ -158,6 +166,9 @@ def _acquire(images: dict, grid: dict, shape: tuple, p: dict, rng) -> dict:
         shape: the output grid (X, Y, Z).
         p: the subject's parameters.
         rng: the case's generator (one noise draw per contrast, in the order t1n, t1c, t2w, t2f).
+        level: signals like ``images`` whose mean sets the noise level (default
+            ``images``): the ambiguous phantom passes them without its detail, so
+            that the detail changes no voxel outside itself.
 
     Returns:
         ``{"t1n", "t1c", "t2w", "t2f"}``: int16 (X, Y, Z) volumes.
@@ -168,9 +179,13 @@ def _acquire(images: dict, grid: dict, shape: tuple, p: dict, rng) -> dict:
     where = np.stack([((ijk[a] + box[a].start) - half[a]) / half[a] for a in range(3)]).astype(np.float32)
     out = {}
     for c, name in enumerate(MODALITIES):
-        signal = images[name] * _bias(where, p["bias_coef"][c], p["bias_amp"][c])
+        field = _bias(where, p["bias_coef"][c], p["bias_amp"][c])
+        signal = images[name] * field
         signal *= np.float32(p["gain"][name])
-        sigma = np.float32(p["noise"][c] * float(signal.mean()))
+        if level is not None:
+            reference = level[name] * field
+            reference *= np.float32(p["gain"][name])
+        sigma = np.float32(p["noise"][c] * float((signal if level is None else reference).mean()))
         noise = rng.standard_normal((2, flat.size), dtype=np.float32) * sigma
         signal = np.hypot(signal + noise[0], noise[1])
         out[name] = _on_grid(np.clip(np.rint(signal), 1, 32767).astype(np.int16), shape, grid, np.int16)

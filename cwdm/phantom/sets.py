@@ -84,11 +84,12 @@ def write_case(case: dict, out_dir, name: str, overwrite: bool = False) -> Path:
 
 
 def make_phantom_set(out, cases: int, seed: int, downsample: int = 1, start: int = 0,
-                     overwrite: bool = False, progress: bool = True) -> list:
+                     overwrite: bool = False, progress: bool = True, ambiguous: bool = False) -> list:
     """Generate and write cases ``start .. start+cases-1``; return their folders.
 
     All target folders are checked before anything is generated, so a refused
-    run writes nothing.
+    run writes nothing. ``ambiguous`` makes the ambiguous phantom
+    (:mod:`cwdm.phantom.detail`; its detail masks are not written).
     """
     from tqdm import tqdm
 
@@ -113,7 +114,7 @@ def make_phantom_set(out, cases: int, seed: int, downsample: int = 1, start: int
     folders = []
     for index, name in zip(tqdm(range(start, start + cases), desc="phantom", unit="case",
                                 disable=not progress), names):
-        case = generate_case(seed, index, downsample)
+        case = generate_case(seed, index, downsample, ambiguous=bool(ambiguous))
         folders.append(write_case(case, out, name, overwrite=True))
     return folders
 
