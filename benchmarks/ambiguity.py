@@ -1,0 +1,352 @@
+#!/usr/bin/env python
+"""Samplers, ensembles and uncertainty where the target is ambiguous (a benchmark, not a test).
+
+    python benchmarks/ambiguity.py --out cwdm-ambiguity --docs docs
+
+On the ambiguous phantom (``cwdm phantom --ambiguous True``: t1c's rim enhancement pattern and
+vessels, t2w's perivascular spaces and t2f's white-matter lesions are drawn independently of the
+other contrasts), one t1c model is trained with the demo's network, then every sampler setting
+synthesizes the held-out cases with the same seed and is scored:
+
+- ``cwdm evaluate``'s metrics: the challenge's SSIM, PSNR, the realism ratio, and, for ensembles,
+  the calibration of the std map (correlation with the error, sparsification area);
+- Dice (ET, TC, WT) of a small phantom segmenter (``benchmarks/phantom_segmenter.py``, trained
+  on complete training cases) run on the completed cases;
+- the mean ensemble std inside t1c's detail regions and outside them (brain only).
+
+The run-to-run noise is the spread of the ``--noise`` setting over ``--noise_seeds`` extra seeds.
+Every stage keeps its output and is skipped when rerun: a stopped run continues where it stopped.
+Writes ``OUT/ambiguity.csv``, ``OUT/ambiguity.md`` and ``OUT/ambiguity.png`` (copied to
+``--docs``). Settings are ``NAME:STEPS`` or ``NAME:STEPSxK`` for an ensemble of K samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cwdm.openmp import configure  # noqa: E402  (before torch loads: cwdm.openmp says why)
+
+configure()
+
+TARGET = "t1c"
+DEFAULT = ["ddpm:1000", "ddim:100", "ddim:20", "ddim:10", "ddim:5", "regression:1",
+           "ddim:10x4", "ddim:10x10"]
+METRICS = ["ssim", "psnr", "hf_energy_ratio", "std_error_corr", "ause"]
+DICE = ["dice_et", "dice_tc", "dice_wt"]
+THREADS = 2
+
+
+def parse(spec: str):
+    name, _, rest = spec.partition(":")
+    steps, _, k = rest.partition("x")
+    return name, int(steps or 1), int(k or 1)
+
+
+def machine() -> str:
+    import torch
+
+    name = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def make_data(out: Path, a) -> tuple:
+    from cwdm.phantom.sets import make_phantom_set
+
+    train, test = out / "data" / "train", out / "data" / "test"
+    if not (out / "data" / "done").exists():
+        for folder in (train, test):
+            shutil.rmtree(folder, ignore_errors=True)
+        make_phantom_set(train, a.train_cases, a.seed, a.downsample, ambiguous=True, progress=True)
+        make_phantom_set(test, a.test_cases, a.seed, a.downsample, start=a.train_cases, ambiguous=True,
+                         progress=True)
+        (out / "data" / "done").write_text("")
+    return train, test
+
+
+def train_model(out: Path, train_dir: Path, a) -> Path:
+    """The demo's network and settings, ``a.steps`` steps, continued when the run has a checkpoint."""
+    from cwdm.training.config import TrainConfig
+    from cwdm.training.loop import train
+    from cwdm.training.state import latest_checkpoint
+
+    run = out / "run"
+    ckpt = latest_checkpoint(run) if run.exists() else None
+    if ckpt is not None and (run / "done").exists():
+        return ckpt
+    cfg = TrainConfig(data_dir=train_dir, contr=TARGET, run_dir=run, resume="auto", model_channels=16,
+                      channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=8, batch_size=2, lr=a.lr,
+                      ema_rate=0.999, max_steps=a.steps, seed=a.seed, save_interval=500, log_interval=50,
+                      image_interval=0, num_workers=1, progress=True,
+                      flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
+    t0 = time.perf_counter()
+    status = train(cfg)
+    if status:
+        raise SystemExit(f"training stopped (status {status}); rerun the same command to continue")
+    (run / "done").write_text(json.dumps({"seconds_this_run": round(time.perf_counter() - t0, 1)}))
+    return latest_checkpoint(run)
+
+
+def detail_masks(a) -> dict:
+    """{case name: (t1c detail mask, brain mask)} of the held-out cases, regenerated from their seed."""
+    from cwdm.phantom.anatomy import generate_case
+    from cwdm.phantom.sets import case_name
+
+    masks = {}
+    for index in range(a.train_cases, a.train_cases + a.test_cases):
+        case = generate_case(a.seed, index, a.downsample, ambiguous=True)
+        brain = case[TARGET] != 0
+        masks[case_name(index)] = (case["details"][TARGET] & brain, brain)
+    return masks
+
+
+def std_inside_outside(folder: Path, masks: dict) -> tuple:
+    """Mean ensemble std (network scale) inside t1c's detail regions and elsewhere in the brain."""
+    inside, outside = [], []
+    for name, (detail, brain) in masks.items():
+        std = np.asarray(nib.load(folder / name / f"{name}-{TARGET}_std.nii.gz").dataobj, dtype=np.float64)
+        inside.append(std[detail].mean())
+        outside.append(std[brain & ~detail].mean())
+    return float(np.mean(inside)), float(np.mean(outside))
+
+
+def run_setting(spec: str, seed: int, ckpt: Path, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
+    """Sample, segment and score one setting; the row is cached in its folder's ``row.json``."""
+    from cwdm.commands.sample import SampleConfig, sample
+    from cwdm.evaluation.scoring import evaluate_dirs
+    import phantom_segmenter as seg
+
+    name, steps, k = parse(spec)
+    folder = out / "results" / f"{spec.replace(':', '_')}_seed{seed}"
+    cached = folder / "row.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    t0 = time.perf_counter()
+    sample(SampleConfig(data_dir=test_dir, model_path=ckpt, output_dir=folder, sampler=name,
+                        sampling_steps=steps, ensemble=k, seed=seed, overwrite=True, num_workers=0,
+                        progress=False, device="cpu"))
+    seconds = time.perf_counter() - t0
+    seg_dir = out / "segmentations" / folder.name
+    seg.predict_folder(segmenter, test_dir, seg_dir, replace={TARGET: folder}, threads=THREADS, overwrite=True)
+    rows, summary = evaluate_dirs(folder, test_dir, folder / "evaluation", montage=False, progress=False,
+                                  verbose=False, seg_dir=seg_dir)
+    overall = summary["overall"]
+    row = {"setting": spec, "seed": seed, "sampler": name, "steps": steps, "ensemble": k,
+           "calls_per_case": 1 if name == "regression" else steps,  # the K members share each call
+           "seconds_per_case": round(seconds / max(len(rows), 1), 2), "cases": len(rows)}
+    for key in METRICS + DICE:
+        value = overall.get(key, {}).get("mean")
+        row[key] = None if value is None or not np.isfinite(value) else float(value)
+    if k > 1:
+        row["std_detail"], row["std_elsewhere"] = std_inside_outside(folder, masks)
+    folder.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(row))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def errors_inside_outside(folder: Path, test_dir: Path, masks: dict) -> tuple:
+    """Mean |synthesis - reference| (network scale) inside t1c's detail regions and elsewhere in the brain."""
+    from cwdm.data.preprocess import clip_and_normalize
+
+    inside, outside = [], []
+    for name, (detail, brain) in masks.items():
+        pred = np.asarray(nib.load(folder / name / f"{name}-{TARGET}.nii.gz").dataobj, dtype=np.float64)
+        ref = clip_and_normalize(np.asarray(nib.load(test_dir / name / f"{name}-{TARGET}.nii.gz").dataobj,
+                                            dtype=np.float64))
+        err = np.abs(pred - ref)
+        inside.append(err[detail].mean())
+        outside.append(err[brain & ~detail].mean())
+    return float(np.mean(inside)), float(np.mean(outside))
+
+
+def baseline_row(train_dir: Path, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
+    """The voxel-wise linear regression of the target on the three other contrasts (fit on training cases)."""
+    from cwdm.data.cases import discover_cases
+    from cwdm.evaluation.baseline import fit_linear_baseline, write_baseline
+    from cwdm.evaluation.scoring import evaluate_dirs
+    import phantom_segmenter as seg
+
+    folder = out / "results" / "linear_baseline"
+    cached = folder / "row.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    coef = fit_linear_baseline(discover_cases(train_dir), TARGET)
+    write_baseline(discover_cases(test_dir), TARGET, coef, folder)
+    seconds = time.perf_counter() - t0
+    seg_dir = out / "segmentations" / folder.name
+    seg.predict_folder(segmenter, test_dir, seg_dir, replace={TARGET: folder}, threads=THREADS, overwrite=True)
+    rows, summary = evaluate_dirs(folder, test_dir, folder / "evaluation", montage=False, progress=False,
+                                  verbose=False, seg_dir=seg_dir)
+    row = {"setting": "linear baseline", "seed": 0, "sampler": "linear", "steps": 0, "ensemble": 1,
+           "calls_per_case": 0, "seconds_per_case": round(seconds / max(len(rows), 1), 2), "cases": len(rows)}
+    for key in METRICS + DICE:
+        value = summary["overall"].get(key, {}).get("mean")
+        row[key] = None if value is None or not np.isfinite(value) else float(value)
+    row["mae_detail"], row["mae_elsewhere"] = errors_inside_outside(folder, test_dir, masks)
+    cached.write_text(json.dumps(row))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def complete_row(test_dir: Path, out: Path, segmenter) -> dict:
+    """Dice of the segmenter on the acquired held-out cases: the ceiling any completion is measured against."""
+    import phantom_segmenter as seg
+
+    seg_dir = out / "segmentations" / "acquired"
+    seg.predict_folder(segmenter, test_dir, seg_dir, threads=THREADS, overwrite=True)
+    scores = seg.dice_scores(seg_dir, test_dir)["mean"]
+    return {"setting": "acquired t1c", "sampler": "none", **{k: scores[k.split("_")[1].upper()] for k in DICE}}
+
+
+def noise_of(rows: list, setting: str) -> dict:
+    """Run-to-run spread (sample std over seeds) of each metric of one setting."""
+    same = [r for r in rows if r["setting"] == setting]
+    out = {}
+    for key in METRICS + DICE + ["std_detail", "std_elsewhere", "mae_detail", "mae_elsewhere"]:
+        values = [r[key] for r in same if r.get(key) is not None]
+        if len(values) >= 2:
+            out[key] = statistics.stdev(values)
+    return out
+
+
+def table(rows: list, noise: dict, ceiling: dict, head: str) -> str:
+    cols = [("setting", "setting"), ("calls_per_case", "calls"), ("seconds_per_case", "s / case"),
+            ("ssim", "SSIM"), ("psnr", "PSNR"), ("hf_energy_ratio", "realism"), ("dice_et", "Dice ET"),
+            ("dice_tc", "Dice TC"), ("dice_wt", "Dice WT"), ("mae_detail", "MAE detail"),
+            ("mae_elsewhere", "MAE elsewhere"), ("std_detail", "std detail"), ("std_elsewhere", "std elsewhere"),
+            ("std_error_corr", "corr(std, err)"), ("ause", "AUSE")]
+
+    def fmt(v):
+        if v is None or v == "":
+            return ""
+        if isinstance(v, str):
+            return v
+        if isinstance(v, int):
+            return str(v)
+        return f"{v:.2f}" if abs(v) >= 10 else f"{v:.4g}"
+
+    lines = [head, "", "| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |")
+    lines.append("| run-to-run std | | | " + " | ".join(fmt(noise.get(k)) for k, _ in cols[3:]) + " |")
+    lines.append("| segmenter on acquired t1c | | | | | | " + " | ".join(fmt(ceiling.get(k)) for k in DICE)
+                 + " | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("psnr", "PSNR (dB)"), ("hf_energy_ratio", "realism (high-frequency energy ratio)"),
+              ("dice_et", "Dice ET of the phantom segmenter"), ("std_detail", "mean ensemble std")]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for ax, (key, label) in zip(axes, panels):
+        for r in rows:
+            if r.get(key) is None or r["sampler"] == "linear":
+                continue
+            x = r["calls_per_case"]
+            marker = {"ddpm": "s", "ddim": "o", "regression": "^"}.get(r["sampler"], "x")
+            ax.scatter(x, r[key], marker=marker, color="tab:red" if r["ensemble"] > 1 else "tab:blue")
+            ax.annotate(r["setting"], (x, r[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if key == "std_detail":
+                ax.scatter(x, r["std_elsewhere"], marker=marker, color="tab:gray")
+        base = [r for r in rows if r["sampler"] == "linear" and r.get(key) is not None]
+        if base:
+            ax.axhline(base[0][key], color="tab:green", ls="--", lw=1, label="linear baseline")
+            ax.legend(fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("network calls per case")
+        ax.set_title(label if key != "std_detail" else "ensemble std: detail (red) vs elsewhere (gray)", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle("ambiguous phantom, t1c: samplers against network calls (red: ensembles)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("cwdm-ambiguity"))
+    p.add_argument("--docs", type=Path, default=None, help="copy the CSV, table and plot here")
+    p.add_argument("--train_cases", type=int, default=64)
+    p.add_argument("--test_cases", type=int, default=4)
+    p.add_argument("--downsample", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=5000, help="training steps of the t1c model")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--segmenter_steps", type=int, default=800)
+    p.add_argument("--settings", nargs="+", default=DEFAULT)
+    p.add_argument("--noise", default="ddim:10x4", help="the setting rerun with other seeds")
+    p.add_argument("--noise_seeds", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args()
+    import torch
+    import phantom_segmenter as seg
+
+    global THREADS
+    THREADS = a.threads or torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    train_dir, test_dir = make_data(out, a)
+    t0 = time.perf_counter()
+    ckpt = train_model(out, train_dir, a)
+    print(f"model: {ckpt} ({time.perf_counter() - t0:.0f} s this run)", flush=True)
+    segmenter = out / "segmenter.pt"
+    if not segmenter.exists():
+        seg.train_segmenter(train_dir, segmenter, steps=a.segmenter_steps, seed=a.seed, threads=THREADS)
+    masks = detail_masks(a)
+    ceiling = complete_row(test_dir, out, segmenter)
+    rows = [baseline_row(train_dir, test_dir, out, segmenter, masks)]
+    for spec in a.settings:
+        row = run_setting(spec, a.seed, ckpt, test_dir, out, segmenter, masks)
+        folder = out / "results" / f"{spec.replace(':', '_')}_seed{a.seed}"
+        row["mae_detail"], row["mae_elsewhere"] = errors_inside_outside(folder, test_dir, masks)
+        rows.append(row)
+    repeats = [run_setting(a.noise, s, ckpt, test_dir, out, segmenter, masks) for s in a.noise_seeds]
+    for r in repeats:
+        folder = out / "results" / f"{a.noise.replace(':', '_')}_seed{r['seed']}"
+        r["mae_detail"], r["mae_elsewhere"] = errors_inside_outside(folder, test_dir, masks)
+    noise = noise_of([r for r in rows if r["setting"] == a.noise] + repeats, a.noise)
+    with open(out / "ambiguity.csv", "w", newline="") as fh:
+        keys = list(dict.fromkeys(k for r in rows + repeats for k in r))
+        writer = csv.DictWriter(fh, fieldnames=keys + ["machine"])
+        writer.writeheader()
+        for r in rows + repeats:
+            writer.writerow({**r, "machine": machine()})
+    head = (f"Ambiguous phantom, target t1c, {a.test_cases} held-out cases, seed {a.seed}; model "
+            f"{a.steps} steps; machine: {machine()}; run-to-run std: {a.noise} over seeds "
+            f"{[a.seed] + list(a.noise_seeds)}.")
+    (out / "ambiguity.md").write_text(table(rows, noise, ceiling, head))
+    plot(rows, out / "ambiguity.png")
+    print((out / "ambiguity.md").read_text())
+    if a.docs:
+        for name in ("ambiguity.csv", "ambiguity.md", "ambiguity.png"):
+            shutil.copy(out / name, a.docs / name)
+
+
+if __name__ == "__main__":
+    main()
