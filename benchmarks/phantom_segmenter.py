@@ -43,13 +43,14 @@ from cwdm.data.cases import Case, discover_cases
 from cwdm.data.nifti_io import load_nifti, save_nifti_like
 from cwdm.data.preprocess import clip_and_normalize
 from cwdm.errors import CwdmError
+from cwdm.evaluation.segmentation import dice_scores as label_dice
 from cwdm.naming import MODALITIES
 from cwdm.writes import atomic_path
 
 FORMAT = "cwdm-phantom-segmenter/1"
 NUM_CLASSES = 4
-REGIONS = {"1": (1,), "2": (2,), "3": (3,), "ET": (3,), "TC": (1, 3), "WT": (1, 2, 3)}
-"""Dice key -> the labels whose union is the mask."""
+REGIONS = ("1", "2", "3", "ET", "TC", "WT")
+"""Dice keys: per label, then the BraTS regions (as ``cwdm evaluate --seg_dir`` defines them)."""
 
 
 # ---------------------------------------------------------------------------------------------- network
@@ -297,15 +298,11 @@ def predict_folder(model_path, data_dir, out_dir, replace: Optional[Mapping[str,
 
 
 # ---------------------------------------------------------------------------------------------- Dice
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks of one shape: 2|A & B| / (|A| + |B|); 1 when both are empty."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
 def region_dice(pred: np.ndarray, ref: np.ndarray) -> Dict[str, float]:
-    """Dice of every key of :data:`REGIONS` between two (X, Y, Z) label maps."""
-    return {k: dice(np.isin(pred, labels), np.isin(ref, labels)) for k, labels in REGIONS.items()}
+    """Dice of every key of :data:`REGIONS` between two (X, Y, Z) label maps
+    (:func:`cwdm.evaluation.segmentation.dice_scores`: both empty 1, one empty 0, label 4 read as 3)."""
+    scores = label_dice(pred, ref)
+    return {k: scores[f"dice_{k.lower()}"] for k in REGIONS}
 
 
 def dice_scores(pred_dir, data_dir) -> Dict:
@@ -325,7 +322,6 @@ def dice_scores(pred_dir, data_dir) -> Dict:
         pred = np.rint(load_nifti(path)[0]).astype(np.int64)
         if pred.shape != ref.shape:
             raise CwdmError(f"{path}: shape {pred.shape} differs from the reference seg's {ref.shape}")
-        pred[pred == 4] = 3
         per_case[case.name] = region_dice(pred, ref)
     if not per_case:
         raise CwdmError(f"{data_dir}: no case with a seg file to score")

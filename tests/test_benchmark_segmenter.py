@@ -35,19 +35,6 @@ def trained(seg, tmp_path_factory):
     return data, root / "seg.pt", record
 
 
-def test_dice_conventions(seg):
-    a = np.zeros((4, 4, 4), bool)
-    b = a.copy()
-    assert seg.dice(a, b) == 1.0  # both empty
-    a[0, 0, :2] = True
-    assert seg.dice(a, a) == 1.0
-    assert seg.dice(a, b) == 0.0  # one empty
-    b[3, 3, :2] = True
-    assert seg.dice(a, b) == 0.0  # disjoint
-    b[0, 0, 0] = True
-    assert seg.dice(a, b) == pytest.approx(2 * 1 / (2 + 3))
-
-
 def test_region_dice_exact(seg):
     ref = np.zeros((4, 4, 4), np.int64)
     ref[0, :, 0], ref[1, :, 0], ref[2, :, 0] = 1, 2, 3

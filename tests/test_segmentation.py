@@ -27,6 +27,9 @@ def test_dice_of_known_masks_and_the_empty_label_convention():
     empty = np.zeros_like(a)
     assert S.dice(empty, empty) == 1.0  # both empty: nothing to find, nothing found
     assert S.dice(a, empty) == 0.0 and S.dice(empty, b) == 0.0  # one empty
+    far = np.zeros_like(a)
+    far[3, 3, :2] = True
+    assert S.dice(a, far) == 0.0  # disjoint
     with pytest.raises(ValueError):
         S.dice(a, np.zeros((4, 4, 3), dtype=bool))
 
