@@ -1,45 +1,57 @@
 #!/usr/bin/env python
-"""Does a trained model read its noisy input? (a diagnostic, not a test)
+"""Does a trained t1c model read its noisy input, and does its ensemble spread where the target is ambiguous?
+(a diagnostic, not a test)
 
-    python benchmarks/noise_use.py  # after benchmarks/ambiguity.py --out /work/bench/amb
+    python benchmarks/noise_use.py [CHECKPOINT [x0|v]]
 
-For held-out case 64 of the ambiguous phantom (seed 0, downsample 4), noises the true t1c to
-timestep t with two noises and prints the x0 prediction's error inside t1c's detail and elsewhere,
-and how much the prediction changes with the noise. A model that uses x_t recovers the detail at
-small t (error falls towards 0); one that ignores it predicts E[x0 | conditions] at every t.
+CHECKPOINT defaults to the model ``benchmarks/ambiguity.py --out /work/bench/amb`` trains, read as
+an x0 prediction (``v``: the experiment ``benchmarks/experiments/v_prediction_train.py``). For
+held-out cases 64 and 65 of the ambiguous phantom (seed 0, downsample 4) it prints the x0
+estimate's error inside t1c's detail and elsewhere in the brain from the true t1c noised to
+t = 0, 50, 200, 999 (a model that reads x_t is nearly exact at t = 0; one that ignores it predicts
+E[x0 | conditions] at every t), then the std of 4-member ensembles of ddim 10 and ddpm 100 inside
+and outside the detail, one member's error and the ensemble mean's error in the detail.
 """
 import sys
+from pathlib import Path
+
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "experiments"))
+from v_prediction_train import v_denoiser  # noqa: E402
 from cwdm.model.checkpoint import load_model
 from cwdm.model.diffusion import linear_schedule, q_sample, make_denoiser
 from cwdm.model.wavelet import to_subbands, from_subbands
+from cwdm.model.samplers import run_sampler
 from cwdm.data.preprocess import grid_for, prepare_volume
 from cwdm.phantom.anatomy import generate_case
 torch.set_num_threads(2)
-m = load_model(sys.argv[1] if len(sys.argv) > 1 else "/work/bench/amb/run/checkpoints/ckpt_00005000.pt")
-print("task", m.task)
-net = m.model
-case = generate_case(0, 64, 4, ambiguous=True)
-grid = grid_for(case["t1c"].shape, m.config.image_divisor)
-vol = lambda k: torch.from_numpy(prepare_volume(case[k].astype(np.float64), grid))[None, None]
-conds = [c for c in ("t1n", "t2w", "t2f")]
-cond = torch.cat([to_subbands(vol(c)) for c in conds], 1)
-x0 = to_subbands(vol("t1c"))
-det = torch.from_numpy(grid.to_model(case["details"]["t1c"].astype(np.float32)) > 0.5)
-brain = torch.from_numpy(grid.to_model((case["t1c"] != 0).astype(np.float32)) > 0.5)
+ckpt = sys.argv[1] if len(sys.argv) > 1 else "/work/bench/amb/run/checkpoints/ckpt_00005000.pt"
+kind = sys.argv[2] if len(sys.argv) > 2 else "x0"  # how the network's output is read: x0 or v
+m = load_model(ckpt); net = m.model
 S = linear_schedule()
-den = make_denoiser(net, cond)
-truth = from_subbands(x0)[0, 0]
-with torch.no_grad():
-    for t in [0, 10, 50, 100, 200, 400, 700, 999]:
-        preds = []
-        for s in range(2):
-            g = torch.Generator().manual_seed(s)
-            n = torch.randn(x0.shape, generator=g)
-            xt = q_sample(S, x0, torch.tensor([t]), n)
-            preds.append(from_subbands(den(xt, torch.tensor([t])))[0, 0])
-        e = (preds[0] - truth).abs()
-        d = (preds[0] - preds[1]).abs()
-        print(f"t={t:4d} MAE detail {e[det].mean():.4f} elsewhere {e[brain & ~det].mean():.4f} | "
-              f"|pred(noise0)-pred(noise1)| detail {d[det].mean():.5f} elsewhere {d[brain & ~det].mean():.5f}", flush=True)
+for index in (64, 65):
+    case = generate_case(0, index, 4, ambiguous=True)
+    grid = grid_for(case["t1c"].shape, m.config.image_divisor)
+    vol = lambda k: torch.from_numpy(prepare_volume(case[k].astype(np.float64), grid))[None, None]
+    cond = torch.cat([to_subbands(vol(c)) for c in ("t1n", "t2w", "t2f")], 1)
+    x0 = to_subbands(vol("t1c")); truth = from_subbands(x0)[0, 0]
+    det = torch.from_numpy(grid.to_model(case["details"]["t1c"].astype(np.float32)) > 0.5)
+    brain = torch.from_numpy(grid.to_model((case["t1c"] != 0).astype(np.float32)) > 0.5)
+    K = 4
+    condK = cond.expand(K, *cond.shape[1:])
+    den = v_denoiser(net, condK, S) if kind == "v" else make_denoiser(net, condK)
+    with torch.no_grad():
+        for t in (0, 50, 200, 999):
+            xt = q_sample(S, x0.expand(K, *x0.shape[1:]), torch.full((K,), t), torch.randn((K, *x0.shape[1:]), generator=torch.Generator().manual_seed(t)))
+            p = from_subbands(den(xt, torch.full((K,), t)))[:, 0]
+            e = (p[0] - truth).abs()
+            print(f"case {index} t={t:4d} MAE detail {e[det].mean():.4f} elsewhere {e[brain & ~det].mean():.4f}", flush=True)
+        for name, steps in (("ddim", 10), ("ddpm", 100)):
+            gens = [torch.Generator().manual_seed(1000 + k) for k in range(K)]
+            out = from_subbands(run_sampler(name, den, x0.expand(K, *x0.shape[1:]).shape, gens, steps))[:, 0].clamp(0, 1)
+            std = out.std(0, correction=1); mean = out.mean(0); e = (out[0] - truth).abs()
+            print(f"case {index} {name} {steps} x{K}: std detail {std[det].mean():.5f} elsewhere {std[brain & ~det].mean():.5f} "
+                  f"ratio {std[det].mean() / std[brain & ~det].mean():.2f}; one sample MAE detail {e[det].mean():.4f} elsewhere "
+                  f"{e[brain & ~det].mean():.4f}; mean MAE detail {(mean - truth).abs()[det].mean():.4f}", flush=True)

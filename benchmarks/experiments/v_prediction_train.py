@@ -1,12 +1,12 @@
 """Experiment (not a cwdm option yet): the ambiguity benchmark's t1c model trained with a v-prediction output.
 
     python benchmarks/experiments/v_prediction_train.py 3000   # after benchmarks/ambiguity.py --out /work/bench/amb
-    python benchmarks/experiments/noise_probe.py /work/bench/vexp/run/checkpoints/ckpt_00003000.pt v
+    python benchmarks/noise_use.py /work/bench/vexp/run/checkpoints/ckpt_00003000.pt v
 
 The network's output F is read as v (x0 = sqrt(abar) x_t - sqrt(1 - abar) F), so its x0 estimate has a
 skip from x_t, and the loss is the MSE of v = sqrt(abar) eps - sqrt(1 - abar) x0. It replaces the
 training loop's loss function for this process only; the checkpoint does not record the
-parameterization, so only noise_probe.py (with ``v``) reads it correctly.
+parameterization, so only ``benchmarks/noise_use.py CHECKPOINT v`` reads it correctly.
 """
 import sys
 import time
