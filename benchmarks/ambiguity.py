@@ -118,95 +118,83 @@ def detail_masks(a) -> dict:
     return masks
 
 
-def std_inside_outside(folder: Path, masks: dict) -> tuple:
-    """Mean ensemble std (network scale) inside t1c's detail regions and elsewhere in the brain."""
+def _volume(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
+
+
+def detail_means(volume_of, masks: dict) -> tuple:
+    """Mean of a per-case (X, Y, Z) map ``volume_of(case name)`` inside t1c's detail regions and elsewhere
+    in the brain, each averaged over the cases of ``masks``."""
     inside, outside = [], []
     for name, (detail, brain) in masks.items():
-        std = np.asarray(nib.load(folder / name / f"{name}-{TARGET}_std.nii.gz").dataobj, dtype=np.float64)
-        inside.append(std[detail].mean())
-        outside.append(std[brain & ~detail].mean())
+        values = volume_of(name)
+        inside.append(values[detail].mean())
+        outside.append(values[brain & ~detail].mean())
     return float(np.mean(inside)), float(np.mean(outside))
 
 
-def run_setting(spec: str, seed: int, ckpt: Path, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
-    """Sample, segment and score one setting; the row is cached in its folder's ``row.json``."""
-    from cwdm.commands.sample import SampleConfig, sample
+def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
+    """Segment the cases completed with ``folder``'s t1c, score them and complete ``row`` (cached in
+    ``folder/row.json``): ``cwdm evaluate``'s metrics and Dice, the mean |error| (network scale) inside
+    t1c's detail and elsewhere, and for an ensemble the mean std there."""
+    from cwdm.data.preprocess import clip_and_normalize
     from cwdm.evaluation.scoring import evaluate_dirs
     import phantom_segmenter as seg
 
-    name, steps, k = parse(spec)
-    folder = out / "results" / f"{spec.replace(':', '_')}_seed{seed}"
-    cached = folder / "row.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
-    t0 = time.perf_counter()
-    sample(SampleConfig(data_dir=test_dir, model_path=ckpt, output_dir=folder, sampler=name,
-                        sampling_steps=steps, ensemble=k, seed=seed, overwrite=True, num_workers=0,
-                        progress=False, device="cpu"))
-    seconds = time.perf_counter() - t0
     seg_dir = out / "segmentations" / folder.name
     seg.predict_folder(segmenter, test_dir, seg_dir, replace={TARGET: folder}, threads=THREADS, overwrite=True)
     rows, summary = evaluate_dirs(folder, test_dir, folder / "evaluation", montage=False, progress=False,
                                   verbose=False, seg_dir=seg_dir)
-    overall = summary["overall"]
-    row = {"setting": spec, "seed": seed, "sampler": name, "steps": steps, "ensemble": k,
-           "calls_per_case": 1 if name == "regression" else steps,  # the K members share each call
-           "seconds_per_case": round(seconds / max(len(rows), 1), 2), "cases": len(rows)}
+    row.update(seconds_per_case=round(seconds / max(len(rows), 1), 2), cases=len(rows))
     for key in METRICS + DICE:
-        value = overall.get(key, {}).get("mean")
+        value = summary["overall"].get(key, {}).get("mean")
         row[key] = None if value is None or not np.isfinite(value) else float(value)
-    if k > 1:
-        row["std_detail"], row["std_elsewhere"] = std_inside_outside(folder, masks)
-    folder.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(row))
+
+    def error(name):
+        pred = _volume(folder / name / f"{name}-{TARGET}.nii.gz")
+        return np.abs(pred - clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")))
+
+    row["mae_detail"], row["mae_elsewhere"] = detail_means(error, masks)
+    if row["ensemble"] > 1:
+        row["std_detail"], row["std_elsewhere"] = detail_means(
+            lambda name: _volume(folder / name / f"{name}-{TARGET}_std.nii.gz"), masks)
+    (folder / "row.json").write_text(json.dumps(row))
     print(json.dumps(row), flush=True)
     return row
 
 
-def errors_inside_outside(folder: Path, test_dir: Path, masks: dict) -> tuple:
-    """Mean |synthesis - reference| (network scale) inside t1c's detail regions and elsewhere in the brain."""
-    from cwdm.data.preprocess import clip_and_normalize
+def run_setting(spec: str, seed: int, ckpt: Path, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
+    """Sample one setting and :func:`score` it (or read its cached row)."""
+    from cwdm.commands.sample import SampleConfig, sample
 
-    inside, outside = [], []
-    for name, (detail, brain) in masks.items():
-        pred = np.asarray(nib.load(folder / name / f"{name}-{TARGET}.nii.gz").dataobj, dtype=np.float64)
-        ref = clip_and_normalize(np.asarray(nib.load(test_dir / name / f"{name}-{TARGET}.nii.gz").dataobj,
-                                            dtype=np.float64))
-        err = np.abs(pred - ref)
-        inside.append(err[detail].mean())
-        outside.append(err[brain & ~detail].mean())
-    return float(np.mean(inside)), float(np.mean(outside))
+    name, steps, k = parse(spec)
+    folder = out / "results" / f"{spec.replace(':', '_')}_seed{seed}"
+    if (folder / "row.json").exists():
+        return json.loads((folder / "row.json").read_text())
+    t0 = time.perf_counter()
+    sample(SampleConfig(data_dir=test_dir, model_path=ckpt, output_dir=folder, sampler=name,
+                        sampling_steps=steps, ensemble=k, seed=seed, overwrite=True, num_workers=0,
+                        progress=False, device="cpu"))
+    row = {"setting": spec, "seed": seed, "sampler": name, "steps": steps, "ensemble": k,
+           "calls_per_case": 1 if name == "regression" else steps}  # the K members share each call
+    return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
 
 
 def baseline_row(train_dir: Path, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
     """The voxel-wise linear regression of the target on the three other contrasts (fit on training cases)."""
     from cwdm.data.cases import discover_cases
     from cwdm.evaluation.baseline import fit_linear_baseline, write_baseline
-    from cwdm.evaluation.scoring import evaluate_dirs
-    import phantom_segmenter as seg
 
     folder = out / "results" / "linear_baseline"
-    cached = folder / "row.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
+    if (folder / "row.json").exists():
+        return json.loads((folder / "row.json").read_text())
     shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
     coef = fit_linear_baseline(discover_cases(train_dir), TARGET)
     write_baseline(discover_cases(test_dir), TARGET, coef, folder)
-    seconds = time.perf_counter() - t0
-    seg_dir = out / "segmentations" / folder.name
-    seg.predict_folder(segmenter, test_dir, seg_dir, replace={TARGET: folder}, threads=THREADS, overwrite=True)
-    rows, summary = evaluate_dirs(folder, test_dir, folder / "evaluation", montage=False, progress=False,
-                                  verbose=False, seg_dir=seg_dir)
     row = {"setting": "linear baseline", "seed": 0, "sampler": "linear", "steps": 0, "ensemble": 1,
-           "calls_per_case": 0, "seconds_per_case": round(seconds / max(len(rows), 1), 2), "cases": len(rows)}
-    for key in METRICS + DICE:
-        value = summary["overall"].get(key, {}).get("mean")
-        row[key] = None if value is None or not np.isfinite(value) else float(value)
-    row["mae_detail"], row["mae_elsewhere"] = errors_inside_outside(folder, test_dir, masks)
-    cached.write_text(json.dumps(row))
-    print(json.dumps(row), flush=True)
-    return row
+           "calls_per_case": 0}
+    return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
 
 
 def complete_row(test_dir: Path, out: Path, segmenter) -> dict:
@@ -321,15 +309,8 @@ def main():
     masks = detail_masks(a)
     ceiling = complete_row(test_dir, out, segmenter)
     rows = [baseline_row(train_dir, test_dir, out, segmenter, masks)]
-    for spec in a.settings:
-        row = run_setting(spec, a.seed, ckpt, test_dir, out, segmenter, masks)
-        folder = out / "results" / f"{spec.replace(':', '_')}_seed{a.seed}"
-        row["mae_detail"], row["mae_elsewhere"] = errors_inside_outside(folder, test_dir, masks)
-        rows.append(row)
+    rows += [run_setting(spec, a.seed, ckpt, test_dir, out, segmenter, masks) for spec in a.settings]
     repeats = [run_setting(a.noise, s, ckpt, test_dir, out, segmenter, masks) for s in a.noise_seeds]
-    for r in repeats:
-        folder = out / "results" / f"{a.noise.replace(':', '_')}_seed{r['seed']}"
-        r["mae_detail"], r["mae_elsewhere"] = errors_inside_outside(folder, test_dir, masks)
     noise = noise_of([r for r in rows if r["setting"] == a.noise] + repeats, a.noise)
     with open(out / "ambiguity.csv", "w", newline="") as fh:
         keys = list(dict.fromkeys(k for r in rows + repeats for k in r))
