@@ -38,6 +38,7 @@ SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
 SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
 ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
 PRECISION=${PRECISION:-fp32}         # fp32 (exact, the reference's numbers) | tf32 | bf16 (faster on GPUs, not exact)
+SEG_DIR=${SEG_DIR:-}                 # evaluate mode: your model's segmentations of the completed cases (Dice); empty: none
 COMPILE=${COMPILE:-auto}             # auto (on a CPU for runs of >= 20 full-size calls, e.g. ddpm: 0.78-0.89x per call) | True | False
 
 # -------------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ case "$MODE" in
   dropout)
     CMD=("$PYTHON" -m cwdm dropout "$VAL_DIR" "$AUTO_DIR") ;;
   evaluate)
-    CMD=("$PYTHON" -m cwdm evaluate --pred_dir "$OUTPUT_DIR" --ref_dir "$VAL_DIR") ;;
+    CMD=("$PYTHON" -m cwdm evaluate --pred_dir "$OUTPUT_DIR" --ref_dir "$VAL_DIR" ${SEG_DIR:+--seg_dir "$SEG_DIR"}) ;;
   demo)
     CMD=("$PYTHON" -m cwdm demo) ;;
   *)

@@ -168,6 +168,17 @@ def test_run_sh_reference_mode_names(tmp_path, mode, command):
     assert proc.returncode == 1 and "unknown MODE" not in proc.stderr
 
 
+@pytest.mark.parametrize("seg_dir", ["", "my segs"])
+def test_run_sh_evaluate_passes_seg_dir_only_when_set(tmp_path, seg_dir):
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")],
+                          env=_env(MODE="evaluate", OUTPUT_DIR=tmp_path / "none", VAL_DIR=tmp_path / "ref",
+                                   SEG_DIR=seg_dir), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    command = proc.stderr.splitlines()[0]
+    assert " -m cwdm evaluate --pred_dir " in command
+    assert command.endswith(f"--seg_dir {seg_dir}") if seg_dir else "--seg_dir" not in command
+    assert proc.returncode == 1
+
+
 def test_reference_training_flags_pass_through():
     notes = []
     argv = ["--resume_checkpoint=w.pt", "--resume_step=1200000", "--schedule_sampler=uniform",
