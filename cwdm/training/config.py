@@ -47,6 +47,10 @@ class TrainConfig(NetworkFlags):
     max_minutes: Optional[float] = field(default=None, metadata={"help": "also stop (and save) after this wall time"})
     ema_rate: float = field(default=0.9999, metadata={"help": "EMA decay of the kept weight average"})
     seed: int = field(default=0, metadata={"help": "seed of data order, timesteps and noise"})
+    timestep_power: float = field(default=1.0, metadata={
+        "help": "training timesteps drawn as floor(1000 u^p), u uniform: 1 = uniform (the reference); "
+                "p > 1 trains more at low noise, where a network must read x_t to draw detail the conditions "
+                "leave open (3: 46 %% of steps below t = 100)"})
     # bookkeeping
     save_interval: int = field(default=100_000, metadata={"help": "steps between checkpoints"})
     keep_last: int = field(default=3, metadata={"help": "checkpoints kept (0 = all)"})
@@ -147,6 +151,7 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.max_minutes is None or cfg.max_minutes > 0, "--max_minutes must be positive"),
              (cfg.lr_anneal_steps >= 0, "--lr_anneal_steps must be >= 0 (0 = constant learning rate)"),
              (cfg.resume_step >= 0, "--resume_step must be >= 0"),
+             (cfg.timestep_power > 0, "--timestep_power must be positive"),
              (cfg.contr in (*cfg.modalities, ANY),
               f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)} (or 'any')")]
     for ok, message in rules:

@@ -235,9 +235,21 @@ def build_parts(plan: RunPlan, order: DataOrder, device: torch.device, info) -> 
     return parts
 
 
+def sample_timesteps(num_timesteps: int, batch: int, generator: torch.Generator, device: torch.device,
+                     power: float = 1.0) -> torch.Tensor:
+    """(batch,) training timesteps in [0, num_timesteps): uniform for ``power`` 1 (the draw the reference
+    makes), else ``floor(num_timesteps * u ** power)``, ``u`` uniform in [0, 1): the share below ``t``
+    is ``(t / num_timesteps) ** (1 / power)`` (power 3: 46 % of the draws below t = 100)."""
+    if power == 1.0:
+        return torch.randint(0, num_timesteps, (batch,), device=device, generator=generator)
+    u = torch.rand((batch,), device=device, generator=generator, dtype=torch.float64)
+    return (num_timesteps * u ** power).long().clamp_(0, num_timesteps - 1)
+
+
 def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, cond: torch.Tensor,
                bf16: bool = True, layout: torch.memory_format = torch.contiguous_format,
-               lr: Optional[float] = None, identity: Optional[torch.Tensor] = None):
+               lr: Optional[float] = None, identity: Optional[torch.Tensor] = None,
+               timestep_power: float = 1.0):
     """One optimisation step on a batch: noise, forward, backward, AdamW, EMA; ``parts.step`` += 1.
 
     Args:
@@ -249,6 +261,8 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
         layout: memory format of the network input.
         lr: learning rate of this step (None: leave the optimizer's as it is).
         identity: (B, M) target identity of a unified network (:mod:`cwdm.data.unified`), else None.
+        timestep_power: timesteps are drawn uniformly (1, the reference), or as ``floor(T u^p)`` with
+            ``u`` uniform in [0, 1) (p > 1: more steps at low noise, where the network must read x_t).
 
     Returns:
         ``(loss (), per_subband (8,), prediction (B, 8, X/2, Y/2, Z/2))``.
@@ -256,7 +270,7 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
     device = target.device
     x0 = to_subbands(target).contiguous(memory_format=layout)
     c = condition_input(cond, identity).contiguous(memory_format=layout)
-    t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device, generator=parts.generator)
+    t = sample_timesteps(schedule.num_timesteps, x0.shape[0], parts.generator, device, timestep_power)
     noise = torch.randn(x0.shape, device=device, generator=parts.generator)
     with autocast(device, bf16):
         loss, per_subband, pred = training_loss(parts.net, schedule, x0, c, t, noise)
@@ -373,7 +387,8 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
             target, cond, identity = draw_training_inputs(target, parts.generator, task.drop_conditions)
         try:
             loss, per_subband, pred = train_step(parts, schedule, target, cond, cfg.bf16, layout,
-                                                 lr=cfg.lr_at(parts.step), identity=identity)
+                                                 lr=cfg.lr_at(parts.step), identity=identity,
+                                                 timestep_power=cfg.timestep_power)
         except torch.cuda.OutOfMemoryError:
             raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
                             f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
