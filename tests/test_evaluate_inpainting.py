@@ -172,3 +172,14 @@ def test_nothing_scored_and_flags_that_do_not_apply(layout, tmp_path, capsys):
     assert _evaluate(pred, synthesis_ref, tmp_path / "o3") == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{synthesis_ref}: no inpainting cases" in err
+
+
+def test_two_results_for_one_case_are_a_problem(layout, tmp_path, capsys):
+    pred, ref, _, _ = layout
+    (pred / "B-1").mkdir()
+    shutil.copy2(pred / "B-1-t1n-inference.nii.gz", pred / "B-1" / "B-1-t1n-inference.nii.gz")
+    assert _evaluate(pred, ref, tmp_path / "o") == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {pred / 'B-1' / 'B-1-t1n-inference.nii.gz'}: a second result for case B-1 "
+                        f"(also {pred / 'B-1-t1n-inference.nii.gz'}); not scored"]
+    assert _table(tmp_path / "o")["B-1"]["ssim"] == ""

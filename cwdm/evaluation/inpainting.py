@@ -16,7 +16,8 @@ Every array is one (X, Y, Z) volume (nibabel order); ``m`` is the boolean mask (
    (:func:`cwdm.evaluation.metrics.brasyn_normalize`) with another volume's bounds. The masked volumes
    are float32 (as the package reads them); the normalized ones float64, as the package gets them with
    numpy >= 2 (its clip then promotes to float64; with numpy 1 it stays float32, and the SSIM of a
-   flat fill moves in its 6th digit). Everything below is computed in float64.
+   flat fill moves in its 6th digit). Everything below is computed in float64 (the package's SSIM is
+   too; its other scores go through float32 torchmetrics states, about 1e-7 relative from ours).
 3. ``ssim``: torchmetrics' SSIM with its defaults (Gaussian window 11, sigma 1.5, data range taken
    from the two inputs: the larger of their ``max - min``) and its full map, averaged over ``m``. The
    package passes (1, X, Y, Z) tensors, which torchmetrics reads as *one 2D image with X channels*

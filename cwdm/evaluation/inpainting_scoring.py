@@ -116,6 +116,11 @@ def _case_files(case: InpaintingCase) -> Tuple[Dict[str, Path], Optional[str]]:
     return {"target": case.files[IMAGE], "voided": case.files[VOIDED], "mask": mask}, None
 
 
+def _empty_row(name: str, problem: str = "") -> Dict[str, Any]:
+    return {"case": name, "target": TARGET, **dict.fromkeys(INPAINTING_METRICS, float("nan")), "mask": "",
+            "problem": problem}
+
+
 def score_case(name: str, pred: Path, case: Optional[InpaintingCase], device: Any = None) -> Dict[str, Any]:
     """The row of one result.
 
@@ -130,8 +135,7 @@ def score_case(name: str, pred: Path, case: Optional[InpaintingCase], device: An
         scored), ``mask`` (the part scored in, ``""`` when none) and ``problem`` (the one-line reason naming
         the file, ``""`` when scored).
     """
-    row: Dict[str, Any] = {"case": name, "target": TARGET, **dict.fromkeys(INPAINTING_METRICS, float("nan")),
-                           "mask": "", "problem": ""}
+    row = _empty_row(name)
     if case is None:
         row["problem"] = f"{pred}: no reference case {name}; not scored"
         return row
@@ -175,11 +179,7 @@ def _score_all(results: Dict[str, Path], doubles: Dict[str, str], refs: Dict[str
                file=sys.stderr)
     for name, pred in bar:
         bar.set_postfix_str(name, refresh=False)
-        if name in doubles:
-            row = {"case": name, "target": TARGET, **dict.fromkeys(INPAINTING_METRICS, float("nan")),
-                   "mask": "", "problem": doubles[name]}
-        else:
-            row = score_case(name, pred, refs.get(name), device)
+        row = _empty_row(name, doubles[name]) if name in doubles else score_case(name, pred, refs.get(name), device)
         if row["problem"]:
             warn(row["problem"])
             problems.append(row["problem"])
