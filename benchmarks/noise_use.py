@@ -5,7 +5,8 @@
     python benchmarks/noise_use.py [CHECKPOINT [x0|v]]
 
 CHECKPOINT defaults to the model ``benchmarks/ambiguity.py --out /work/bench/amb`` trains, read as
-an x0 prediction (``v``: the experiment ``benchmarks/experiments/v_prediction_train.py``). For
+its checkpoint says (x0 or edm: :mod:`cwdm.model.prediction`; ``v``: the experiment
+``benchmarks/experiments/v_prediction_train.py``, whose checkpoints do not say). For
 held-out cases 64 and 65 of the ambiguous phantom (seed 0, downsample 4) it prints the x0
 estimate's error inside t1c's detail and elsewhere in the brain from the true t1c noised to
 t = 0, 50, 200, 999 (a model that reads x_t is nearly exact at t = 0; one that ignores it predicts
@@ -28,7 +29,7 @@ from cwdm.data.preprocess import grid_for, prepare_volume
 from cwdm.phantom.anatomy import generate_case
 torch.set_num_threads(2)
 ckpt = sys.argv[1] if len(sys.argv) > 1 else "/work/bench/amb/run/checkpoints/ckpt_00005000.pt"
-kind = sys.argv[2] if len(sys.argv) > 2 else "x0"  # how the network's output is read: x0 or v
+kind = sys.argv[2] if len(sys.argv) > 2 else "stored"  # v: read the output as v (the experiment)
 m = load_model(ckpt); net = m.model
 S = linear_schedule()
 for index in (64, 65):
@@ -41,7 +42,7 @@ for index in (64, 65):
     brain = torch.from_numpy(grid.to_model((case["t1c"] != 0).astype(np.float32)) > 0.5)
     K = 4
     condK = cond.expand(K, *cond.shape[1:])
-    den = v_denoiser(net, condK, S) if kind == "v" else make_denoiser(net, condK)
+    den = v_denoiser(net, condK, S) if kind == "v" else make_denoiser(net, condK, prediction=m.prediction)
     with torch.no_grad():
         for t in (0, 50, 200, 999):
             xt = q_sample(S, x0.expand(K, *x0.shape[1:]), torch.full((K,), t), torch.randn((K, *x0.shape[1:]), generator=torch.Generator().manual_seed(t)))

@@ -23,6 +23,7 @@ from shlex import quote
 
 import torch
 
+from ..model.prediction import Prediction
 from ..model.checkpoint import checkpoint_dict, is_cwdm_checkpoint, read_checkpoint, stored_task
 from ..config import from_dict
 from ..errors import CwdmError
@@ -80,14 +81,18 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     key = "ema" if ema and obj.get("ema") is not None else "model"
     state = {k: v.contiguous() for k, v in obj[key].items()}
     task = stored_task(obj, str(checkpoint))
+    prediction = Prediction.from_dict(obj.get("prediction"), str(checkpoint))
     if format == "state_dict" and task is not None and not task.is_default:
         raise CwdmError(f"{checkpoint}: its task ({task.describe()}) is not the released kind, and a bare "
                         f"state_dict cannot record it; use --format cwdm (or auto)")
+    if format == "state_dict" and not prediction.is_x0:
+        raise CwdmError(f"{checkpoint}: its network predicts {prediction.kind}, not x0 as released weights do, "
+                        f"and a bare state_dict cannot record it; use --format cwdm (or auto)")
     config = from_dict(UNetConfig, obj["model_config"])
     groups = config.num_groups != RELEASED_CONFIG.num_groups  # the one network value a state_dict cannot record
-    released_kind = task is None or task.is_default
+    released_kind = (task is None or task.is_default) and prediction.is_x0
     if format == "cwdm" or (format == "auto" and (groups or not released_kind)):
-        state = checkpoint_dict(config, state, task=task, step=obj.get("step"))
+        state = checkpoint_dict(config, state, task=task, prediction=prediction, step=obj.get("step"))
     out = Path(out)
     with atomic_path(out, overwrite=overwrite) as tmp:
         torch.save(state, tmp)
@@ -95,7 +100,7 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     if bare:
         kind = "bare state_dict" + (f", loading it needs --num_groups {config.num_groups}" if groups else "")
     elif format == "auto":
-        why = ("its task is not the released kind" if not released_kind else
+        why = ("its task or output is not the released kind" if not released_kind else
                f"num_groups {config.num_groups} is not the released {RELEASED_CONFIG.num_groups}, which a bare "
                f"state_dict cannot record; --format state_dict writes one anyway")
         kind = f"cwdm checkpoint with its network configuration and task, as {why}"

@@ -154,6 +154,7 @@ class Synthesizer:
         self.format = memory_format(device, options.channels_last)
         self.model = loaded.model.to(device, memory_format=self.format).eval()
         self.device, self.options = device, options
+        self.prediction = loaded.prediction
         self.run_cases = 1  # cases the run will synthesize (the callers set it): decides --compile auto
         self._compiled = None
 
@@ -187,7 +188,7 @@ class Synthesizer:
         for members in opt.member_chunks():
             m = len(members)
             rep = cond.repeat_interleave(m, dim=0).contiguous(memory_format=self.format)
-            denoiser = make_denoiser(net, rep, clip=opt.clip_denoised)
+            denoiser = make_denoiser(net, rep, clip=opt.clip_denoised, prediction=self.prediction)
             gens = [case_generator(opt.seed, n, k, device) for n in names for k in members]
             shape = (rep.shape[0], NUM_SUBBANDS, *rep.shape[2:])
             step_done = (lambda s: callback(s["i"] + 1, calls)) if callback else None

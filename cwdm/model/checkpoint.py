@@ -27,6 +27,7 @@ from ..naming import MODALITIES
 from ..config import from_dict, to_dict
 from ..errors import CwdmError, option
 from ..task import Task, check_network
+from .prediction import X0, Prediction
 from .unet import RELEASED_CONFIG, UNet, UNetConfig
 from .wavelet import NUM_SUBBANDS
 
@@ -42,6 +43,7 @@ class LoadedModel:
     config: UNetConfig
     kind: str  # "released" or "cwdm"
     task: Optional[Task] = None  # a cwdm checkpoint's own; for a released state_dict set by the caller
+    prediction: Prediction = X0  # what the network's output means (:mod:`cwdm.model.prediction`)
     meta: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -200,7 +202,7 @@ def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,
 
 def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
                     ema: Optional[Dict[str, torch.Tensor]] = None, task: Optional[Task] = None,
-                    **training: Any) -> Dict[str, Any]:
+                    prediction: Prediction = X0, **training: Any) -> Dict[str, Any]:
     """The dictionary of a cwdm checkpoint file, as :func:`load_model` reads it back.
 
     Args:
@@ -209,6 +211,7 @@ def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
         ema: the EMA weights' state_dict, used for inference when present.
         task: what the network maps (its ``in_channels`` must fit); also stored as
             ``target``, ``modalities`` and ``conditions`` for readers that predate it.
+        prediction: what the network's output means; stored only when it is not ``x0``.
         **training: further entries, e.g. the training state of :mod:`cwdm.training.state`
             (``train_config``, ``step``, ``optimizer``, ``data_order``, ``rng``).
 
@@ -220,8 +223,9 @@ def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
         check_network(task, config.in_channels, "checkpoint")
         described = {"task": task.to_dict(), "target": task.target, "modalities": list(task.modalities),
                      "conditions": list(task.condition_names)}
+    stored = {"prediction": prediction.to_dict()} if not prediction.is_x0 else {}
     return {"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(config), "model": model,
-            "ema": ema, **described, **training}
+            "ema": ema, **described, **stored, **training}
 
 
 def stored_task(obj: Dict[str, Any], source: str) -> Optional[Task]:
@@ -261,10 +265,11 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
         cfg = from_dict(UNetConfig, obj["model_config"])
         sd = obj["ema"] if ema and obj.get("ema") is not None else obj["model"]
         kind, task = "cwdm", stored_task(obj, str(path))
+        prediction = Prediction.from_dict(obj.get("prediction"), str(path))
         if task is not None:
             check_network(task, cfg.in_channels, str(path))
     else:
-        sd, kind, task = obj, "released", None
+        sd, kind, task, prediction = obj, "released", None, X0
         cfg = infer_config(sd, config.num_groups if config is not None else RELEASED_CONFIG.num_groups, str(path))
         if config is not None:
             names = NETWORK_FIELDS if given is None else [n for n in NETWORK_FIELDS
@@ -281,4 +286,4 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
     model.load_state_dict(sd, strict=True)
     model.to(device).eval()
     meta = {k: v for k, v in obj.items() if k in ("step", "train_config", "version")} if kind == "cwdm" else {}
-    return LoadedModel(model=model, config=cfg, kind=kind, task=task, meta=meta)
+    return LoadedModel(model=model, config=cfg, kind=kind, task=task, prediction=prediction, meta=meta)

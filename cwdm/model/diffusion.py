@@ -19,6 +19,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .prediction import X0, Prediction
 from .wavelet import from_subbands, to_subbands
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -128,8 +129,9 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch
 
 
 def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor,
-                  t: torch.Tensor, noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean squared error of the network's x0 prediction.
+                  t: torch.Tensor, noise: torch.Tensor, prediction: Prediction = X0
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean squared error of the network's output against what ``prediction`` makes its target.
 
     Args:
         x0: (B, 8, d, h, w) clean target subbands (LLL / 3).
@@ -137,15 +139,22 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
         t: (B,) timesteps.
         noise: (B, 8, d, h, w) standard normal noise (the orthonormal Haar
             transform of image-domain noise is such noise too).
+        prediction: ``x0`` (the reference: the output is compared with ``x0``) or ``edm`` (the output
+            ``F`` with ``(x0 - c_skip x_t) / c_out``; :mod:`cwdm.model.prediction`).
 
     Returns:
-        ``(loss, per_subband (8,), prediction)``; loss is the mean of the
+        ``(loss, per_subband (8,), x0 estimate (B, 8, d, h, w))``; loss is the mean of the
         8 per-subband mean squared errors (over batch and space).
     """
     x_t = q_sample(schedule, x0, t, noise)
-    pred = model(torch.cat([x_t, cond], dim=1), t)
-    per_subband = ((pred.float() - x0.float()) ** 2).mean(dim=(0, 2, 3, 4))
-    return per_subband.mean(), per_subband, pred
+    if prediction.is_x0:
+        pred = model(torch.cat([x_t, cond], dim=1), t)
+        per_subband = ((pred.float() - x0.float()) ** 2).mean(dim=(0, 2, 3, 4))
+        return per_subband.mean(), per_subband, pred
+    skip, out, inp = prediction.coefficients(schedule.alphas_cumprod, t, x0)
+    f = model(torch.cat([inp * x_t, cond], dim=1), t).float()
+    per_subband = ((f - (x0.float() - skip * x_t) / out) ** 2).mean(dim=(0, 2, 3, 4))
+    return per_subband.mean(), per_subband, skip * x_t + out * f
 
 
 def clip_x0(x0: torch.Tensor) -> torch.Tensor:
@@ -157,17 +166,26 @@ def clip_x0(x0: torch.Tensor) -> torch.Tensor:
     return to_subbands(from_subbands(x0).clamp(0.0, 1.0))
 
 
-def make_denoiser(model: torch.nn.Module, cond: torch.Tensor, clip: bool = True) -> Denoiser:
+def make_denoiser(model: torch.nn.Module, cond: torch.Tensor, clip: bool = True,
+                  prediction: Prediction = X0) -> Denoiser:
     """Wrap the network as a denoiser ``(x_t, t) -> x0`` for fixed conditions.
 
     Args:
         cond: (B, 8K, d, h, w) condition subbands, concatenated after x_t.
         clip: apply :func:`clip_x0` to every prediction (the reference does).
+        prediction: what the network's output means (:mod:`cwdm.model.prediction`); an ``edm``
+            output is turned into the x0 estimate with the trained schedule (:func:`linear_schedule`).
     ``t`` is the trained model's timestep (0 .. 999).
     """
+    abar = None if prediction.is_x0 else linear_schedule().alphas_cumprod
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        pred = model(torch.cat([x_t, cond.to(x_t.dtype)], dim=1), t).to(x_t.dtype)
+        if abar is None:
+            pred = model(torch.cat([x_t, cond.to(x_t.dtype)], dim=1), t).to(x_t.dtype)
+        else:
+            skip, out, inp = prediction.coefficients(abar, t, x_t)
+            f = model(torch.cat([inp * x_t, cond.to(x_t.dtype)], dim=1), t).to(x_t.dtype)
+            pred = skip * x_t + out * f
         return clip_x0(pred) if clip else pred
 
     return denoise

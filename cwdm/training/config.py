@@ -12,6 +12,7 @@ from ..config import from_dict, given_field
 from ..errors import CwdmError
 from ..task import Task, parse_labels
 from ..model.flags import NetworkFlags
+from ..model.prediction import Prediction
 from ..model.unet import UNetConfig
 
 
@@ -47,6 +48,14 @@ class TrainConfig(NetworkFlags):
     max_minutes: Optional[float] = field(default=None, metadata={"help": "also stop (and save) after this wall time"})
     ema_rate: float = field(default=0.9999, metadata={"help": "EMA decay of the kept weight average"})
     seed: int = field(default=0, metadata={"help": "seed of data order, timesteps and noise"})
+    prediction: str = field(default="x0", metadata={
+        "help": "what the network outputs: x0 (the clean subbands; the reference and every released model) or "
+                "edm (a correction to the best linear guess from x_t, so the estimate follows x_t at low noise: "
+                "a network that must draw detail its conditions leave open; see cwdm.model.prediction)",
+        "choices": ["x0", "edm"]})
+    sigma_data: Tuple[float, ...] = field(default=(), metadata={
+        "help": "--prediction edm: the data's scale per wavelet subband (8 values, or 1 for all); default: "
+                "measured on the first training cases when the run starts, then kept"})
     timestep_power: float = field(default=1.0, metadata={
         "help": "training timesteps drawn as floor(1000 u^p), u uniform: 1 = uniform (the reference); "
                 "p > 1 trains more at low noise, where a network must read x_t to draw detail the conditions "
@@ -95,11 +104,15 @@ class TrainConfig(NetworkFlags):
             raise CwdmError("--drop_conditions needs --contr any (one network for every modality)")
         return Task.default(self.contr, self.modalities, self.conditions or None, parse_labels(self.label_maps))
 
+    def prediction_spec(self) -> Prediction:
+        """What the network's output means (:class:`cwdm.model.prediction.Prediction`)."""
+        return Prediction(self.prediction, self.sigma_data if self.prediction != "x0" else ())
+
     def model_config(self) -> UNetConfig:
         return replace(self.unet_config(0), in_channels=self.task().in_channels)
 
 
-ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions",
+ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions", "prediction", "sigma_data",
                *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
 """Settings a resume may not change: the task (target, modalities, conditions, label maps: they fix
 ``in_channels``) and every
@@ -152,6 +165,9 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.lr_anneal_steps >= 0, "--lr_anneal_steps must be >= 0 (0 = constant learning rate)"),
              (cfg.resume_step >= 0, "--resume_step must be >= 0"),
              (cfg.timestep_power > 0, "--timestep_power must be positive"),
+             (cfg.prediction == "x0" or len(cfg.sigma_data) in (0, 1, 8),
+              "--sigma_data takes 1 value or 8 (one per wavelet subband)"),
+             (all(s > 0 for s in cfg.sigma_data), "--sigma_data values must be positive"),
              (cfg.contr in (*cfg.modalities, ANY),
               f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)} (or 'any')")]
     for ok, message in rules:

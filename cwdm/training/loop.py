@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..model.checkpoint import checkpoint_dict
+from ..model.prediction import X0, Prediction, subband_rms
 from ..config import to_dict
 from ..model.diffusion import Schedule, linear_schedule, training_loss
 from ..errors import CwdmError
@@ -119,6 +120,20 @@ def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
                                   workers=max(1, cfg.num_workers))
     order = DataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
     return dataset, order
+
+
+SIGMA_CASES = 16
+"""Training cases (the first, in folder order) whose targets give an ``edm`` run's ``sigma_data``."""
+
+
+def measure_sigma_data(dataset) -> Tuple[float, ...]:
+    """Root mean square of each target subband over the first :data:`SIGMA_CASES` items of ``dataset``
+    (:func:`cwdm.model.prediction.subband_rms`; every target channel of an item counts as a volume)."""
+    volumes = []
+    for i in range(min(len(dataset), SIGMA_CASES)):
+        target = torch.as_tensor(dataset[i][0], dtype=torch.float32)  # (C, X, Y, Z)
+        volumes.append(to_subbands(target.reshape(-1, 1, *target.shape[-3:])))
+    return subband_rms(volumes)
 
 
 def _loader(dataset, order: DataOrder, cfg: TrainConfig, device: torch.device):
@@ -249,7 +264,7 @@ def sample_timesteps(num_timesteps: int, batch: int, generator: torch.Generator,
 def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, cond: torch.Tensor,
                bf16: bool = True, layout: torch.memory_format = torch.contiguous_format,
                lr: Optional[float] = None, identity: Optional[torch.Tensor] = None,
-               timestep_power: float = 1.0):
+               timestep_power: float = 1.0, prediction: Prediction = X0):
     """One optimisation step on a batch: noise, forward, backward, AdamW, EMA; ``parts.step`` += 1.
 
     Args:
@@ -263,6 +278,7 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
         identity: (B, M) target identity of a unified network (:mod:`cwdm.data.unified`), else None.
         timestep_power: timesteps are drawn uniformly (1, the reference), or as ``floor(T u^p)`` with
             ``u`` uniform in [0, 1) (p > 1: more steps at low noise, where the network must read x_t).
+        prediction: what the network's output means (:mod:`cwdm.model.prediction`).
 
     Returns:
         ``(loss (), per_subband (8,), prediction (B, 8, X/2, Y/2, Z/2))``.
@@ -273,7 +289,7 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
     t = sample_timesteps(schedule.num_timesteps, x0.shape[0], parts.generator, device, timestep_power)
     noise = torch.randn(x0.shape, device=device, generator=parts.generator)
     with autocast(device, bf16):
-        loss, per_subband, pred = training_loss(parts.net, schedule, x0, c, t, noise)
+        loss, per_subband, pred = training_loss(parts.net, schedule, x0, c, t, noise, prediction)
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if lr is not None:
@@ -291,6 +307,7 @@ def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder
         return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
     return checkpoint_dict(cfg.model_config(), cpu(parts.model), cpu(parts.ema.model), task=cfg.task(),
+                           prediction=cfg.prediction_spec(),
                            train_config=to_dict(cfg), step=parts.step,
                            optimizer=optimizer_to_cpu(parts.optimizer.state_dict()),
                            data_order=order.state_dict(), rng=parts.rng_state())
@@ -332,6 +349,10 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
 
     cfg = plan.cfg
     dataset, order = _build_data(cfg, cfg.model_config().image_divisor, info.rank, info.world_size)
+    if cfg.prediction != "x0" and not cfg.sigma_data:  # a new run: the data's scale, then kept in its config
+        cfg.sigma_data = measure_sigma_data(dataset)
+        plan.notes.append(f"--prediction {cfg.prediction}: sigma_data per subband measured on "
+                          f"{min(len(dataset), SIGMA_CASES)} training cases: {' '.join(map(str, cfg.sigma_data))}")
     parts = build_parts(plan, order, device, info)
     progress.append(parts)
     logger = TrainLogger(plan.run_dir, cfg, cfg.model_config(), enabled=info.is_main, start_step=parts.step,
@@ -388,7 +409,8 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
         try:
             loss, per_subband, pred = train_step(parts, schedule, target, cond, cfg.bf16, layout,
                                                  lr=cfg.lr_at(parts.step), identity=identity,
-                                                 timestep_power=cfg.timestep_power)
+                                                 timestep_power=cfg.timestep_power,
+                                                 prediction=cfg.prediction_spec())
         except torch.cuda.OutOfMemoryError:
             raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
                             f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "
