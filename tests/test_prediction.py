@@ -2,7 +2,6 @@
 coefficients are the best linear guess from x_t with a unit-scale target, and an edm model is a normal
 checkpoint that sampling reads without flags."""
 
-import numpy as np
 import pytest
 import torch
 
