@@ -95,7 +95,7 @@ def train_model(out: Path, train_dir: Path, a) -> Path:
     cfg = TrainConfig(data_dir=train_dir, contr=TARGET, run_dir=run, resume="auto", model_channels=16,
                       channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=8, batch_size=2, lr=a.lr,
                       ema_rate=0.999, max_steps=a.steps, seed=a.seed, save_interval=500, log_interval=50,
-                      image_interval=0, num_workers=1, progress=True,
+                      image_interval=0, num_workers=1, progress=True, prediction=a.prediction,
                       flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
     t0 = time.perf_counter()
     status = train(cfg)
@@ -285,6 +285,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=5000, help="training steps of the t1c model")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--prediction", choices=["x0", "edm"], default="edm",
+                   help="the model's output (cwdm train --prediction; x0: the first measurement, which ignores x_t)")
     p.add_argument("--segmenter_steps", type=int, default=800)
     p.add_argument("--settings", nargs="+", default=DEFAULT)
     p.add_argument("--noise", default="ddim:10x4", help="the setting rerun with other seeds")
@@ -319,7 +321,7 @@ def main():
         for r in rows + repeats:
             writer.writerow({**r, "machine": machine()})
     head = (f"Ambiguous phantom, target t1c, {a.test_cases} held-out cases, seed {a.seed}; model "
-            f"{a.steps} steps; machine: {machine()}; run-to-run std: {a.noise} over seeds "
+            f"{a.steps} steps, --prediction {a.prediction}; machine: {machine()}; run-to-run std: {a.noise} over seeds "
             f"{[a.seed] + list(a.noise_seeds)}.")
     (out / "ambiguity.md").write_text(table(rows, noise, ceiling, head))
     plot(rows, out / "ambiguity.png")
