@@ -128,7 +128,8 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch
 
 
 def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor,
-                  t: torch.Tensor, noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  t: torch.Tensor, noise: torch.Tensor,
+                  weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean squared error of the network's x0 prediction.
 
     Args:
@@ -137,15 +138,27 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
         t: (B,) timesteps.
         noise: (B, 8, d, h, w) standard normal noise (the orthonormal Haar
             transform of image-domain noise is such noise too).
+        weight: (B, 1, d, h, w) weight of each subband voxel's squared error (the same in all 8
+            subbands; e.g. an inpainting region weighted more), or None: every voxel 1.
 
     Returns:
         ``(loss, per_subband (8,), prediction)``; loss is the mean of the
-        8 per-subband mean squared errors (over batch and space).
+        8 per-subband mean squared errors (over batch and space; weighted: the mean of
+        ``weight * error ** 2``).
     """
     x_t = q_sample(schedule, x0, t, noise)
     pred = model(torch.cat([x_t, cond], dim=1), t)
-    per_subband = ((pred.float() - x0.float()) ** 2).mean(dim=(0, 2, 3, 4))
+    error = (pred.float() - x0.float()) ** 2
+    per_subband = (error if weight is None else error * weight.float()).mean(dim=(0, 2, 3, 4))
     return per_subband.mean(), per_subband, pred
+
+
+def region_weight(mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Loss weights of an inpainting batch on the subband grid: ``1 + (weight - 1) m``, ``m`` the mask
+    (B, 1, X, Y, Z) in {0, 1} max-pooled by 2 (a subband voxel counts as masked when any of its 2x2x2
+    image voxels is); returns (B, 1, X/2, Y/2, Z/2)."""
+    pooled = torch.nn.functional.max_pool3d(mask.float(), kernel_size=2)
+    return 1.0 + (float(weight) - 1.0) * pooled
 
 
 def clip_x0(x0: torch.Tensor) -> torch.Tensor:

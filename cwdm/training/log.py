@@ -129,7 +129,7 @@ def format_settings(cfg, mcfg) -> str:
     """The settings of a run as a few aligned lines, one per group (``config.json`` has all of them)."""
     values = {**to_dict(mcfg), **to_dict(cfg)}
     values["in_channels"] = mcfg.in_channels
-    values["run_dir"] = cfg.run_dir if cfg.run_dir is not None else f"runs/{cfg.contr}"
+    values["run_dir"] = cfg.run_folder()
     shown = {name for _, names in SETTING_GROUPS for name in names}
     groups = list(SETTING_GROUPS) + [("other", tuple(k for k in to_dict(cfg) if k not in shown
                                                      and k not in ("resume", "progress")))]
