@@ -191,61 +191,70 @@ class Pipeline:
             out.compiling = self._synth(target, len(mine)).compiles(out.grid)
         return out, target
 
-    def inpainting(self, data_dir: Path, output_dir: Optional[Path], before: Optional[Callable[[], None]] = None) -> Plan:
+    def inpainting(self, data_dir: Path, output_dir: Optional[Path], before: Optional[Callable[[], None]] = None,
+                   overwrite: Optional[bool] = None) -> Plan:
         """Plan the inpainting of every usable case of ``data_dir`` (the challenge layout; this rank's share)
         with the inpainting checkpoint (key ``t1n``): results flat under ``output_dir``, or beside the inputs
-        when it is None or the data folder; written ones are skipped unless ``overwrite``. ``before``: as
-        for :meth:`paired`."""
+        when it is None or the data folder; written ones are skipped unless ``overwrite`` (default the
+        pipeline's). ``before``: as for :meth:`paired`. The plan's ``problems`` are the unusable cases' lines."""
         from ..data.inpainting import discover_inpainting_cases
         from .completion import check_case_folders
         from .inpaint import inpainting_paths, usable_inpainting_cases
 
-        loaded = self._inpainting_model()
+        loaded = self.inpainting_model()
         target = loaded.task.target
+        overwrite = self.overwrite if overwrite is None else overwrite
         self._synth(target, 1)
         if before is not None:
             before()
         in_place = output_dir is None or Path(output_dir).resolve() == Path(data_dir).resolve()
         out = None if in_place else Path(output_dir)
-        found = discover_inpainting_cases(data_dir, required=())
-        cases = usable_inpainting_cases(found, loaded.config.image_divisor, self.say)
-        bad = len(found) - len(cases)
+        found, problems = discover_inpainting_cases(data_dir, required=()), []
+        cases = usable_inpainting_cases(found, loaded.config.image_divisor,
+                                        lambda line: (problems.append(line), self.say(line)))
         if in_place:
             check_case_folders({(target, target): cases})
         record = self._record(Path(data_dir) if in_place else out, [target], in_place=in_place, inputs=False,
-                              redo=self.overwrite)
+                              redo=overwrite)
         cases = cases[self.rank::self.world_size]
-        mine = [c for c in cases if self.overwrite or not inpainting_paths(c, out)["volume"].exists()]
-        return self._inpainting_plan(mine, lambda case, mod: inpainting_paths(case, out), record, len(cases), bad,
-                                     self.overwrite)
+        mine = [c for c in cases if overwrite or not inpainting_paths(c, out)["volume"].exists()]
+        plan = self._inpainting_plan(mine, lambda case, mod: inpainting_paths(case, out), record, len(cases),
+                                     len(problems), overwrite)
+        plan.problems = problems
+        return plan
 
     def inpainting_case(self, case, output_file: Path, overwrite: bool = False) -> Plan:
         """Plan the inpainting of one case (checked first: a problem is one :class:`CwdmError` line) into
         ``output_file`` (its std map beside it), recorded in its folder."""
         from .inpaint import case_problems
 
-        loaded = self._inpainting_model()
+        loaded = self.inpainting_model()
         for line in case_problems(case, loaded.config.image_divisor):
             raise CwdmError(line)
         record = self._record(Path(output_file).parent, [loaded.task.target], in_place=False, inputs=False,
                               redo=False)
         return self._inpainting_plan([case], lambda c, m: completion_paths(Path(output_file)), record, 1, 0, overwrite)
 
-    def _inpainting_model(self):
-        """The loaded checkpoint of key ``t1n``, refused in one line unless it is an inpainting model."""
+    def inpainting_model(self):
+        """The inpainting checkpoint (key ``t1n``), loaded once; refused in one line unless its task is inpainting."""
         from ..data.inpainting import IMAGE
+        from ..model.checkpoint import load_model
 
-        loaded = self.model(IMAGE)
-        if not loaded.task.is_inpainting:
-            raise CwdmError(f"{self.checkpoints[IMAGE]}: not an inpainting checkpoint (it synthesizes "
-                            f"{loaded.task.describe()}); train one with cwdm train --inpainting True")
-        return loaded
+        if IMAGE not in self.models:
+            path = self.checkpoints[IMAGE]
+            loaded = load_model(path, ema=self.ema, device="cpu")
+            if loaded.task is None or not loaded.task.is_inpainting:
+                what = loaded.task.describe() if loaded.task is not None else "with a bare state_dict's default task"
+                raise CwdmError(f"{path}: not an inpainting checkpoint (it synthesizes {what}); train one with "
+                                f"cwdm train --inpainting True")
+            self.models[IMAGE], self._paths[IMAGE] = loaded, Path(path)
+        return self.models[IMAGE]
 
     def _inpainting_plan(self, cases: list, destination, record, count: int, unusable: int, overwrite: bool) -> Plan:
         """The :class:`Plan` of an inpainting run of ``cases`` (checked already)."""
         from ..data.inpainting import VOIDED
 
-        target = self._inpainting_model().task.target
+        target = self.inpainting_model().task.target
         out = Plan({(target, target): cases} if cases else {}, destination, record, count, count - len(cases),
                    unusable, checked=True, inputs=False, overwrite=overwrite)
         if cases:
