@@ -39,6 +39,7 @@ COMMANDS = {
     "evaluate": "cwdm.commands.evaluate",
     "dropout": "cwdm.commands.dropout",
     "phantom": "cwdm.commands.phantom",
+    "inpaint-data": "cwdm.commands.inpaint_data",
     "check": "cwdm.commands.check",
     "demo": "cwdm.commands.demo",
 }

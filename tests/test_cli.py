@@ -198,18 +198,19 @@ def test_every_command_declares_its_help_aliases_and_outputs_and_cli_only_reads_
     import cwdm.cli as cli_module
 
     source = Path(cli_module.__file__).read_text()
-    assert all(module == f"cwdm.commands.{name}" for name, module in cli_module.COMMANDS.items())
+    assert all(module == f"cwdm.commands.{name.replace('-', '_')}" for name, module in cli_module.COMMANDS.items())
     for name in ("EXTRA_ALIASES", "DESTINATIONS"):  # no per-command table left in the front end
         assert not hasattr(cli_module, name)
     assert cli(["--help"]) == 0
     usage = capsys.readouterr().out
     literals = {n.value for n in ast.walk(ast.parse(source))
                 if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    width = max(map(len, cli_module.COMMANDS))
     for command, module_name in cli_module.COMMANDS.items():
         module = importlib.import_module(module_name)
         assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, command
         assert dataclasses.is_dataclass(module.CONFIG) and callable(module.run), command
-        assert f"  {command.ljust(8)}  {module.HELP}" in usage.splitlines(), command
+        assert f"  {command.ljust(width)}  {module.HELP}" in usage.splitlines(), command
         assert not any(module.HELP in text for text in literals), f"cli.py repeats the help of {command}"
         names = {f.name for f in dataclasses.fields(module.CONFIG)}
         assert set(getattr(module, "ALIASES", {})) <= names, command

@@ -71,6 +71,14 @@ A report folder keeps the inputs of its report (``summary.json``'s ``inputs``: a
 into it is refused in one line naming the old ones, unless ``--overwrite``; the same inputs again
 replace the report silently.
 
+Inpainting results: when ``P`` holds ``<case>-t1n-inference.nii.gz`` files (flat, or in case
+folders; ``P`` may be the data folder itself), ``R`` is read in the BraTS inpainting layout
+(:mod:`cwdm.data.inpainting`) and each result is scored as the inpainting challenge does, in
+``<case>-mask-healthy.nii.gz`` (``-mask`` when there is none, with a note):
+:mod:`cwdm.evaluation.inpainting` (measures) and :mod:`cwdm.evaluation.inpainting_scoring` (layout,
+problems, report columns). No montages; ``--targets``, ``--seg_dir``, ``--pred_scale`` and
+``--modalities`` do not apply and are refused.
+
 Exit status (:func:`run`) 0 when every pair was scored without problems, 1 otherwise.
 """
 
@@ -91,15 +99,18 @@ __all__ = ["EvaluateConfig", "CONFIG", "ALIASES", "HELP", "run"]
 
 HELP = ("SSIM (whole / tumour / non-tumour), PSNR, MSE and MAE of synthesized volumes "
         "against references (as the BraSyn challenge scores them), fine detail, std-map calibration and "
-        "downstream Dice, with CSV/JSON reports and PNG montages")
+        "downstream Dice, with CSV/JSON reports and PNG montages; inpainting results "
+        "(<case>-t1n-inference.nii.gz) as the BraTS inpainting challenge scores them")
 
 
 @dataclass
 class EvaluateConfig:
     pred_dir: Path = field(metadata={"help": "folder of synthesized cases: <case>/<case>-<target>.nii.gz "
-                                             "(+ optional <case>-<target>_std.nii.gz)"})
+                                             "(+ optional <case>-<target>_std.nii.gz), or of inpainting results "
+                                             "<case>-t1n-inference.nii.gz (flat or in case folders)"})
     ref_dir: Path = field(metadata={"help": "reference cases in BraTS layout (true target, conditions, "
-                                            "optional -seg)"})
+                                            "optional -seg), or in the inpainting layout (-t1n, -t1n-voided, "
+                                            "-mask-healthy)"})
     output_dir: Optional[Path] = field(default=None,
                                        metadata={"help": "report folder; none: <pred_dir>/evaluation"})
     modalities: List[str] = field(default_factory=lambda: list(MODALITIES),
@@ -166,6 +177,35 @@ def check_report_folder(out: Path, inputs: dict, overwrite: bool) -> None:
                     f"{old['ref_dir']}{others}; use --overwrite to replace it, or another --output_dir")
 
 
+def _run_inpainting(cfg: EvaluateConfig, out: Path) -> int:
+    """``cwdm evaluate`` on inpainting results (:mod:`cwdm.evaluation.inpainting_scoring`): 0 when every
+    result was scored without problems, else 1."""
+    from shlex import quote
+
+    from ..evaluation.inpainting_scoring import (INPAINTING_CSV_FIELDS, TABLE_COLUMNS, TABLE_HEADS,
+                                                 evaluate_inpainting_dirs, inpainting_inputs)
+    from ..runtime import select_device
+
+    given = [flag for flag, used in (("--targets", bool(cfg.targets)), ("--seg_dir", cfg.seg_dir is not None),
+                                     ("--pred_scale", cfg.pred_scale != "auto"),
+                                     ("--modalities", list(cfg.modalities) != list(MODALITIES))) if used]
+    if given:
+        raise CwdmError(f"{cfg.pred_dir}: holds inpainting results (<case>-t1n-inference.nii.gz); "
+                        f"{', '.join(given)} does not apply to them")
+    check_report_folder(out, inpainting_inputs(cfg.pred_dir, cfg.ref_dir), cfg.overwrite)
+    rows, summary = evaluate_inpainting_dirs(cfg.pred_dir, cfg.ref_dir, out, progress=cfg.progress,
+                                             device=select_device(cfg.device))
+    print(format_table(summary, TABLE_COLUMNS, TABLE_HEADS))
+    scored = sum(1 for r in rows if not r["problem"])
+    print(f"{scored} of {len(rows)} inpainting results scored, {len(summary['problems'])} problems; reports in "
+          f"{quote(str(out))} ({CSV_NAME}: {', '.join(INPAINTING_CSV_FIELDS[2:-2])} per case; {SUMMARY_NAME}); "
+          f"psnr: data range of the masked target, psnr_01: range 1")
+    if not scored:
+        print("cwdm evaluate: no inpainting result was scored (see the warnings above)", file=sys.stderr)
+        return 1
+    return 1 if summary["problems"] else 0
+
+
 def run(cfg: EvaluateConfig) -> int:
     """``cwdm evaluate``: 0 when every prediction was scored without problems, else 1.
 
@@ -177,9 +217,12 @@ def run(cfg: EvaluateConfig) -> int:
     """
     from shlex import quote
 
+    from ..evaluation.inpainting_scoring import has_inpainting_results
     from ..runtime import select_device
 
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(cfg.pred_dir) / DEFAULT_OUT
+    if has_inpainting_results(cfg.pred_dir):
+        return _run_inpainting(cfg, out)
     inputs = report_inputs(cfg.pred_dir, cfg.ref_dir, cfg.targets, cfg.pred_scale, cfg.modalities, cfg.seg_dir)
     check_report_folder(out, inputs, cfg.overwrite)
     device = select_device(cfg.device)

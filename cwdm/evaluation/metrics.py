@@ -146,8 +146,9 @@ def normalization_bounds(vol: Any, percentiles=PERCENTILES, strictly_positive: b
 
 
 def brasyn_normalize(vol: Any, percentiles=PERCENTILES, strictly_positive: bool = True,
-                     bounds: Optional[Tuple[float, float]] = None) -> np.ndarray:
-    """Clip an (X, Y, Z) volume to ``[lo, hi]`` and scale it to [0, 1]; (X, Y, Z) float32.
+                     bounds: Optional[Tuple[float, float]] = None, dtype: Any = np.float32) -> np.ndarray:
+    """Clip an (X, Y, Z) volume to ``[lo, hi]`` and scale it to [0, 1]; (X, Y, Z) of ``dtype`` (float32 by
+    default; computed in float64 either way).
 
     ``lo, hi`` are the volume's own :func:`normalization_bounds` unless
     ``bounds`` gives them (e.g. the target's, to scale a prediction as the
@@ -167,9 +168,9 @@ def brasyn_normalize(vol: Any, percentiles=PERCENTILES, strictly_positive: bool 
         if bad:
             raise ValueError(f"volume holds {bad} non-finite voxels (NaN/Inf)")
     if not hi > lo:
-        return np.zeros(arr.shape, dtype=np.float32)
+        return np.zeros(arr.shape, dtype=dtype)
     out = (np.clip(arr.astype(np.float64, copy=False), lo, hi) - lo) / (hi - lo)
-    return out.astype(np.float32)
+    return out.astype(dtype, copy=False)
 
 
 def degenerate_reason(vol: Any) -> Optional[str]:

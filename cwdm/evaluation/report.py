@@ -47,35 +47,41 @@ def _stats(values: List[float]) -> Dict[str, Any]:
             "median": float(np.median(arr))}
 
 
-def _group_stats(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def _group_stats(rows: Sequence[Dict[str, Any]], metrics: Sequence[str] = REPORT_METRICS,
+                 capped: Sequence[str] = ("psnr",)) -> Dict[str, Any]:
     from .metrics import PSNR_CAP_DB
 
     out: Dict[str, Any] = {"n": len(rows), "n_unscored": sum(1 for r in rows if r.get("problem"))}
-    for name in REPORT_METRICS:
+    for name in metrics:
         vals = [r.get(name) for r in rows]
-        if name == "psnr":
-            capped = [v for v in vals if isinstance(v, float) and v == math.inf]
+        if name in capped:
+            n_inf = sum(1 for v in vals if isinstance(v, float) and v == math.inf)
             vals = [min(v, PSNR_CAP_DB) if isinstance(v, float) and not math.isnan(v) else v for v in vals]
             out[name] = _stats(_finite(vals))
-            out[name]["n_capped"] = len(capped)
+            out[name]["n_capped"] = n_inf
         else:
             out[name] = _stats(_finite(vals))
     return out
 
 
 def summarize(rows: Sequence[Dict[str, Any]], problems: Sequence[str] = (),
-              skipped: Sequence[str] = (), modalities: Sequence[str] = MODALITIES) -> Dict[str, Any]:
-    """The ``summary.json`` content for ``rows`` (see the :mod:`cwdm.commands.evaluate` docstring)."""
+              skipped: Sequence[str] = (), modalities: Sequence[str] = MODALITIES,
+              metrics: Sequence[str] = REPORT_METRICS, capped: Sequence[str] = ("psnr",)) -> Dict[str, Any]:
+    """The ``summary.json`` content for ``rows`` (see the :mod:`cwdm.commands.evaluate` docstring).
+
+    ``metrics``: the metric keys of the rows (the synthesis report's by default); ``capped``: those whose
+    ``inf`` values are capped at :data:`~cwdm.evaluation.metrics.PSNR_CAP_DB` and counted in ``n_capped``.
+    """
     from .metrics import PSNR_CAP_DB
 
     order = {m: i for i, m in enumerate(modalities)}
     targets = sorted({r["target"] for r in rows}, key=lambda t: (order.get(t, len(order)), t))
     return {
         "n_pairs": len(rows),
-        "metrics": list(REPORT_METRICS),
+        "metrics": list(metrics),
         "psnr_cap_db": PSNR_CAP_DB,
-        "per_target": {t: _group_stats([r for r in rows if r["target"] == t]) for t in targets},
-        "overall": _group_stats(rows),
+        "per_target": {t: _group_stats([r for r in rows if r["target"] == t], metrics, capped) for t in targets},
+        "overall": _group_stats(rows, metrics, capped),
         "problems": list(problems),
         "skipped": list(skipped),
     }
@@ -109,14 +115,15 @@ def _csv_value(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: Sequence[Dict[str, Any]], fields: Sequence[str] = CSV_FIELDS) -> None:
+    """Write ``rows`` as ``metrics.csv`` with the columns ``fields`` (atomically)."""
     from ..writes import atomic_write
 
     with atomic_write(path, newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(CSV_FIELDS)
+        writer.writerow(fields)
         for row in rows:
-            writer.writerow([_csv_value(row.get(k)) for k in CSV_FIELDS])
+            writer.writerow([_csv_value(row.get(k)) for k in fields])
 
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
@@ -127,11 +134,13 @@ def write_json(path: Path, data: Dict[str, Any]) -> None:
         fh.write("\n")
 
 
-def format_table(summary: Dict[str, Any]) -> str:
-    """The summary as a text table: one line per target and one overall, mean ± std per challenge metric."""
-    heads = {"ssim": "SSIM", "ssim_tumor": "SSIM tumour", "ssim_non_tumor": "SSIM non-tumour",
-             "psnr": "PSNR dB", "mse": "MSE", "mae": "MAE"}
-    fmt = {"psnr": "{:.2f}", "mse": "{:.2e}"}
+def format_table(summary: Dict[str, Any], columns: Sequence[str] = CHALLENGE_METRICS,
+                 heads: Optional[Mapping[str, str]] = None) -> str:
+    """The summary as a text table: one line per target and one overall, mean ± std of each of ``columns``
+    (the synthesis challenge's metrics by default; ``heads`` names columns the default names do not)."""
+    names = {"ssim": "SSIM", "ssim_tumor": "SSIM tumour", "ssim_non_tumor": "SSIM non-tumour",
+             "psnr": "PSNR dB", "mse": "MSE", "mae": "MAE", **(heads or {})}
+    fmt = {"psnr": "{:.2f}", "psnr_01": "{:.2f}", "mse": "{:.2e}", "rmse": "{:.2e}"}
 
     def cell(stats: Dict[str, Any], name: str) -> str:
         s = stats[name]
@@ -141,16 +150,22 @@ def format_table(summary: Dict[str, Any]) -> str:
         return f"{f.format(s['mean'])} ± {f.format(s['std'])}"
 
     groups = list(summary["per_target"].items()) + [("overall", summary["overall"])]
-    table = [["target", "n"] + [heads[m] for m in CHALLENGE_METRICS]]
+    table = [["target", "n"] + [names.get(m, m) for m in columns]]
     for name, stats in groups:
         n = str(stats["n"]) + (f" ({stats['n_unscored']} unscored)" if stats.get("n_unscored") else "")
-        table.append([name, n] + [cell(stats, m) for m in CHALLENGE_METRICS])
+        table.append([name, n] + [cell(stats, m) for m in columns])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    if summary["overall"]["psnr"].get("n_capped"):
-        lines.append(f"({summary['overall']['psnr']['n_capped']} infinite PSNR values "
+    capped = {m: s["n_capped"] for m, s in summary["overall"].items()
+              if isinstance(s, dict) and s.get("n_capped")}
+    if list(capped) == ["psnr"]:
+        lines.append(f"({capped['psnr']} infinite PSNR values "
                      f"(identical volumes) capped at {summary['psnr_cap_db']:g} dB)")
+    elif capped:
+        counts = " and ".join(f"{n} {m}" for m, n in capped.items())
+        lines.append(f"(infinite PSNR values (identical volumes) capped at {summary['psnr_cap_db']:g} dB: "
+                     f"{counts})")
     return "\n".join(lines)
 
 
