@@ -385,3 +385,11 @@ def test_a_failed_write_leaves_no_part_of_the_case(cases, model, tmp_path, monke
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{out / NAMES[0]}-t1n-inference.nii.gz: cannot write (No space left on device" in last
     assert len(calls) == 2 and not list(out.glob("*.nii.gz")) and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_auto_refuses_an_inpainting_checkpoint(model, make_brats_root, capsys):
+    data = make_brats_root(cases=1, missing={"BraTS-GLI-00000-000": ["t1n"]})
+    assert cli(["auto", "--data_dir", str(data), "--model", f"t1n={model}", *FAST]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "an inpainting checkpoint completes no missing modality; inpaint cases" in line
+    assert not (data / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-t1n.nii.gz").exists()

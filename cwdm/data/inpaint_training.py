@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .datasets import AFFINE_ATOL
 from ..errors import CwdmError
 from ..naming import MODALITIES
 from .inpaint_masks import draw_healthy_mask
@@ -38,7 +39,6 @@ TUMOUR = "tumour"
 """Key of a training case's tumour file (``-mask-unhealthy`` or ``-seg``)."""
 STREAM = 0x1A7A
 """First entropy word of the region generators (keeps them apart from other streams of the same seed)."""
-AFFINE_ATOL = 1e-3
 
 
 @dataclass

@@ -26,10 +26,10 @@ import torch
 
 from ..data.inpaint_volumes import network_inputs, paste_fill
 from ..data.inpainting import IMAGE, INPUTS, MASK, VOIDED, InpaintingCase, result_path
+from ..data.datasets import AFFINE_ATOL
 from ..errors import CwdmError
 from .steps import Paths, items_of, synthesize_items
 
-AFFINE_ATOL = 1e-3
 
 
 def inpainting_paths(case: InpaintingCase, output_dir: Optional[Path] = None) -> Paths:

@@ -137,6 +137,9 @@ class Pipeline:
             path = self.checkpoints[key]
             loaded, task = resolve_model(path, None if key == ANY else key, self.modalities, self.network, self.ema,
                                          self.device)
+            if task.is_inpainting:  # its inputs are a voided t1n and a mask, not a case's other modalities
+                raise CwdmError(f"{path}: an inpainting checkpoint completes no missing modality; inpaint cases of the "
+                                f"challenge layout with cwdm sample --data_dir CASES --model_path {path}")
             if key == ANY and not task.is_unified:
                 raise CwdmError(f"{path}: given as the unified checkpoint, but it synthesizes {task.target} only "
                                 f"(pass it as {model_option(task.target)})")
