@@ -91,8 +91,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     status = 0 if plan.unusable == 0 and not degenerate else 1
     after = _next_step(cfg, out_root, status, task, len(degenerate)) if next_step else ""
     failed = f", {len(degenerate)} degenerate (not written)" if degenerate else ""
-    where = (f"beside the inputs in {out_root}" if task.is_inpainting and out_root.resolve() == Path(cfg.data_dir).resolve()
-             else f"to {out_root}")
+    in_place = task.is_inpainting and out_root.resolve() == Path(cfg.data_dir).resolve()
+    where = f"beside the inputs in {out_root}" if in_place else f"to {out_root}"
     say(f"wrote {len(result.written)} cases {where}{share}; {plan.complete} skipped (already done), "
         f"{plan.unusable} unusable{failed}{after}")
     return status
@@ -112,7 +112,8 @@ def _next_step(cfg: SampleConfig, out_root: Path, status: int, task, degenerate:
         return ("; the checkpoint gave degenerate volumes (listed above): train it longer or check it, then rerun "
                 "the same command (written cases are skipped)")
     if status == 0:
-        names = "" if tuple(task.modalities) == MODALITIES or task.is_inpainting else " --modalities " + " ".join(map(quote, task.modalities))
+        names = ("" if tuple(task.modalities) == MODALITIES or task.is_inpainting
+                 else " --modalities " + " ".join(map(quote, task.modalities)))
         return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}{names}"
     return "; fix or remove the unusable cases above, then rerun the same command (done cases are skipped)"
 

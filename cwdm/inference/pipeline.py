@@ -8,7 +8,8 @@ settings. A run is two calls:
 * a plan: :meth:`Pipeline.paired` (``cwdm sample``: one checkpoint, the target
   of every usable case of a folder; with an inpainting checkpoint :meth:`Pipeline.inpainting`, the
   fill of every usable case of a folder in the inpainting challenge's layout, :mod:`cwdm.inference.inpaint`;
-  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.api.Inpainting`), :meth:`Pipeline.completion` (``cwdm auto``
+  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.api.Inpainting`),
+  :meth:`Pipeline.completion` (``cwdm auto``
   and ``MissingModality.infer_batch``: whatever each case folder misses, a case
   missing several modalities with a unified checkpoint trained with dropped
   conditions, :func:`cwdm.inference.completion.plan`) or :meth:`Pipeline.one_case`
@@ -403,7 +404,6 @@ class Pipeline:
 
         with progress_bar(len(good) * self.options.calls_per_case, self.progress, f"{self.bar} {mod}") as bar:
             write_cases(synth, good, lambda item: plan.destination(by_name[item["name"]], mod), target=mod,
-                             threshold=self.threshold, postprocess_on=self.postprocess, overwrite=plan.overwrite,
-                             batch_size=self.batch_size, num_workers=self.num_workers, bar=bar, clock=clock,
-                             on_case=on_case,
-                             on_problem=lambda line: (self.say(line), result.degenerate.append(line)))
+                        threshold=self.threshold, postprocess_on=self.postprocess, overwrite=plan.overwrite,
+                        batch_size=self.batch_size, num_workers=self.num_workers, bar=bar, clock=clock,
+                        on_case=on_case, on_problem=lambda line: (self.say(line), result.degenerate.append(line)))

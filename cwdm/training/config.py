@@ -171,7 +171,8 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.resume_step >= 0, "--resume_step must be >= 0"),
              (cfg.timestep_power > 0, "--timestep_power must be positive"),
              (cfg.mask_weight > 0, "--mask_weight must be positive"),
-             (cfg.inpainting or cfg.mask_weight == 1, "--mask_weight weights the masked region: it needs --inpainting True"),
+             (cfg.inpainting or cfg.mask_weight == 1,
+              "--mask_weight weights the masked region: it needs --inpainting True"),
              (cfg.contr in (*cfg.modalities, ANY),
               f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)} (or 'any')")]
     for ok, message in rules:
