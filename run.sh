@@ -16,19 +16,21 @@ NUM_RES_BLOCKS=${NUM_RES_BLOCKS:-2}    # residual blocks per level (released: 2)
 NUM_GROUPS=${NUM_GROUPS:-32}    # GroupNorm groups (released: 32; must divide CHANNELS)
 ADDITIVE_SKIP=${ADDITIVE_SKIP:-False}     # True: average skips instead of concatenating (less memory)
 CONTR=${CONTR:-t1n}             # target contrast: t1n, t1c, t2w or t2f; any = one unified network for every modality
+TASK=${TASK:-synthesis}         # synthesis | inpainting (fill a region of a t1n, BraTS inpainting; train: --inpainting True, sample: read from the checkpoint)
 
 # ---- training ---------------------------------------------------------------------------
 DATA_DIR=${DATA_DIR:-./datasets/BraTS2023/training}   # BraTS-layout training folder
-RUN_DIR=${RUN_DIR:-./runs/${CONTR}}                  # checkpoints, TensorBoard logs, config.json
+RUN_DIR=${RUN_DIR:-./runs/$([ "$TASK" = inpainting ] && echo inpainting || echo "$CONTR")}   # checkpoints, TensorBoard logs, config.json
 ITERATIONS=${ITERATIONS:-1200000}      # training steps (released models: about 1.2 million)
 BATCH_SIZE=${BATCH_SIZE:-1}
 LR=${LR:-1e-5}
 SAVE_INTERVAL=${SAVE_INTERVAL:-100000}
 RESUME=${RESUME:-auto}             # auto: continue the run in RUN_DIR if there is one; none: refuse an existing run
 DROP_CONDITIONS=${DROP_CONDITIONS:-False}   # CONTR=any: also train on random subsets of the inputs (completes cases missing several)
+MASK_WEIGHT=${MASK_WEIGHT:-1}       # TASK=inpainting: weight of the filled region in the loss (1 = plain MSE)
 
 # ---- sampling / inference ----------------------------------------------------------------
-VAL_DIR=${VAL_DIR:-./datasets/BraTS2023/validation}              # cases to synthesize (sample mode)
+VAL_DIR=${VAL_DIR:-./datasets/BraTS2023/validation}              # cases to synthesize (sample mode; TASK=inpainting: cases of the challenge layout)
 MODEL_PATH=${MODEL_PATH:-./checkpoints/brats_${CONTR}_1200000.pt}   # released state_dict or cwdm checkpoint
 MODELS_DIR=${MODELS_DIR:-./checkpoints}                             # auto mode: one checkpoint per contrast (CONTR=any: MODEL_PATH instead)
 AUTO_DIR=${AUTO_DIR:-./datasets/BraTS2023/pseudo_validation}      # auto mode: case folders missing one modality
@@ -80,17 +82,23 @@ NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$
 SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED"
           --precision "$PRECISION" --compile "$COMPILE")
 
+case "$TASK" in
+  synthesis) INPAINTING=False; TRAIN_TARGET=(--contr "$CONTR"); TARGET=(--contr "${SYNTH:-$CONTR}") ;;
+  inpainting) INPAINTING=True; TRAIN_TARGET=(); TARGET=() ;;   # the task fixes the target (t1n); sample: the checkpoint says
+  *) echo "run.sh: unknown TASK '$TASK' (synthesis, inpainting)" >&2; exit 2 ;;
+esac
 case "$MODE" in  # the reference's spellings
   training) MODE=train ;;
   sampling) MODE=sample ;;
 esac
 case "$MODE" in
   train)
-    CMD=("${LAUNCH[@]}" train --data_dir "$DATA_DIR" --contr "$CONTR" --run_dir "$RUN_DIR" "${NET[@]}"
+    CMD=("${LAUNCH[@]}" train --data_dir "$DATA_DIR" ${TRAIN_TARGET[@]+"${TRAIN_TARGET[@]}"} --run_dir "$RUN_DIR" "${NET[@]}"
          --max_steps "$ITERATIONS" --batch_size "$BATCH_SIZE" --lr "$LR" --save_interval "$SAVE_INTERVAL"
-         --seed "$SEED" --resume "$RESUME" --drop_conditions "$DROP_CONDITIONS") ;;
+         --seed "$SEED" --resume "$RESUME" --drop_conditions "$DROP_CONDITIONS" --inpainting "$INPAINTING"
+         --mask_weight "$MASK_WEIGHT") ;;
   sample)
-    CMD=("${LAUNCH[@]}" sample --data_dir "$VAL_DIR" --model_path "$MODEL_PATH" --contr "${SYNTH:-$CONTR}"
+    CMD=("${LAUNCH[@]}" sample --data_dir "$VAL_DIR" --model_path "$MODEL_PATH" ${TARGET[@]+"${TARGET[@]}"}
          --output_dir "$OUTPUT_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
   auto)
     if [ "$CONTR" = any ]; then MODELS=(--model "any=$MODEL_PATH"); else MODELS=(--models_dir "$MODELS_DIR"); fi

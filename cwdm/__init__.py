@@ -8,4 +8,8 @@ def __getattr__(name):  # the Python API, imported on first use (``import cwdm``
         from .api import MissingModality
 
         return MissingModality
+    if name == "Inpainting":
+        from .api import Inpainting
+
+        return Inpainting
     raise AttributeError(f"module 'cwdm' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Python API: complete cases with a missing modality from a notebook or a pipeline.
+"""Python API: complete cases with a missing modality, or inpaint a region of a t1n (:class:`Inpainting`),
+from a notebook or a pipeline.
 
     from cwdm import MissingModality
 
@@ -124,6 +125,38 @@ def _sampler_options(given: Mapping[str, object], known) -> Dict[str, float]:
     return {name: _number(value, name, Real, low=known[name].minimum) for name, value in given.items()}
 
 
+def _sampling_flags(sampler, steps, ensemble, seed, precision, compile, device, sampler_options: Mapping[str, object]):
+    """The :class:`cwdm.inference.flags.SamplingFlags` of the API's sampling arguments, each checked (in
+    this order) with a one-line error naming it."""
+    from .inference.flags import SamplingFlags
+    from .model.samplers import SAMPLERS, registry_options
+    from .runtime import PRECISIONS
+
+    return SamplingFlags(
+        sampler=_choice(sampler, "sampler", list(SAMPLERS)), sampling_steps=_number(steps, "steps", low=1, high=1000),
+        **_sampler_options(sampler_options, registry_options()), ensemble=_number(ensemble, "ensemble", low=1),
+        seed=_number(seed, "seed"), precision=_choice(precision, "precision", list(PRECISIONS)),
+        compile=_compile(compile), device=_device(device), progress=False, num_workers=0)
+
+
+def _output_file(output_file, overwrite) -> Path:
+    """``output_file=`` checked: a ``.nii.gz`` path in a folder that can be made, not a folder, not existing
+    unless ``overwrite=True``."""
+    if output_file is None:
+        raise CwdmError("output_file= is required: the .nii.gz file to write")
+    out = _path(output_file, "output_file")
+    if not isinstance(overwrite, bool):
+        raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
+    if not out.name.endswith(".nii.gz"):
+        raise CwdmError(f"output_file= {out}: must end in .nii.gz")
+    _writable_folder(out.parent, "output_file")
+    if out.is_dir():
+        raise CwdmError(f"output_file= {out}: is a folder, expected a .nii.gz file name")
+    if out.exists() and not overwrite:
+        raise CwdmError(f"output_file= {out}: already exists (pass overwrite=True to replace it)")
+    return out
+
+
 class MissingModality:
     """Synthesize a case's missing modality with one checkpoint per target contrast.
 
@@ -153,11 +186,10 @@ class MissingModality:
                  ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision, device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto",
                  continue_anyway: bool = False, **sampler_options: float):
-        from .inference.flags import ModelFlags, SamplingFlags
+        from .inference.flags import ModelFlags
         from .inference.completion import find_checkpoints
         from .inference.pipeline import Pipeline
-        from .runtime import PRECISIONS, select_device
-        from .model.samplers import SAMPLERS, registry_options
+        from .runtime import select_device
         from .inference.synthesis import AUTO_THRESHOLD
 
         if isinstance(modalities, str) or not modalities or not all(isinstance(m, str) and m for m in modalities):
@@ -175,11 +207,7 @@ class MissingModality:
             raise CwdmError(f"models_dir= {folder}: " + ("not a folder" if folder.exists() else "does not exist"))
         if folder is None and not given:
             raise CwdmError("give models_dir= (a folder of checkpoints) or models= (modality -> checkpoint)")
-        self.flags = SamplingFlags(
-            sampler=_choice(sampler, "sampler", list(SAMPLERS)), sampling_steps=_number(steps, "steps", low=1, high=1000),
-            **_sampler_options(sampler_options, registry_options()), ensemble=_number(ensemble, "ensemble", low=1),
-            seed=_number(seed, "seed"), precision=_choice(precision, "precision", list(PRECISIONS)),
-            compile=_compile(compile), device=_device(device), progress=False, num_workers=0)
+        self.flags = _sampling_flags(sampler, steps, ensemble, seed, precision, compile, device, sampler_options)
         self.network = ModelFlags(num_groups=_number(num_groups, "num_groups", low=1))
         self.threshold = AUTO_THRESHOLD  # as cwdm auto
         self.options = self.flags.options()
@@ -216,18 +244,7 @@ class MissingModality:
         for m, p in given.items():
             if not p.is_file():
                 raise CwdmError(f"{m}= {p}: " + ("is not a file" if p.exists() else "file does not exist"))
-        if output_file is None:
-            raise CwdmError("output_file= is required: the .nii.gz file to write")
-        out = _path(output_file, "output_file")
-        if not isinstance(overwrite, bool):
-            raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
-        if not out.name.endswith(".nii.gz"):
-            raise CwdmError(f"output_file= {out}: must end in .nii.gz")
-        _writable_folder(out.parent, "output_file")
-        if out.is_dir():
-            raise CwdmError(f"output_file= {out}: is a folder, expected a .nii.gz file name")
-        if out.exists() and not overwrite:
-            raise CwdmError(f"output_file= {out}: already exists (pass overwrite=True to replace it)")
+        out = _output_file(output_file, overwrite)
         name = out.name[:-len(".nii.gz")]
         name = name[:-len(missing[0]) - 1] if name.endswith(f"-{missing[0]}") else name
         case = Case(name=name, folder=out.parent,
@@ -288,3 +305,116 @@ class MissingModality:
         if self.verbose:
             for name, modality, path in result.written:
                 print(f"cwdm: wrote {path} ({modality} of {name})", file=sys.stderr)
+
+
+class Inpainting:
+    """Fill a region of a t1n with healthy tissue (the BraTS inpainting task) with a checkpoint of
+    ``cwdm train --inpainting True``, through ``cwdm sample``'s pipeline:
+
+        inp = Inpainting("inpainting.pt", sampler="ddim", steps=10)
+        path = inp.infer_single(t1n_voided="c/c-t1n-voided.nii.gz", mask="c/c-mask.nii.gz",
+                                output_file="out/c-t1n-inference.nii.gz")
+        written = inp.infer_batch("cases", "results")    # {case: path}, as `cwdm sample` writes them
+
+    The result holds the voided file's voxels, bit for bit, outside the mask and the fill inside it, in
+    the voided image's intensities (:mod:`cwdm.data.inpaint_volumes`); with ``ensemble`` K > 1 the
+    std map ``<name>_std.nii.gz`` is beside it (0 outside the mask). Each call keeps
+    ``cwdm_provenance.json`` in its output folder. Every argument is checked before any work; errors
+    are one-line :class:`cwdm.errors.CwdmError` naming the argument (``t1n_voided=``, ``mask=``).
+
+    Args:
+        model_path: the inpainting checkpoint (loaded and checked here, kept).
+        sampler, steps, ensemble, seed, precision, compile, device, continue_anyway, **sampler_options:
+            as for :class:`MissingModality`.
+        verbose: print a line per written file (and skipped case) on stderr.
+    """
+
+    @_api
+    def __init__(self, model_path: PathLike = None, sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps,
+                 ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision,
+                 device: str = "auto", verbose: bool = False, compile: str = "auto", continue_anyway: bool = False,
+                 **sampler_options: float):
+        from .data.inpainting import IMAGE
+        from .inference.flags import ModelFlags
+        from .inference.pipeline import Pipeline
+        from .runtime import select_device
+
+        if model_path is None:
+            raise CwdmError("model_path= is required: a checkpoint of cwdm train --inpainting True")
+        path = _path(model_path, "model_path")
+        if not path.is_file():
+            raise CwdmError(f"model_path= {path}: " + ("is not a file" if path.exists() else "file does not exist"))
+        self.flags = _sampling_flags(sampler, steps, ensemble, seed, precision, compile, device, sampler_options)
+        self.options = self.flags.options()
+        self.options.validate()
+        self.verbose = bool(verbose)
+        say = (lambda line: print(f"cwdm: {line}", file=sys.stderr)) if self.verbose else None
+        self.pipeline = Pipeline({IMAGE: path}, self.options, select_device(device), ModelFlags(), command="api",
+                                 say=say, continue_anyway=bool(continue_anyway))
+        self.pipeline.inpainting_model()  # loaded once; refused now unless it is an inpainting checkpoint
+
+    @_api
+    def infer_single(self, t1n_voided: PathLike = None, mask: PathLike = None, output_file: PathLike = None,
+                     overwrite: bool = False) -> Path:
+        """Inpaint one case: ``t1n_voided`` and ``mask`` (NIfTI files) -> ``output_file`` (``.nii.gz``),
+        recorded in its folder's ``cwdm_provenance.json``. The noise is drawn for the case named by the
+        voided file's prefix (``B-1`` of ``B-1-t1n-voided.nii.gz``), so a case of the challenge layout
+        gives what ``cwdm sample`` writes for it. Returns the written path; raises a one-line
+        :class:`CwdmError` for a bad argument, a bad case (mask of another shape, not 0 / 1 or empty,
+        NaN/Inf in the voided image) or a degenerate fill (then nothing is written)."""
+        from .data.inpainting import MASK, VOIDED, InpaintingCase, split_name
+
+        given = {}
+        for arg, value in (("t1n_voided", t1n_voided), ("mask", mask)):
+            if value is None:
+                raise CwdmError(f"{arg}= is required: a NIfTI file")
+            given[arg] = _path(value, arg)
+            if not given[arg].is_file():
+                raise CwdmError(f"{arg}= {given[arg]}: " + ("is not a file" if given[arg].exists()
+                                                            else "file does not exist"))
+        out = _output_file(output_file, overwrite)
+        voided = given["t1n_voided"]
+        prefix, part = split_name(voided)
+        case = InpaintingCase(prefix if part == VOIDED else voided.parent.name, voided.parent,
+                              {VOIDED: voided, MASK: given["mask"]}, prefix=prefix)
+        result = self.pipeline.run(self.pipeline.inpainting_case(case, out, overwrite))
+        for line in result.unusable + result.degenerate:
+            raise CwdmError(line)
+        self._say_written(result)
+        return out
+
+    @_api
+    def infer_batch(self, data_folder: PathLike = None, output_folder: Optional[PathLike] = None,
+                    overwrite: bool = False) -> Dict[str, Path]:
+        """Inpaint every case of ``data_folder`` (the challenge layout) as ``cwdm sample`` does: results
+        flat under ``output_folder`` (created), or beside the inputs when it is None; existing results are
+        kept unless ``overwrite``. Returns ``{case name: written path}``. Unusable cases and degenerate fills
+        are not written: once the other cases are, one :class:`CwdmError` names each (its ``written``
+        holds the returned dict)."""
+        from .inference.steps import check_output_dir
+
+        if data_folder is None:
+            raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
+        data = _path(data_folder, "data_folder")
+        out = _path(output_folder, "output_folder", optional=True)
+        if not isinstance(overwrite, bool):
+            raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
+        if out is not None:
+            check_output_dir(out, data, in_place_ok=True)
+            _writable_folder(out, "output_folder")
+        plan = self.pipeline.inpainting(data, out, overwrite=overwrite)
+        result = self.pipeline.run(plan)
+        self._say_written(result)
+        written = {name: path for name, _, path in result.written}
+        problems = plan.problems + result.unusable + result.degenerate
+        if problems:
+            error = CwdmError(f"{len(problems)} cases were not inpainted ({'; '.join(problems)}); the other "
+                              f"{len(written)} were written (this error's .written lists them)")
+            error.written = written
+            raise error
+        return written
+
+    def _say_written(self, result) -> None:
+        if self.verbose:
+            for name, _, path in result.written:
+                print(f"cwdm: wrote {path} (inpainted {name})", file=sys.stderr)

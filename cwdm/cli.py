@@ -22,7 +22,6 @@ import difflib
 import importlib
 import shlex
 import sys
-from pathlib import Path
 from dataclasses import fields
 from typing import List, Optional
 
@@ -138,11 +137,10 @@ def _top_usage() -> str:
 def interrupt_hint(command: str, args: List[str], cfg) -> str:
     """How to go on after Ctrl-C: continue a training run, or rerun a synthesis (done cases are skipped)."""
     if command == "train" and cfg is not None:
-        from .naming import canonical_contrast
         from .training.loop import resume_command
 
         try:
-            run_dir = cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities)
+            run_dir = cfg.run_folder()
         except CwdmError:
             return ""
         return f"; continue from the last saved checkpoint with: {resume_command(run_dir)}"

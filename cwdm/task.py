@@ -24,6 +24,13 @@ given as one constant channel per modality (one-hot) after the subbands
 ``drop_conditions`` the network was also trained with random subsets of the
 other modalities hidden (at least one kept), so it completes cases that miss
 several modalities.
+
+The **inpainting** task (:meth:`Task.inpainting`; the field ``inpaint`` marks it, ``"inpainting": true``
+in its dict) fills a region of a t1n with healthy tissue (the BraTS inpainting challenge,
+:mod:`cwdm.data.inpainting`): target ``t1n``, conditions the voided t1n (``t1n-voided``, an image)
+and the region (``mask``, a label map with label 1), 24 input channels. Its images are scaled by
+the convention of :mod:`cwdm.data.inpaint_volumes` (both with the voided image's bounds), not each
+by its own.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .naming import ANY, MODALITIES, SEG
+from .data.inpainting import IMAGE as INPAINT_TARGET, MASK as INPAINT_MASK, VOIDED as INPAINT_VOIDED
 from .errors import CwdmError
 from .model.unet import condition_volumes_of, in_channels_for
 
@@ -78,12 +86,14 @@ class Task:
         conditions: the network's inputs, in the order of its input channels (a unified model: every modality).
         modalities: the image modalities of a complete case (``cwdm auto`` looks for the missing one among them).
         drop_conditions: a unified model trained to work from any non-empty subset of the other modalities.
+        inpaint: the inpainting task (:meth:`inpainting`; no other target or conditions).
     """
 
     target: str
     conditions: Tuple[Condition, ...]
     modalities: Tuple[str, ...] = MODALITIES
     drop_conditions: bool = False
+    inpaint: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", tuple(self.conditions))
@@ -120,10 +130,20 @@ class Task:
         mods = tuple(modalities)
         return cls(ANY, tuple(Condition(m) for m in mods), mods, bool(drop_conditions))
 
+    @classmethod
+    def inpainting(cls) -> "Task":
+        """The inpainting task: ``t1n`` from the voided t1n (image) and the mask (label map, label 1)."""
+        return cls(INPAINT_TARGET, INPAINTING_CONDITIONS, INPAINTING_MODALITIES, inpaint=True)
+
     def validate(self) -> None:
         """Raise a one-line :class:`CwdmError` if the task cannot be used."""
         names = self.condition_names
         problems = []
+        if self.inpaint and (self.target, self.conditions, self.modalities, self.drop_conditions) != \
+                (INPAINT_TARGET, INPAINTING_CONDITIONS, INPAINTING_MODALITIES, False):
+            problems.append(f"an inpainting task maps {INPAINT_TARGET} from {INPAINT_VOIDED} and {INPAINT_MASK} "
+                            f"(labels 1) with the modalities {list(INPAINTING_MODALITIES)}, not {self.target} from "
+                            f"{list(names)} with {list(self.modalities)}")
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             problems.append(f"modalities {list(self.modalities)} must be unique and not empty")
         if self.target == ANY:
@@ -175,6 +195,11 @@ class Task:
         return self.target == ANY
 
     @property
+    def is_inpainting(self) -> bool:
+        """Whether the model fills a masked region of a t1n (:meth:`inpainting`)."""
+        return self.inpaint
+
+    @property
     def targets(self) -> Tuple[str, ...]:
         """The modalities the network can synthesize."""
         return self.modalities if self.is_unified else (self.target,)
@@ -208,6 +233,8 @@ class Task:
 
     def describe(self) -> str:
         """E.g. ``t1c from t1n, t2w, t2f``."""
+        if self.is_inpainting:
+            return f"inpainting: {self.target} inside {INPAINT_MASK} from {INPAINT_VOIDED}"
         if self.is_unified:
             also = ", or fewer (trained with dropped conditions)" if self.drop_conditions else ""
             return f"any of {', '.join(self.modalities)} from the others{also}"
@@ -219,6 +246,8 @@ class Task:
                "modalities": list(self.modalities)}
         if self.is_unified:
             out["drop_conditions"] = self.drop_conditions
+        if self.inpaint:
+            out["inpainting"] = True
         return out
 
     @classmethod
@@ -228,11 +257,17 @@ class Task:
             conds = tuple(Condition(str(c["name"]), str(c.get("kind", IMAGE)), tuple(int(v) for v in c.get("labels", ())))
                           for c in data["conditions"])
             return cls(str(data["target"]), conds, tuple(str(m) for m in data["modalities"]),
-                       bool(data.get("drop_conditions", False)))
+                       bool(data.get("drop_conditions", False)), bool(data.get("inpainting", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise CwdmError(f"{source}: malformed task spec ({type(exc).__name__}: {exc})") from None
         except CwdmError as exc:
             raise CwdmError(f"{source}: {exc}") from None
+
+
+INPAINTING_CONDITIONS = (Condition(INPAINT_VOIDED), Condition(INPAINT_MASK, LABEL, (1,)))
+"""The inpainting task's conditions, in the network's order: the voided t1n, then the mask."""
+INPAINTING_MODALITIES = (INPAINT_TARGET, INPAINT_VOIDED, INPAINT_MASK)
+"""The volumes of an inpainting case the task names."""
 
 
 def check_network(task: Task, in_channels: int, source: str) -> None:

@@ -12,6 +12,7 @@
 
 Each volume is a noisy ellipsoid "brain" (values > 0 inside, exactly 0
 outside) whose intensity differs per modality and case, float32 by default.
+:func:`write_inpainting_root` writes cases of the inpainting challenge's layout.
 """
 
 from __future__ import annotations
@@ -139,6 +140,31 @@ def write_brats_root(root: Path, cases: Union[int, Sequence[str]] = 3,
         if seg:
             lab = (brain_volume(shape, rng, scale=2.0) > 2.0).astype(np.uint8) * rng.integers(1, 4)
             nib.save(nib.Nifti1Image(lab.astype(np.uint8), affine), str(folder / f"{name}-seg{ext}"))
+    return root
+
+
+def write_inpainting_root(root: Path, cases: int = 2, shape: Sequence[int] = DEFAULT_SHAPE, seed: int = 0) -> Path:
+    """Write cases of the inpainting challenge's layout (:mod:`cwdm.data.inpainting`); returns ``root``.
+
+    Each case (named by :func:`case_names`) has ``-t1n`` (a float32 :func:`brain_volume`),
+    ``-mask-unhealthy`` (a tumour block), ``-mask`` and ``-mask-healthy`` (a healthy block inside the
+    brain, uint8) and ``-t1n-voided`` (the t1n with the healthy block set to 0).
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    x, y, z = (int(s) for s in shape)
+    for name in case_names(cases):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        t1n = brain_volume(shape, rng)
+        tumour, mask = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+        tumour[x // 4: x // 4 + 3, y // 2 - 2: y // 2 + 2, z // 2 - 2: z // 2 + 2] = 1
+        mask[x // 2 + 2: x // 2 + 6, y // 2 - 2: y // 2 + 2, z // 2 - 2: z // 2 + 2] = 1
+        voided = np.where(mask == 1, 0, t1n).astype(np.float32)
+        for part, volume in (("t1n", t1n), ("t1n-voided", voided), ("mask", mask), ("mask-healthy", mask),
+                             ("mask-unhealthy", tumour)):
+            nib.save(nib.Nifti1Image(volume, affine), str(folder / f"{name}-{part}.nii.gz"))
     return root
 
 

@@ -196,3 +196,40 @@ def test_schedule_sampler_other_than_uniform_refused():
     with pytest.raises(CwdmError, match="--schedule_sampler loss-second-moment is not supported: cwdm draws "
                                         "timesteps uniformly"):
         translate("train", ["--schedule_sampler=loss-second-moment"])
+
+
+@pytest.mark.parametrize("mode,command,error", [
+    ("train", "--inpainting True --mask_weight 3", "data folder does not exist"),
+    ("sample", "--model_path", "checkpoint file not found")])
+def test_run_sh_task_inpainting(tmp_path, mode, command, error):
+    """TASK=inpainting: train passes --inpainting True (and MASK_WEIGHT) to a run folder of its own; sample
+    passes no target (the checkpoint says it); neither passes --contr (the task's target is t1n)."""
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")],
+                          env=_env(MODE=mode, TASK="inpainting", CONTR="t2f", MASK_WEIGHT=3, DATA_DIR=tmp_path / "none",
+                                   VAL_DIR=tmp_path / "none", MODEL_PATH=tmp_path / "m.pt"),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    line = proc.stderr.splitlines()[0]
+    assert f" -m cwdm {mode} " in line and command in line and "--contr" not in line
+    assert mode != "train" or "--run_dir ./runs/inpainting " in line
+    assert proc.returncode == 1 and error in proc.stderr  # the flags were taken: the error is the missing input
+    bad = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE=mode, TASK="inpaint"), capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown TASK 'inpaint' (synthesis, inpainting)" in bad.stderr
+
+
+@pytest.mark.slow
+def test_run_sh_inpainting_train_then_sample(tmp_path):
+    from conftest import write_inpainting_root
+
+    data = write_inpainting_root(tmp_path / "cases")
+    common = dict(TASK="inpainting", CHANNELS=8, CHANNEL_MULT="1 2", NUM_RES_BLOCKS=1, NUM_GROUPS=4, ITERATIONS=2,
+                  SAVE_INTERVAL=2, LR="1e-3", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="train", DATA_DIR=data, **common),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = checkpoint_files(tmp_path / "runs" / "inpainting")[-1]
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")],
+                          env=_env(MODE="sample", VAL_DIR=data, MODEL_PATH=ckpt, OUTPUT_DIR=tmp_path / "out", SAMPLER="ddim",
+                                   SAMPLING_STEPS=2, **common), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "BraTS-GLI-00000-000-t1n-inference.nii.gz").is_file()

@@ -5,6 +5,11 @@ released models, the target is sampled and written back on the original grid
 with the header and affine of the first condition as
 ``<output_dir>/<case>/<case>-<target>.nii.gz`` (plus ``<case>-<target>_std.nii.gz``
 with ``--ensemble K > 1``). Under ``torchrun`` the cases are split across ranks.
+
+With an inpainting checkpoint (``cwdm train --inpainting True``; its task says so) the folder is
+in the inpainting challenge's layout (:mod:`cwdm.data.inpainting`) and each case's fill is written
+as ``<output_dir>/<case>-t1n-inference.nii.gz`` (flat, as the challenge collects them), or beside
+its inputs when ``--output_dir`` is the data folder itself (:mod:`cwdm.inference.inpaint`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ class SampleConfig(SamplingFlags, ModelFlags):
     data_dir: Path = field(default=Path("data/validation"), metadata={"help": "BraTS-layout input folder"})
     model_path: Optional[Path] = field(default=None, metadata={"help": "checkpoint (released state_dict or cwdm)"})
     contr: Optional[str] = field(default=None, metadata={"help": "target contrast (read from cwdm checkpoints)"})
-    output_dir: Path = field(default=Path("results"), metadata={"help": "where <case>/<case>-<target>.nii.gz go"})
+    output_dir: Path = field(default=Path("results"), metadata={
+        "help": "where <case>/<case>-<target>.nii.gz go (an inpainting checkpoint: <case>-t1n-inference.nii.gz, "
+                "flat; the data folder itself: beside the inputs)"})
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names"})
     save_target: bool = field(default=False, metadata={"help": "also write the preprocessed target (_target)"})
 
@@ -59,7 +66,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     device = select_device(cfg.device, info)
     options = cfg.options()
     options.validate()
-    check_output_dir(cfg.output_dir, cfg.data_dir)
+    check_output_dir(cfg.output_dir, cfg.data_dir, in_place_ok=True)  # the folder itself: inpainting only (paired)
     say = (lambda msg: print(msg, file=sys.stderr)) if info.is_main else (lambda msg: None)
     pipeline = Pipeline({}, options, device, cfg, command="sample", modalities=cfg.modalities, ema=cfg.ema,
                         postprocess=cfg.postprocess, overwrite=cfg.overwrite, batch_size=cfg.batch_size,
@@ -70,6 +77,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
                                    before=_num_samples_note(cfg, say))
     task = pipeline.models[target].task
     out_root = Path(cfg.output_dir)
+    if task.is_inpainting and cfg.save_target:
+        say("note: --save_target has no effect for inpainting")
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     pipeline.announce(plan)
     conditions = task.inputs_for(target)
@@ -82,7 +91,9 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     status = 0 if plan.unusable == 0 and not degenerate else 1
     after = _next_step(cfg, out_root, status, task, len(degenerate)) if next_step else ""
     failed = f", {len(degenerate)} degenerate (not written)" if degenerate else ""
-    say(f"wrote {len(result.written)} cases to {out_root}{share}; {plan.complete} skipped (already done), "
+    in_place = task.is_inpainting and out_root.resolve() == Path(cfg.data_dir).resolve()
+    where = f"beside the inputs in {out_root}" if in_place else f"to {out_root}"
+    say(f"wrote {len(result.written)} cases {where}{share}; {plan.complete} skipped (already done), "
         f"{plan.unusable} unusable{failed}{after}")
     return status
 
@@ -101,7 +112,8 @@ def _next_step(cfg: SampleConfig, out_root: Path, status: int, task, degenerate:
         return ("; the checkpoint gave degenerate volumes (listed above): train it longer or check it, then rerun "
                 "the same command (written cases are skipped)")
     if status == 0:
-        names = "" if tuple(task.modalities) == MODALITIES else " --modalities " + " ".join(map(quote, task.modalities))
+        names = ("" if tuple(task.modalities) == MODALITIES or task.is_inpainting
+                 else " --modalities " + " ".join(map(quote, task.modalities)))
         return f"; next: cwdm evaluate --pred_dir {quote(str(out_root))} --ref_dir {quote(str(cfg.data_dir))}{names}"
     return "; fix or remove the unusable cases above, then rerun the same command (done cases are skipped)"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from ..errors import CwdmError
-from ..naming import canonical_contrast
 from ..runtime import dist_from_env
 from ..training.config import TrainConfig
 from ..task import Task
@@ -55,7 +54,7 @@ def _next_commands(run_dir: Path, task: Task) -> str:
 def run(cfg: TrainConfig) -> int:
     status = train(cfg)
     if dist_from_env().is_main:
-        run_dir = Path(cfg.run_dir or Path("runs") / canonical_contrast(cfg.contr, cfg.modalities))
+        run_dir = cfg.run_folder()
         latest = latest_checkpoint(run_dir)
         if status != 0 or latest is None:
             print(f"cwdm train: stopped; {run_dir}: latest checkpoint {latest}; continue with: "

@@ -184,7 +184,7 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
                      out_paths: Callable[[Dict], Paths], threshold: Optional[float],
                      postprocess_on: bool, overwrite: bool, bar=None, clock=None,
                      on_case: Optional[Callable[[Dict, Paths, float], None]] = None,
-                     on_problem: Optional[Callable[[str], None]] = None) -> List[str]:
+                     on_problem: Optional[Callable[[str], None]] = None, writer=None) -> List[str]:
     """Synthesize and write each item of an ``InferenceDataset``.
 
     Items of the same model-grid shape are batched up to ``batch_size``. A degenerate volume
@@ -205,10 +205,14 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
         clock: :class:`cwdm.feedback.RunClock` timing the network calls, or None.
         on_case: called as ``on_case(item, paths, seconds)`` after each case is written.
         on_problem: called with the line of each degenerate volume (see above), or None.
+        writer: writes one case, called as ``writer(item, mean, std, paths, threshold, postprocess_on,
+            overwrite)`` (None: the synthesis writer; inpainting passes
+            :func:`cwdm.inference.inpaint.write_inpainted`).
 
     Returns:
         The names of the cases written, in order.
     """
+    write = writer if writer is not None else _write_item
     done: List[str] = []
     problems: List[str] = []
 
@@ -225,8 +229,7 @@ def synthesize_items(synth: Synthesizer, items: Iterable[Dict], batch_size: int,
                 problems.append(f"{paths['volume']}: {problem} (an undertrained or broken checkpoint?); "
                                 f"not written")
                 continue
-            _write_item(item, mean[k], None if std is None else std[k], paths, threshold, postprocess_on,
-                        overwrite)
+            write(item, mean[k], None if std is None else std[k], paths, threshold, postprocess_on, overwrite)
             done.append(item["name"])
             written.append((item, paths))
         seconds = clock.batch_seconds() if clock is not None else 0.0

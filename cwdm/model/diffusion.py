@@ -129,8 +129,8 @@ def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch
 
 
 def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, cond: torch.Tensor,
-                  t: torch.Tensor, noise: torch.Tensor, prediction: Prediction = X0
-                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  t: torch.Tensor, noise: torch.Tensor, prediction: Prediction = X0,
+                  weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean squared error of the network's output against what ``prediction`` makes its target.
 
     Args:
@@ -141,20 +141,32 @@ def training_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, 
             transform of image-domain noise is such noise too).
         prediction: ``x0`` (the reference: the output is compared with ``x0``) or ``edm`` (the output
             ``F`` with ``(x0 - c_skip x_t) / c_out``; :mod:`cwdm.model.prediction`).
+        weight: (B, 1, d, h, w) weight of each subband voxel's squared error (the same in all 8
+            subbands; e.g. an inpainting region weighted more), or None: every voxel 1.
 
     Returns:
         ``(loss, per_subband (8,), x0 estimate (B, 8, d, h, w))``; loss is the mean of the
-        8 per-subband mean squared errors (over batch and space).
+        8 per-subband mean squared errors (over batch and space; weighted: the mean of
+        ``weight * error ** 2``).
     """
     x_t = q_sample(schedule, x0, t, noise)
     if prediction.is_x0:
-        pred = model(torch.cat([x_t, cond], dim=1), t)
-        per_subband = ((pred.float() - x0.float()) ** 2).mean(dim=(0, 2, 3, 4))
-        return per_subband.mean(), per_subband, pred
-    skip, out, inp = prediction.coefficients(schedule.alphas_cumprod, t, x0)
-    f = model(torch.cat([inp * x_t, cond], dim=1), t).float()
-    per_subband = ((f - (x0.float() - skip * x_t) / out) ** 2).mean(dim=(0, 2, 3, 4))
-    return per_subband.mean(), per_subband, skip * x_t + out * f
+        out = model(torch.cat([x_t, cond], dim=1), t)
+        estimate, error = out, (out.float() - x0.float()) ** 2
+    else:
+        skip, scale, inp = prediction.coefficients(schedule.alphas_cumprod, t, x0)
+        f = model(torch.cat([inp * x_t, cond], dim=1), t).float()
+        estimate, error = skip * x_t + scale * f, (f - (x0.float() - skip * x_t) / scale) ** 2
+    per_subband = (error if weight is None else error * weight.float()).mean(dim=(0, 2, 3, 4))
+    return per_subband.mean(), per_subband, estimate
+
+
+def region_weight(mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Loss weights of an inpainting batch on the subband grid: ``1 + (weight - 1) m``, ``m`` the mask
+    (B, 1, X, Y, Z) in {0, 1} max-pooled by 2 (a subband voxel counts as masked when any of its 2x2x2
+    image voxels is); returns (B, 1, X/2, Y/2, Z/2)."""
+    pooled = torch.nn.functional.max_pool3d(mask.float(), kernel_size=2)
+    return 1.0 + (float(weight) - 1.0) * pooled
 
 
 def clip_x0(x0: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import FrozenSet, Optional, Tuple
 
-from ..naming import ANY, MODALITIES
+from ..naming import ANY, MODALITIES, canonical_contrast
 from ..config import from_dict, given_field
 from ..errors import CwdmError
 from ..task import Task, parse_labels
@@ -30,7 +30,14 @@ class TrainConfig(NetworkFlags):
     label_maps: Tuple[str, ...] = field(default=(), metadata={
         "help": "conditions that are label maps, as NAME=L1,L2,... with the declared non-zero labels "
                 "(e.g. seg=1,2,3); repeatable", "repeatable": True})
-    run_dir: Optional[Path] = field(default=None, metadata={"help": "run directory (default runs/<contr>)"})
+    inpainting: bool = field(default=False, metadata={
+        "help": "train the inpainting task: fill a region of a t1n from the voided t1n and the region's mask "
+                "(challenge layout, or t1n + seg cases; a healthy region is drawn per item)"})
+    mask_weight: float = field(default=1.0, metadata={
+        "help": "--inpainting: weight of the masked region in the loss (1 + (W - 1) mask on the subband grid; "
+                "1 = plain MSE)"})
+    run_dir: Optional[Path] = field(default=None, metadata={
+        "help": "run directory (default runs/<contr>; runs/inpainting with --inpainting)"})
     resume: Optional[str] = field(default=None, metadata={"help": "checkpoint path, or 'auto' for the run's latest"})
     resume_step: int = field(default=0, metadata={
         "help": "step count of the bare state_dict given with --resume (the reference's meaning): the new run "
@@ -94,8 +101,19 @@ class TrainConfig(NetworkFlags):
             return self.lr
         return self.lr * max(0.0, 1.0 - step / self.lr_anneal_steps)
 
+    def run_folder(self) -> Path:
+        """``run_dir``, or its default ``runs/<contr>`` (``runs/inpainting`` for an inpainting run)."""
+        if self.run_dir is not None:
+            return Path(self.run_dir)
+        return Path("runs") / ("inpainting" if self.inpainting else canonical_contrast(self.contr, self.modalities))
+
     def task(self) -> Task:
         """What the run's network maps (:class:`cwdm.task.Task`); one-line error if the flags contradict."""
+        if self.inpainting:
+            if self.contr != Task.inpainting().target or self.conditions or self.label_maps or self.drop_conditions:
+                raise CwdmError("--inpainting True fills a t1n from the voided t1n and its mask: drop --contr, "
+                                "--conditions, --label_maps and --drop_conditions")
+            return Task.inpainting()
         if self.contr == ANY:
             if self.conditions or self.label_maps:
                 raise CwdmError("--contr any takes every modality as input: drop --conditions / --label_maps")
@@ -112,7 +130,8 @@ class TrainConfig(NetworkFlags):
         return replace(self.unet_config(0), in_channels=self.task().in_channels)
 
 
-ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions", "prediction", "sigma_data",
+ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions", "inpainting",
+               "prediction", "sigma_data",
                *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
 """Settings a resume may not change: the task (target, modalities, conditions, label maps: they fix
 ``in_channels``) and every
@@ -168,6 +187,9 @@ def validate_config(cfg: TrainConfig) -> None:
              (cfg.prediction == "x0" or len(cfg.sigma_data) in (0, 1, 8),
               "--sigma_data takes 1 value or 8 (one per wavelet subband)"),
              (all(s > 0 for s in cfg.sigma_data), "--sigma_data values must be positive"),
+             (cfg.mask_weight > 0, "--mask_weight must be positive"),
+             (cfg.inpainting or cfg.mask_weight == 1,
+              "--mask_weight weights the masked region: it needs --inpainting True"),
              (cfg.contr in (*cfg.modalities, ANY),
               f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)} (or 'any')")]
     for ok, message in rules:

@@ -112,7 +112,8 @@ class TrainLogger:
 
 
 SETTING_GROUPS = (
-    ("data", ("data_dir", "contr", "modalities", "conditions", "label_maps", "check_data", "num_workers")),
+    ("data", ("data_dir", "contr", "modalities", "conditions", "label_maps", "inpainting", "mask_weight", "check_data",
+              "num_workers")),
     ("network", ("model_channels", "channel_mult", "num_res_blocks", "num_groups", "additive_skips", "dropout",
                  "in_channels", "use_checkpoint")),
     ("optimization", ("lr", "weight_decay", "batch_size", "max_steps", "max_minutes", "ema_rate", "seed")),
@@ -129,7 +130,7 @@ def format_settings(cfg, mcfg) -> str:
     """The settings of a run as a few aligned lines, one per group (``config.json`` has all of them)."""
     values = {**to_dict(mcfg), **to_dict(cfg)}
     values["in_channels"] = mcfg.in_channels
-    values["run_dir"] = cfg.run_dir if cfg.run_dir is not None else f"runs/{cfg.contr}"
+    values["run_dir"] = cfg.run_folder()
     shown = {name for _, names in SETTING_GROUPS for name in names}
     groups = list(SETTING_GROUPS) + [("other", tuple(k for k in to_dict(cfg) if k not in shown
                                                      and k not in ("resume", "progress")))]

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from ..model.checkpoint import checkpoint_dict
 from ..model.prediction import X0, Prediction, subband_rms
 from ..config import to_dict
-from ..model.diffusion import Schedule, linear_schedule, training_loss
+from ..model.diffusion import Schedule, linear_schedule, region_weight, training_loss
 from ..errors import CwdmError
 from ..naming import canonical_contrast
 from ..writes import check_destination, remove_stale_temporaries
@@ -115,6 +115,13 @@ def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
     from ..data.datasets import PairedVolumeDataset
     from ..data.cases import discover_cases
 
+    if cfg.inpainting:  # a region drawn per item from its place in the data order (resume-exact)
+        from ..data.inpaint_training import InpaintingTrainingSet, training_cases
+        from .state import KeyedDataOrder
+
+        dataset = InpaintingTrainingSet(training_cases(cfg.data_dir, cfg.modalities), divisor, cfg.seed,
+                                        check=cfg.check_data)
+        return dataset, KeyedDataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
     cases = discover_cases(cfg.data_dir, cfg.modalities)
     dataset = PairedVolumeDataset(cases, cfg.task(), divisor, check=cfg.check_data,
                                   workers=max(1, cfg.num_workers))
@@ -177,7 +184,7 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
 
     cfg.contr = canonical_contrast(cfg.contr, cfg.modalities)  # --contr flair -> t2f (BraTS 2021 names)
     validate_config(cfg)
-    run_dir = Path(cfg.run_dir or Path("runs") / cfg.contr)
+    run_dir = cfg.run_folder()
     check_destination(run_dir, "--run_dir")
     plan = RunPlan(cfg, run_dir, resolve_resume(cfg, run_dir))
     if plan.resume_path is None and cfg.resume == "auto":
@@ -264,7 +271,8 @@ def sample_timesteps(num_timesteps: int, batch: int, generator: torch.Generator,
 def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, cond: torch.Tensor,
                bf16: bool = True, layout: torch.memory_format = torch.contiguous_format,
                lr: Optional[float] = None, identity: Optional[torch.Tensor] = None,
-               timestep_power: float = 1.0, prediction: Prediction = X0):
+               timestep_power: float = 1.0, prediction: Prediction = X0,
+               weight: Optional[torch.Tensor] = None):
     """One optimisation step on a batch: noise, forward, backward, AdamW, EMA; ``parts.step`` += 1.
 
     Args:
@@ -279,6 +287,7 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
         timestep_power: timesteps are drawn uniformly (1, the reference), or as ``floor(T u^p)`` with
             ``u`` uniform in [0, 1) (p > 1: more steps at low noise, where the network must read x_t).
         prediction: what the network's output means (:mod:`cwdm.model.prediction`).
+        weight: (B, 1, X/2, Y/2, Z/2) loss weight per subband voxel (:func:`region_weight`), or None.
 
     Returns:
         ``(loss (), per_subband (8,), prediction (B, 8, X/2, Y/2, Z/2))``.
@@ -289,7 +298,7 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
     t = sample_timesteps(schedule.num_timesteps, x0.shape[0], parts.generator, device, timestep_power)
     noise = torch.randn(x0.shape, device=device, generator=parts.generator)
     with autocast(device, bf16):
-        loss, per_subband, pred = training_loss(parts.net, schedule, x0, c, t, noise, prediction)
+        loss, per_subband, pred = training_loss(parts.net, schedule, x0, c, t, noise, prediction, weight)
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if lr is not None:
@@ -403,14 +412,16 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
     while parts.step < cfg.step_limit:
         target, cond = _next_batch(batches, parts, save)
         target, cond = target.to(device, non_blocking=True), cond.to(device, non_blocking=True)
-        identity = None
+        identity, weight = None, None
         if task.is_unified:  # the batch holds every modality: draw each case's target and inputs
             target, cond, identity = draw_training_inputs(target, parts.generator, task.drop_conditions)
+        if task.is_inpainting and cfg.mask_weight != 1:  # the mask is the second condition
+            weight = region_weight(cond[:, 1:2], cfg.mask_weight)
         try:
             loss, per_subband, pred = train_step(parts, schedule, target, cond, cfg.bf16, layout,
                                                  lr=cfg.lr_at(parts.step), identity=identity,
                                                  timestep_power=cfg.timestep_power,
-                                                 prediction=cfg.prediction_spec())
+                                                 prediction=cfg.prediction_spec(), weight=weight)
         except torch.cuda.OutOfMemoryError:
             raise CwdmError(f"CUDA out of memory at batch size {cfg.batch_size}, volume "
                             f"{tuple(target.shape[2:])}: try --use_checkpoint True, --additive_skips True "

@@ -93,6 +93,23 @@ class DataOrder(Sampler):
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
 
+class KeyedDataOrder(DataOrder):
+    """A :class:`DataOrder` whose stream says where each sample stands: ``(index, epoch, position)``.
+
+    ``position`` is the sample's place in the epoch's order over all ranks (``j * world + rank`` for the
+    ``j``-th index of this rank), so a dataset that draws a sample's randomness from
+    ``(seed, epoch, position)`` (:class:`cwdm.data.inpaint_training.InpaintingTrainingSet`) draws the same
+    after a resume, in any DataLoader worker, and on any number of ranks. Its state is a DataOrder's.
+    """
+
+    def __iter__(self) -> Iterator:
+        epoch, offset = self.epoch, self.offset
+        while True:
+            for j, index in enumerate(self.epoch_indices(epoch)[offset:], start=offset):
+                yield index, epoch, j * self.world + self.rank
+            epoch, offset = epoch + 1, 0
+
+
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied)."""
 
