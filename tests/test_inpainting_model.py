@@ -201,8 +201,8 @@ def test_region_weight_and_weighted_loss():
     x0, cond, noise = torch.rand(1, 8, 2, 2, 2), torch.rand(1, 16, 2, 2, 2), torch.randn(1, 8, 2, 2, 2)
     t, sched = torch.tensor([10]), linear_schedule()
     plain, per, _ = training_loss(net, sched, x0, cond, t, noise)
-    ones, _, _ = training_loss(net, sched, x0, cond, t, noise, torch.ones_like(weight))
-    weighted, per_w, _ = training_loss(net, sched, x0, cond, t, noise, weight)
+    ones, _, _ = training_loss(net, sched, x0, cond, t, noise, weight=torch.ones_like(weight))
+    weighted, per_w, _ = training_loss(net, sched, x0, cond, t, noise, weight=weight)
     err = (cond[:, :8] * 0.5 - x0) ** 2
     assert torch.equal(ones, plain) and torch.allclose(per, err.mean(dim=(0, 2, 3, 4)))
     assert torch.allclose(per_w, (err * weight).mean(dim=(0, 2, 3, 4))) and weighted > plain
