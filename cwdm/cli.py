@@ -33,6 +33,7 @@ from .openmp import configure as configure_openmp
 
 COMMANDS = {
     "train": "cwdm.commands.train",
+    "distill": "cwdm.commands.distill",
     "sample": "cwdm.commands.sample",
     "auto": "cwdm.commands.auto",
     "export": "cwdm.commands.export",
@@ -144,6 +145,13 @@ def interrupt_hint(command: str, args: List[str], cfg) -> str:
         except CwdmError:
             return ""
         return f"; continue from the last saved checkpoint with: {resume_command(run_dir)}"
+    if command == "distill" and cfg is not None:
+        from .commands.distill import resume_command as distill_resume
+
+        try:
+            return f"; continue from the last saved checkpoint with: {distill_resume(cfg.run_folder())}"
+        except CwdmError:
+            return ""
     if command == "demo":
         again = " ".join(["cwdm", command, *map(shlex.quote, args)])
         return f"; finished parts are kept, training resumes from its last checkpoint; continue with: {again}"
