@@ -33,10 +33,10 @@ from .openmp import configure as configure_openmp
 
 COMMANDS = {
     "train": "cwdm.commands.train",
-    "distill": "cwdm.commands.distill",
     "sample": "cwdm.commands.sample",
     "auto": "cwdm.commands.auto",
     "export": "cwdm.commands.export",
+    "distill": "cwdm.commands.distill",
     "evaluate": "cwdm.commands.evaluate",
     "dropout": "cwdm.commands.dropout",
     "phantom": "cwdm.commands.phantom",
