@@ -200,6 +200,29 @@ def test_resume_keeps_student_and_teacher(student, tmp_path, capsys, change, mes
     assert read_checkpoint(checkpoint_files(run)[-1])["step"] == 2
 
 
+def test_a_run_that_died_before_its_first_save_restarts_with_its_settings(tmp_path, capsys):
+    import shutil
+
+    data = write_brats_root(tmp_path / "data", cases=2)
+    run = tmp_path / "run"
+    assert distill(cfg_for(make_checkpoint(tmp_path / "teacher.pt"), data, run, max_steps=1, teacher_steps=5)) == 0
+    shutil.rmtree(run / "checkpoints")
+    capsys.readouterr()
+    assert cli(["distill", "--run_dir", str(run), "--resume", "auto", "--max_steps", "1", *QUICK]) == 0
+    assert f"{run} holds no checkpoint" in capsys.readouterr().err
+    state = read_checkpoint(checkpoint_files(run)[-1])
+    assert state["distilled_from"]["teacher_steps"] == 5 and state["sampler"]["steps"] == 2
+
+
+def test_cwdm_train_does_not_continue_a_distillation_run(student):
+    from cwdm.training.config import TrainConfig
+    from cwdm.training.loop import train
+
+    run = student[3]
+    with pytest.raises(CwdmError, match="a checkpoint of a distillation run; continue it with cwdm distill"):
+        train(TrainConfig(run_dir=run, resume="auto", data_dir=student[2], contr="t2f", num_workers=0, **TINY))
+
+
 def test_a_released_state_dict_teacher(tmp_path):
     data = write_brats_root(tmp_path / "data", cases=2)
     bare = export_state_dict(make_checkpoint(tmp_path / "t.pt", target="t1c"), tmp_path / "brats_t1c_bare.pt",
@@ -207,6 +230,21 @@ def test_a_released_state_dict_teacher(tmp_path):
     assert distill(cfg_for(bare, data, tmp_path / "run", student_steps=1, max_steps=1, num_groups=4)) == 0
     state = read_checkpoint(checkpoint_files(tmp_path / "run")[-1])
     assert state["target"] == "t1c" and state["sampler"] == {"name": "ddim_trailing", "steps": 1}  # task from the name
+
+
+@pytest.mark.parametrize("contr,prediction", [("any", "x0"), ("t2f", "edm")])
+def test_unified_and_edm_teachers_give_students_of_their_kind(tmp_path, contr, prediction):
+    from cwdm.training.config import TrainConfig
+    from cwdm.training.loop import train
+
+    data = write_brats_root(tmp_path / "data", cases=2)
+    assert train(TrainConfig(data_dir=data, contr=contr, prediction=prediction, run_dir=tmp_path / "t", max_steps=1,
+                             num_workers=0, progress=False, tensorboard=False, **TINY)) == 0
+    teacher = read_checkpoint(checkpoint_files(tmp_path / "t")[-1])
+    assert distill(cfg_for(checkpoint_files(tmp_path / "t")[-1], data, tmp_path / "s", max_steps=1)) == 0
+    state = read_checkpoint(checkpoint_files(tmp_path / "s")[-1])
+    assert state["task"] == teacher["task"] and state.get("prediction") == teacher.get("prediction")
+    assert state["sampler"] == {"name": "ddim_trailing", "steps": 2}
 
 
 @pytest.mark.parametrize("args,message", [
