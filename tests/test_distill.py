@@ -247,6 +247,25 @@ def test_unified_and_edm_teachers_give_students_of_their_kind(tmp_path, contr, p
     assert state["sampler"] == {"name": "ddim_trailing", "steps": 2}
 
 
+def test_an_inpainting_teacher_gives_a_student_that_fills_in_its_calls(tmp_path, monkeypatch):
+    from conftest import write_inpainting_root
+    from cwdm.training.config import TrainConfig
+    from cwdm.training.loop import train
+
+    cases = write_inpainting_root(tmp_path / "cases")
+    assert train(TrainConfig(data_dir=cases, inpainting=True, run_dir=tmp_path / "t", max_steps=1, num_workers=0,
+                             progress=False, tensorboard=False, **TINY)) == 0
+    assert distill(cfg_for(checkpoint_files(tmp_path / "t")[-1], cases, tmp_path / "s", student_steps=1,
+                           max_steps=1)) == 0
+    student = checkpoint_files(tmp_path / "s")[-1]
+    assert read_checkpoint(student)["task"]["inpainting"] is True
+    calls = Calls(monkeypatch)
+    assert cli(["sample", "--data_dir", str(cases), "--model_path", str(student), "--output_dir", str(tmp_path / "o"),
+                "--progress", "False", "--num_workers", "0"]) == 0
+    assert calls.timesteps == [999, 999]  # two cases, one call each
+    assert len(list((tmp_path / "o").glob("*-t1n-inference.nii.gz"))) == 2
+
+
 @pytest.mark.parametrize("args,message", [
     (["--teacher", "{root}/none.pt"], "none.pt: teacher checkpoint not found"),
     (["--teacher", "{root}/notes.pt"], "notes.pt: not a PyTorch checkpoint: it is a text file"),

@@ -140,8 +140,9 @@ def loop_config(cfg: DistillConfig, task: Task, network: UNetConfig, prediction)
     """The :class:`StudentTrainConfig` of a distillation run with the teacher's ``task``, ``network`` and
     ``prediction`` (no TensorBoard images: the loop has no target volumes to show)."""
     labels = tuple(f"{name}={','.join(map(str, values))}" for name, values in task.label_maps.items())
-    described = dict(contr=task.target, modalities=tuple(task.modalities), label_maps=labels,
-                     conditions=() if task.is_unified else tuple(task.condition_names),
+    special = task.is_unified or task.is_inpainting
+    described = dict(contr=task.target, modalities=tuple(task.modalities), label_maps=() if special else labels,
+                     conditions=() if special else tuple(task.condition_names), inpainting=task.is_inpainting,
                      drop_conditions=task.drop_conditions if task.is_unified else False)
     net = {f.name: getattr(network, f.name) for f in fields(NetworkFlags)}
     return StudentTrainConfig(**_shared(cfg), **described, **net, run_dir=cfg.run_folder(), resume=cfg.resume,
@@ -216,14 +217,15 @@ def plan_distill(cfg: DistillConfig) -> RunPlan:
 
 
 def distill_data(cfg: StudentTrainConfig, divisor: int, rank: int, world: int):
-    """The cases' conditions and their order (a unified teacher: every modality, as training reads them)."""
+    """The cases' conditions and their order (a unified or inpainting teacher: as training reads its cases,
+    every modality to draw the target from, or the region to fill drawn per item)."""
     from ..data.cases import discover_cases
     from ..data.datasets import ConditionDataset
     from ..training.loop import _build_data
     from ..training.state import DataOrder
 
     task = cfg.task()
-    if task.is_unified:
+    if task.is_unified or task.is_inpainting:
         return _build_data(cfg, divisor, rank, world)
     cases = discover_cases(cfg.data_dir, task.modalities)
     try:

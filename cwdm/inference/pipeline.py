@@ -257,6 +257,7 @@ class Pipeline:
                 raise CwdmError(f"{path}: not an inpainting checkpoint (it synthesizes {what}); train one with "
                                 f"cwdm train --inpainting True")
             self.models[IMAGE], self._paths[IMAGE] = loaded, Path(path)
+        self._use_recorded([IMAGE])  # a distilled inpainting student's own sampler
         return self.models[IMAGE]
 
     def _inpainting_plan(self, cases: list, destination, record, count: int, unusable: int, overwrite: bool) -> Plan:
