@@ -15,7 +15,8 @@ the same file either way (a case missing several modalities is completed with a
 unified checkpoint trained with dropped conditions, as ``cwdm auto`` does), and
 both keep ``cwdm_provenance.json`` in their output folder as ``cwdm auto``
 does (:mod:`cwdm.inference.provenance`). The default sampler is the command's
-(ddpm, 1000 steps: the reference's). Checkpoints are loaded once per modality and kept.
+(ddpm, 1000 steps: the reference's), or, when neither ``sampler`` nor ``steps`` is given, the one a
+distilled student records (``cwdm distill``). Checkpoints are loaded once per modality and kept.
 
 Every argument is checked before any work; a bad one, like every other error,
 is a :class:`cwdm.errors.CwdmError` with a one-line message that names the
