@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # ---- general settings ----------------------------------------------------------------
-MODE=${MODE:-train}            # train | sample | auto | dropout | evaluate | demo (training / sampling: the reference's names)
+MODE=${MODE:-train}            # train | distill | sample | auto | dropout | evaluate | demo (training / sampling: the reference's names)
 PYTHON=${PYTHON:-}             # python with cwdm installed; empty: the one the `cwdm` command runs, else python3
 GPU=${GPU:-0}                   # GPU to use (ignored without CUDA); several GPUs: set NPROC
 NPROC=${NPROC:-1}                 # processes (GPUs) for torchrun; 1 = plain python
@@ -36,12 +36,20 @@ MODELS_DIR=${MODELS_DIR:-./checkpoints}                             # auto mode:
 AUTO_DIR=${AUTO_DIR:-./datasets/BraTS2023/pseudo_validation}      # auto mode: case folders missing one modality
 SYNTH=${SYNTH:-}                    # sample mode with a unified model (CONTR=any): the modality to synthesize
 OUTPUT_DIR=${OUTPUT_DIR:-./results}
-SAMPLER=${SAMPLER:-ddpm}            # ddpm | ddim | regression
-SAMPLING_STEPS=${SAMPLING_STEPS:-1000}     # network calls (ddpm 1000 = the reference)
+SAMPLER=${SAMPLER:-}                # ddpm | ddim | ddim_trailing | regression; empty: the sampler a distilled student records, else ddpm
+SAMPLING_STEPS=${SAMPLING_STEPS:-}  # network calls; empty: the student's, else 1000 (ddpm 1000 = the reference)
 ENSEMBLE=${ENSEMBLE:-1}              # >1: average several samples and write a std (uncertainty) map
 PRECISION=${PRECISION:-fp32}         # fp32 (exact, the reference's numbers) | tf32 | bf16 (faster on GPUs, not exact)
 SEG_DIR=${SEG_DIR:-}                 # evaluate mode: your model's segmentations of the completed cases (Dice); empty: none
 COMPILE=${COMPILE:-auto}             # auto (on a CPU for runs of >= 20 full-size calls, e.g. ddpm: 0.78-0.89x per call) | True | False
+
+# ---- distillation (MODE=distill: a student that samples in 1 or 2 network calls) -----------
+TEACHER=${TEACHER:-$MODEL_PATH}      # the checkpoint to distill (cwdm checkpoint or released state_dict); cases from DATA_DIR
+STUDENT_STEPS=${STUDENT_STEPS:-1}     # network calls of the student: 1 or 2
+TEACHER_STEPS=${TEACHER_STEPS:-20}    # DDIM calls of the teacher whose samples the student learns to match
+DISTILL_DIR=${DISTILL_DIR:-./runs/${CONTR}_distill${STUDENT_STEPS}}   # the student's run folder (RESUME applies)
+DISTILL_ITERATIONS=${DISTILL_ITERATIONS:-20000}   # distillation steps (each runs the teacher TEACHER_STEPS times)
+DISTILL_SAVE_INTERVAL=${DISTILL_SAVE_INTERVAL:-1000}
 
 # -------------------------------------------------------------------------------------------
 # PYTHON default: the interpreter of the installed `cwdm` command, so no environment has to be
@@ -79,8 +87,8 @@ else
 fi
 NET=(--num_channels "$CHANNELS" --channel_mult $CHANNEL_MULT --num_res_blocks "$NUM_RES_BLOCKS"
      --num_groups "$NUM_GROUPS" --additive_skips "$ADDITIVE_SKIP")
-SAMPLING=(--sampler "$SAMPLER" --sampling_steps "$SAMPLING_STEPS" --ensemble "$ENSEMBLE" --seed "$SEED"
-          --precision "$PRECISION" --compile "$COMPILE")
+SAMPLING=(${SAMPLER:+--sampler "$SAMPLER"} ${SAMPLING_STEPS:+--sampling_steps "$SAMPLING_STEPS"} --ensemble "$ENSEMBLE"
+          --seed "$SEED" --precision "$PRECISION" --compile "$COMPILE")
 
 case "$TASK" in
   synthesis) INPAINTING=False; TRAIN_TARGET=(--contr "$CONTR"); TARGET=(--contr "${SYNTH:-$CONTR}") ;;
@@ -97,6 +105,11 @@ case "$MODE" in
          --max_steps "$ITERATIONS" --batch_size "$BATCH_SIZE" --lr "$LR" --save_interval "$SAVE_INTERVAL"
          --seed "$SEED" --resume "$RESUME" --drop_conditions "$DROP_CONDITIONS" --inpainting "$INPAINTING"
          --mask_weight "$MASK_WEIGHT") ;;
+  distill)
+    CMD=("${LAUNCH[@]}" distill --teacher "$TEACHER" ${TRAIN_TARGET[@]+"${TRAIN_TARGET[@]}"} --num_groups "$NUM_GROUPS"
+         --data_dir "$DATA_DIR" --run_dir "$DISTILL_DIR" --student_steps "$STUDENT_STEPS" --teacher_steps "$TEACHER_STEPS"
+         --max_steps "$DISTILL_ITERATIONS" --batch_size "$BATCH_SIZE" --lr "$LR" --save_interval "$DISTILL_SAVE_INTERVAL"
+         --seed "$SEED" --resume "$RESUME") ;;
   sample)
     CMD=("${LAUNCH[@]}" sample --data_dir "$VAL_DIR" --model_path "$MODEL_PATH" ${TARGET[@]+"${TARGET[@]}"}
          --output_dir "$OUTPUT_DIR" "${NET[@]}" "${SAMPLING[@]}") ;;
@@ -110,7 +123,7 @@ case "$MODE" in
   demo)
     CMD=("$PYTHON" -m cwdm demo) ;;
   *)
-    echo "run.sh: unknown MODE '$MODE' (train, sample, auto, dropout, evaluate, demo)" >&2; exit 2 ;;
+    echo "run.sh: unknown MODE '$MODE' (train, distill, sample, auto, dropout, evaluate, demo)" >&2; exit 2 ;;
 esac
 echo "+ ${CMD[*]}" >&2
 exec "${CMD[@]}"

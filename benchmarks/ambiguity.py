@@ -18,6 +18,12 @@ The run-to-run noise is the spread of the ``--noise`` setting over ``--noise_see
 Every stage keeps its output and is skipped when rerun: a stopped run continues where it stopped.
 Writes ``OUT/ambiguity.csv``, ``OUT/ambiguity.md`` and ``OUT/ambiguity.png`` (copied to
 ``--docs``). Settings are ``NAME:STEPS`` or ``NAME:STEPSxK`` for an ensemble of K samples.
+
+Distilled students of the model (``cwdm distill --teacher OUT/run/checkpoints/ckpt_<step>.pt``) are
+scored with ``--students 1=PATH 2=PATH`` (K network calls = PATH): each is sampled with the sampler
+its checkpoint records (no sampler flags, as ``cwdm sample`` then does), alone and as the ensembles
+of ``--student_ensembles``, in rows ``student 1 call``, ``student 2 calls x10`` ...; their cached
+results are keyed by the checkpoint's sha256, so a new student is scored anew.
 """
 
 from __future__ import annotations
@@ -180,6 +186,46 @@ def run_setting(spec: str, seed: int, ckpt: Path, test_dir: Path, out: Path, seg
     return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
 
 
+def run_student(calls: int, path: Path, ensemble: int, seed: int, test_dir: Path, out: Path, segmenter,
+                masks: dict) -> dict:
+    """Sample a distilled student (``calls`` network calls) with the sampler it records and :func:`score` it
+    (or read its cached row)."""
+    from cwdm.commands.sample import SampleConfig, sample
+    from cwdm.inference.provenance import sha256_file
+    from cwdm.model.checkpoint import read_checkpoint, stored_sampler
+    from cwdm.model.samplers import network_calls
+
+    state = read_checkpoint(path)
+    recorded = stored_sampler(state, str(path))
+    if recorded is None or network_calls(recorded["name"], recorded["steps"]) != calls:
+        raise SystemExit(f"--students {calls}={path}: not a student of {calls} network calls (it records "
+                         f"{recorded or 'no sampler'})")
+    setting = f"student {calls} call{'s' if calls > 1 else ''}" + (f" x{ensemble}" if ensemble > 1 else "")
+    folder = out / "results" / f"student{calls}_x{ensemble}_{sha256_file(path)[:12]}_seed{seed}"
+    if (folder / "row.json").exists():
+        return json.loads((folder / "row.json").read_text())
+    teacher = (state.get("distilled_from") or {}).get("teacher")
+    if teacher is None or not Path(teacher).resolve().is_relative_to((out / "run").resolve()):
+        print(f"warning: {path} was distilled from {teacher}, not from a checkpoint of {out / 'run'}", flush=True)
+    t0 = time.perf_counter()
+    sample(SampleConfig(data_dir=test_dir, model_path=path, output_dir=folder, ensemble=ensemble, seed=seed,
+                        overwrite=True, num_workers=0, progress=False, device="cpu"))  # its recorded sampler
+    row = {"setting": setting, "seed": seed, "sampler": recorded["name"], "steps": recorded["steps"],
+           "ensemble": ensemble, "calls_per_case": calls, "checkpoint": str(path)}
+    return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
+
+
+def parse_students(entries: list) -> list:
+    """``["1=PATH", "2=PATH"]`` -> ``[(1, Path), (2, Path)]``."""
+    out = []
+    for entry in entries:
+        calls, sep, path = entry.partition("=")
+        if not sep or calls not in ("1", "2") or not Path(path).is_file():
+            raise SystemExit(f"--students {entry}: expected K=PATH with K 1 or 2 and PATH a checkpoint file")
+        out.append((int(calls), Path(path)))
+    return out
+
+
 def baseline_row(train_dir: Path, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
     """The voxel-wise linear regression of the target on the three other contrasts (fit on training cases)."""
     from cwdm.data.cases import discover_cases
@@ -289,10 +335,15 @@ def main():
                    help="the model's output (cwdm train --prediction; x0: the first measurement, which ignores x_t)")
     p.add_argument("--segmenter_steps", type=int, default=800)
     p.add_argument("--settings", nargs="+", default=DEFAULT)
+    p.add_argument("--students", nargs="*", default=[], metavar="K=PATH",
+                   help="distilled students of the model to score (K: its network calls, 1 or 2)")
+    p.add_argument("--student_ensembles", type=int, nargs="+", default=[1, 10],
+                   help="ensemble sizes each student is scored with")
     p.add_argument("--noise", default="ddim:10x4", help="the setting rerun with other seeds")
     p.add_argument("--noise_seeds", type=int, nargs="*", default=[1, 2])
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
+    students = parse_students(a.students)
     import torch
     import phantom_segmenter as seg
 
@@ -312,6 +363,8 @@ def main():
     ceiling = complete_row(test_dir, out, segmenter)
     rows = [baseline_row(train_dir, test_dir, out, segmenter, masks)]
     rows += [run_setting(spec, a.seed, ckpt, test_dir, out, segmenter, masks) for spec in a.settings]
+    rows += [run_student(calls, path, k, a.seed, test_dir, out, segmenter, masks)
+             for calls, path in students for k in a.student_ensembles]
     repeats = [run_setting(a.noise, s, ckpt, test_dir, out, segmenter, masks) for s in a.noise_seeds]
     noise = noise_of([r for r in rows if r["setting"] == a.noise] + repeats, a.noise)
     with open(out / "ambiguity.csv", "w", newline="") as fh:

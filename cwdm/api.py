@@ -15,7 +15,8 @@ the same file either way (a case missing several modalities is completed with a
 unified checkpoint trained with dropped conditions, as ``cwdm auto`` does), and
 both keep ``cwdm_provenance.json`` in their output folder as ``cwdm auto``
 does (:mod:`cwdm.inference.provenance`). The default sampler is the command's
-(ddpm, 1000 steps: the reference's). Checkpoints are loaded once per modality and kept.
+(ddpm, 1000 steps: the reference's), or, when neither ``sampler`` nor ``steps`` is given, the one a
+distilled student records (``cwdm distill``). Checkpoints are loaded once per modality and kept.
 
 Every argument is checked before any work; a bad one, like every other error,
 is a :class:`cwdm.errors.CwdmError` with a one-line message that names the
@@ -127,13 +128,14 @@ def _sampler_options(given: Mapping[str, object], known) -> Dict[str, float]:
 
 def _sampling_flags(sampler, steps, ensemble, seed, precision, compile, device, sampler_options: Mapping[str, object]):
     """The :class:`cwdm.inference.flags.SamplingFlags` of the API's sampling arguments, each checked (in
-    this order) with a one-line error naming it."""
+    this order) with a one-line error naming it; ``sampler`` and ``steps`` None (not chosen): the defaults."""
     from .inference.flags import SamplingFlags
     from .model.samplers import SAMPLERS, registry_options
     from .runtime import PRECISIONS
 
     return SamplingFlags(
-        sampler=_choice(sampler, "sampler", list(SAMPLERS)), sampling_steps=_number(steps, "steps", low=1, high=1000),
+        sampler=_choice(DEFAULTS.sampler if sampler is None else sampler, "sampler", list(SAMPLERS)),
+        sampling_steps=_number(DEFAULTS.steps if steps is None else steps, "steps", low=1, high=1000),
         **_sampler_options(sampler_options, registry_options()), ensemble=_number(ensemble, "ensemble", low=1),
         seed=_number(seed, "seed"), precision=_choice(precision, "precision", list(PRECISIONS)),
         compile=_compile(compile), device=_device(device), progress=False, num_workers=0)
@@ -169,7 +171,8 @@ class MissingModality:
         sampler, steps, ensemble, seed, precision, compile: as ``cwdm sample``'s and ``cwdm auto``'s
             flags, with their defaults (:class:`cwdm.inference.synthesis.SamplingOptions`: ``ddpm`` with 1000
             steps, the reference's sampler; ``sampler="ddim", steps=10`` is about 100 times faster);
-            ``steps`` is ``--sampling_steps``.
+            ``steps`` is ``--sampling_steps``. With neither ``sampler`` nor ``steps`` given, a checkpoint
+            that records its sampler (a distilled student, ``cwdm distill``) is sampled with it.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         num_groups: GroupNorm groups of bare state_dicts (released: 32; cwdm checkpoints carry their own).
         modalities: modality names in canonical order.
@@ -182,7 +185,7 @@ class MissingModality:
 
     @_api
     def __init__(self, models_dir: Optional[PathLike] = None, models: Optional[Mapping[str, PathLike]] = None,
-                 sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps,
+                 sampler: Optional[str] = None, steps: Optional[int] = None,
                  ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision, device: str = "auto", num_groups: int = 32,
                  modalities: Sequence[str] = MODALITIES, verbose: bool = False, compile: str = "auto",
                  continue_anyway: bool = False, **sampler_options: float):
@@ -220,7 +223,8 @@ class MissingModality:
         # cwdm auto's pipeline, recorded as "api"; it loads each checkpoint once and keeps it
         self.pipeline = Pipeline(self.checkpoints, self.options, self.device, self.network, command="api",
                                  modalities=self.modalities, ema=self.flags.ema, postprocess=self.flags.postprocess,
-                                 threshold=self.threshold, say=say, continue_anyway=self.continue_anyway)
+                                 threshold=self.threshold, say=say, continue_anyway=self.continue_anyway,
+                                 sampler_chosen=sampler is not None or steps is not None)
 
     @_api
     def infer_single(self, output_file: PathLike = None, overwrite: bool = False,
@@ -330,7 +334,7 @@ class Inpainting:
     """
 
     @_api
-    def __init__(self, model_path: PathLike = None, sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps,
+    def __init__(self, model_path: PathLike = None, sampler: Optional[str] = None, steps: Optional[int] = None,
                  ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision,
                  device: str = "auto", verbose: bool = False, compile: str = "auto", continue_anyway: bool = False,
                  **sampler_options: float):
@@ -350,7 +354,8 @@ class Inpainting:
         self.verbose = bool(verbose)
         say = (lambda line: print(f"cwdm: {line}", file=sys.stderr)) if self.verbose else None
         self.pipeline = Pipeline({IMAGE: path}, self.options, select_device(device), ModelFlags(), command="api",
-                                 say=say, continue_anyway=bool(continue_anyway))
+                                 say=say, continue_anyway=bool(continue_anyway),
+                                 sampler_chosen=sampler is not None or steps is not None)
         self.pipeline.inpainting_model()  # loaded once; refused now unless it is an inpainting checkpoint
 
     @_api

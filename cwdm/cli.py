@@ -36,6 +36,7 @@ COMMANDS = {
     "sample": "cwdm.commands.sample",
     "auto": "cwdm.commands.auto",
     "export": "cwdm.commands.export",
+    "distill": "cwdm.commands.distill",
     "evaluate": "cwdm.commands.evaluate",
     "dropout": "cwdm.commands.dropout",
     "phantom": "cwdm.commands.phantom",
@@ -144,6 +145,13 @@ def interrupt_hint(command: str, args: List[str], cfg) -> str:
         except CwdmError:
             return ""
         return f"; continue from the last saved checkpoint with: {resume_command(run_dir)}"
+    if command == "distill" and cfg is not None:
+        from .commands.distill import resume_command as distill_resume
+
+        try:
+            return f"; continue from the last saved checkpoint with: {distill_resume(cfg.run_folder())}"
+        except CwdmError:
+            return ""
     if command == "demo":
         again = " ".join(["cwdm", command, *map(shlex.quote, args)])
         return f"; finished parts are kept, training resumes from its last checkpoint; continue with: {again}"

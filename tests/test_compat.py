@@ -233,3 +233,33 @@ def test_run_sh_inpainting_train_then_sample(tmp_path):
                                    SAMPLING_STEPS=2, **common), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "BraTS-GLI-00000-000-t1n-inference.nii.gz").is_file()
+
+
+def _known_flags(command: str, line: str):
+    """The flags of the ``+ ...`` line run.sh printed, parsed by ``cwdm <command>``'s own parser."""
+    from cwdm.cli import build_parser
+
+    words = line.split()
+    parser, _ = build_parser(command)
+    args, extras = parser.parse_known_args(words[words.index(command) + 1:])
+    assert not extras, extras
+    return args
+
+
+def test_run_sh_distill_and_sampling_without_a_sampler(tmp_path):
+    """MODE=distill runs cwdm distill with flags it knows (here a missing teacher: one line, status 1);
+    sampling without SAMPLER / SAMPLING_STEPS passes neither, so a student's recorded sampler applies."""
+    env = dict(MODEL_PATH=tmp_path / "teacher.pt", DATA_DIR=tmp_path / "data", VAL_DIR=tmp_path / "val",
+               OUTPUT_DIR=tmp_path / "out", STUDENT_STEPS=2, TEACHER_STEPS=8, DISTILL_ITERATIONS=50)
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="distill", **env), capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    line = proc.stderr.splitlines()[0]
+    args = _known_flags("distill", line)
+    assert (args.teacher, args.student_steps, args.teacher_steps, args.max_steps) == (tmp_path / "teacher.pt", 2, 8, 50)
+    assert args.run_dir == Path("./runs/t1n_distill2") and args.resume == "auto"
+    assert proc.returncode == 1 and "teacher.pt: teacher checkpoint not found" in proc.stderr.splitlines()[-1]
+    proc = subprocess.run(["bash", str(ROOT / "run.sh")], env=_env(MODE="sample", **env), capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    line = proc.stderr.splitlines()[0]
+    args = _known_flags("sample", line)
+    assert "--sampler" not in line and "--sampling_steps" not in line and args.ensemble == 1 and proc.returncode == 1

@@ -31,6 +31,18 @@ def test_ddim_visits_pinned_timesteps_and_returns_last_x0(steps, expected):
     torch.testing.assert_close(out, torch.full(SHAPE, 0.3))
 
 
+@pytest.mark.parametrize("steps,expected", [(1, [999]), (2, [999, 499]), (4, [999, 749, 499, 249])])
+def test_ddim_trailing_is_ddim_over_the_trailing_timesteps(steps, expected):
+    rec = Recorder(torch.full(SHAPE, 0.3))
+    run_sampler("ddim_trailing", rec, SHAPE, gen(), steps=steps)
+    assert rec.calls == expected and SAMPLERS["ddim_trailing"].timesteps(1000) == list(range(999, -1, -1))
+    den = _tiny_denoiser()
+    with torch.no_grad():
+        by_name = run_sampler("ddim_trailing", den, SHAPE, gen(3), steps=steps)
+        noise = NoiseSource(SHAPE, gen(3))
+        assert torch.equal(by_name, ddim(den, noise(), expected))
+
+
 def test_ddpm_full_visits_every_timestep():
     rec = Recorder(torch.zeros(SHAPE))
     run_sampler("ddpm", rec, SHAPE, gen(), steps=1000)
@@ -151,7 +163,7 @@ def test_registry_drives_calls_and_options():
     from cwdm.errors import CwdmError
     from cwdm.inference.synthesis import SamplingOptions
 
-    assert set(SAMPLERS) == {"ddpm", "ddim", "regression"}
+    assert set(SAMPLERS) == {"ddpm", "ddim", "ddim_trailing", "regression"}
     for name, sampler in SAMPLERS.items():
         rec = Recorder(torch.zeros(SHAPE))
         run_sampler(name, rec, SHAPE, gen(), steps=7)
@@ -159,5 +171,5 @@ def test_registry_drives_calls_and_options():
     SamplingOptions(sampler="regression", steps=0).validate()  # regression ignores --sampling_steps
     with pytest.raises(CwdmError, match="sampling_steps"):
         SamplingOptions(sampler="ddim", steps=0).validate()
-    with pytest.raises(CwdmError, match="choose one of ddpm, ddim, regression"):
+    with pytest.raises(CwdmError, match="choose one of ddpm, ddim, ddim_trailing, regression"):
         SamplingOptions(sampler="euler").validate()

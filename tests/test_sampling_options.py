@@ -69,7 +69,7 @@ def test_options_are_checked_by_their_declaration():
         SamplingOptions(sampler="ddpm", sampler_options={"eta": -1.0}).validate()
     with pytest.raises(CwdmError, match="unknown sampler option 'gain'; the samplers take eta"):
         SamplingOptions(sampler_options={"gain": 2.0}).validate()
-    with pytest.raises(CwdmError, match=r"^unknown --sampler 'euler'; choose one of ddpm, ddim, regression$"):
+    with pytest.raises(CwdmError, match=r"^unknown --sampler 'euler'; choose one of ddpm, ddim, ddim_trailing, regression$"):
         SamplingOptions(sampler="euler").validate()
     with pytest.raises(TypeError, match="no sampler takes: gain"):
         run_sampler("ddim", Recorder(torch.zeros(SHAPE)), SHAPE, gen(), steps=2, gain=2.0)
@@ -113,7 +113,7 @@ def test_a_registered_sampler_gets_its_flag_and_choice(with_scaled):
     parser = argparse.ArgumentParser()
     add_arguments(parser, flags)
     assert [f.name for f in fields(flags)] == [*FLAGS[:3], "gain", *FLAGS[3:]]
-    assert "--gain GAIN" in parser.format_help() and "{ddpm,ddim,regression,scaled}" in parser.format_help()
+    assert "--gain GAIN" in parser.format_help() and "{ddpm,ddim,ddim_trailing,regression,scaled}" in parser.format_help()
     cfg = from_args(flags, parser.parse_args(["--sampler", "scaled", "--gain", "2.5", "--sampling_steps", "3"]))
     assert cfg.options() == SamplingOptions(sampler="scaled", steps=3, sampler_options={"eta": 0.0, "gain": 2.5})
     assert cfg.options().sampler_settings() == {"gain": 2.5}

@@ -28,6 +28,7 @@ from ..inference.flags import ModelFlags, SamplingFlags
 from ..errors import CwdmError
 from ..inference.completion import find_checkpoints, parse_model_entries
 from ..inference.pipeline import Pipeline
+from ..inference.recorded import sampler_chosen
 from ..inference.steps import check_output_dir
 from ..runtime import dist_from_env, select_device
 from ..inference.synthesis import AUTO_THRESHOLD
@@ -102,7 +103,8 @@ def auto(cfg: AutoConfig, next_step: bool = False) -> int:
                         ema=cfg.ema, postprocess=cfg.postprocess, threshold=cfg.threshold, overwrite=cfg.overwrite,
                         batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=cfg.progress and info.is_main,
                         say=say, clock_write=write_line if info.is_main else (lambda msg: None),
-                        continue_anyway=cfg.continue_anyway, rank=info.rank, world_size=info.world_size)
+                        continue_anyway=cfg.continue_anyway, rank=info.rank, world_size=info.world_size,
+                        sampler_chosen=sampler_chosen(cfg))
     # each rank takes its share of the cases before looking at outputs other ranks may be writing
     plan = pipeline.completion(cfg.data_dir, cfg.output_dir)
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""

@@ -12,7 +12,10 @@ model), or ``num_groups`` other than the released 32 (the CPU-sized networks
 of the Quick tour and the demo). It holds the network configuration, the
 chosen weights, the task and the step, no optimizer state, and loads back
 everywhere cwdm takes a checkpoint without any network flag. A released-kind
-model with 32 groups is exported as the bare state_dict.
+model with 32 groups is exported as the bare state_dict. A distilled student (``cwdm distill``)
+records the sampler it was trained for, which a bare state_dict cannot: ``auto`` writes it as a
+cwdm checkpoint that keeps that entry (and ``distilled_from``); ``--format state_dict`` writes the
+weights and says which sampler to give them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from shlex import quote
 import torch
 
 from ..model.prediction import Prediction
-from ..model.checkpoint import checkpoint_dict, is_cwdm_checkpoint, read_checkpoint, stored_task
+from ..model.checkpoint import checkpoint_dict, is_cwdm_checkpoint, read_checkpoint, stored_sampler, stored_task
 from ..config import from_dict
 from ..errors import CwdmError
 from ..writes import atomic_path
@@ -82,6 +85,7 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     state = {k: v.contiguous() for k, v in obj[key].items()}
     task = stored_task(obj, str(checkpoint))
     prediction = Prediction.from_dict(obj.get("prediction"), str(checkpoint))
+    sampler = stored_sampler(obj, str(checkpoint))  # a distilled student's
     if format == "state_dict" and task is not None and not task.is_default:
         raise CwdmError(f"{checkpoint}: its task ({task.describe()}) is not the released kind, and a bare "
                         f"state_dict cannot record it; use --format cwdm (or auto)")
@@ -91,8 +95,10 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     config = from_dict(UNetConfig, obj["model_config"])
     groups = config.num_groups != RELEASED_CONFIG.num_groups  # the one network value a state_dict cannot record
     released_kind = (task is None or task.is_default) and prediction.is_x0
-    if format == "cwdm" or (format == "auto" and (groups or not released_kind)):
-        state = checkpoint_dict(config, state, task=task, prediction=prediction, step=obj.get("step"))
+    if format == "cwdm" or (format == "auto" and (groups or not released_kind or sampler is not None)):
+        origin = {"distilled_from": obj["distilled_from"]} if obj.get("distilled_from") is not None else {}
+        state = checkpoint_dict(config, state, task=task, prediction=prediction, sampler=sampler,
+                                step=obj.get("step"), **origin)
     out = Path(out)
     with atomic_path(out, overwrite=overwrite) as tmp:
         torch.save(state, tmp)
@@ -102,11 +108,15 @@ def export_state_dict(checkpoint: Path, out: Path, ema: bool = True, overwrite: 
     elif format == "auto":
         why = ("its task or output is not the released kind" if not released_kind else
                f"num_groups {config.num_groups} is not the released {RELEASED_CONFIG.num_groups}, which a bare "
-               f"state_dict cannot record; --format state_dict writes one anyway")
+               f"state_dict cannot record; --format state_dict writes one anyway" if groups else
+               f"it records its sampler ({sampler['name']}, {sampler['steps']} steps), which a bare state_dict "
+               f"cannot; --format state_dict writes one anyway")
         kind = f"cwdm checkpoint with its network configuration and task, as {why}"
     else:
         kind = "cwdm checkpoint with its network configuration and task"
     flags = f" --num_groups {config.num_groups}" if bare and groups else ""
+    if bare and sampler is not None:  # the student's weights without the sampler they were trained for
+        flags += f" --sampler {sampler['name']} --sampling_steps {sampler['steps']}"
     print(f"wrote {out} ({kind}: {key} weights of {checkpoint}, step {obj.get('step')}, target {obj.get('target')}, "
           f"model config {obj.get('model_config')}); next: cwdm sample --data_dir VAL_DIR --model_path "
           f"{quote(str(out))} --output_dir results{flags}")

@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 from ..naming import MODALITIES
 from ..inference.flags import ModelFlags, SamplingFlags
 from ..inference.pipeline import Pipeline
+from ..inference.recorded import sampler_chosen
 from ..inference.steps import check_output_dir
 from ..runtime import dist_from_env, select_device
 
@@ -72,10 +73,11 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
                         postprocess=cfg.postprocess, overwrite=cfg.overwrite, batch_size=cfg.batch_size,
                         num_workers=cfg.num_workers, progress=cfg.progress and info.is_main, say=say,
                         clock_write=write_line if info.is_main else (lambda msg: None),
-                        continue_anyway=cfg.continue_anyway, rank=info.rank, world_size=info.world_size)
+                        continue_anyway=cfg.continue_anyway, rank=info.rank, world_size=info.world_size,
+                        sampler_chosen=sampler_chosen(cfg))
     plan, target = pipeline.paired(cfg.data_dir, cfg.output_dir, cfg.model_path, cfg.contr, cfg.save_target,
                                    before=_num_samples_note(cfg, say))
-    task = pipeline.models[target].task
+    task, options = pipeline.models[target].task, pipeline.options  # a distilled student's sampler, if it records one
     out_root = Path(cfg.output_dir)
     if task.is_inpainting and cfg.save_target:
         say("note: --save_target has no effect for inpainting")

@@ -334,6 +334,28 @@ class PairedVolumeDataset(_CaseDataset):
         return torch.from_numpy(tgt[None].copy()), torch.from_numpy(cond)
 
 
+class ConditionDataset(_CaseDataset):
+    """The conditions alone (``cwdm distill``: the teacher draws the targets): item ``i`` is
+    ``(empty (0, X', Y', Z') tensor, conditions (C, X', Y', Z') float32 tensor)`` of case ``i``, as
+    :class:`PairedVolumeDataset` gives them (the empty first entry stands for the target it does not
+    read). Cases lacking a condition are rejected, all in one CwdmError; the target need not exist.
+    Not for a unified task (whose conditions are drawn from every modality: use
+    :class:`PairedVolumeDataset`).
+    """
+
+    def __init__(self, cases: Sequence[Case], task: Task, divisor: int = 32, *, check: str = "full",
+                 workers: int = 1) -> None:
+        if task.is_unified:
+            raise ValueError("ConditionDataset takes a per-contrast task; a unified one reads every modality")
+        super().__init__(cases, task, divisor, list(task.condition_names), check, workers)
+
+    def __getitem__(self, index: int) -> Tuple[Any, Any]:
+        import torch
+
+        cond, grid = self._volumes(self.cases[index], self.task.conditions)
+        return torch.zeros((0, *grid.model)), torch.from_numpy(cond)
+
+
 class InferenceDataset(_CaseDataset):
     """Synthesis inputs: item ``i`` is a dict for case ``i``.
 

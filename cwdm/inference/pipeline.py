@@ -107,6 +107,8 @@ class Pipeline:
         record: keep the provenance record (the demo does not).
         rank, world_size: this process's share of the cases under torchrun.
         bar: the progress bars' label (default: ``command``), followed by the modality.
+        sampler_chosen: the user chose the sampler (else a plan's checkpoints that record one, distilled
+            students, are sampled with it: :mod:`cwdm.inference.recorded`; ``options`` is then the plan's).
     """
 
     def __init__(self, checkpoints: Mapping[str, Path], options: SamplingOptions, device, network, *,
@@ -114,7 +116,8 @@ class Pipeline:
                  threshold: Optional[float] = None, overwrite: bool = False, batch_size: int = 1,
                  num_workers: int = 0, progress: bool = False, say: Optional[Callable[[str], None]] = None,
                  clock_write: Optional[Callable[[str], None]] = None, continue_anyway: bool = False,
-                 record: bool = True, rank: int = 0, world_size: int = 1, bar: Optional[str] = None):
+                 record: bool = True, rank: int = 0, world_size: int = 1, bar: Optional[str] = None,
+                 sampler_chosen: bool = True):
         if command not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}, got {command!r}")
         options.validate()
@@ -130,6 +133,7 @@ class Pipeline:
         self._paths: Dict[str, Path] = {}
         self._entries: Dict[str, dict] = {}  # checkpoint key -> provenance entry (hashed once)
         self._synths: Dict[str, Synthesizer] = {}
+        self.asked, self.sampler_chosen, self._said = options, sampler_chosen, set()
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def model(self, key: str):
@@ -174,6 +178,7 @@ class Pipeline:
         check_output_dir(output_dir, data_dir)  # (the caller accepted the data folder itself, for inpainting)
         target = chosen_target(task, target, model_path)
         self.models[target], self._paths[target] = loaded, Path(model_path)
+        self._use_recorded([target])
         self._synth(target, 1)  # the network checked and moved to the device before any case is read
         if before is not None:
             before()
@@ -252,6 +257,7 @@ class Pipeline:
                 raise CwdmError(f"{path}: not an inpainting checkpoint (it synthesizes {what}); train one with "
                                 f"cwdm train --inpainting True")
             self.models[IMAGE], self._paths[IMAGE] = loaded, Path(path)
+        self._use_recorded([IMAGE])  # a distilled inpainting student's own sampler
         return self.models[IMAGE]
 
     def _inpainting_plan(self, cases: list, destination, record, count: int, unusable: int, overwrite: bool) -> Plan:
@@ -304,6 +310,7 @@ class Pipeline:
             check_case_folders(groups)  # a read-only case folder: one line now, not after the network ran
         for key in dict.fromkeys(key for _, key in groups):  # load (and so check) each before any case
             self.model(key)
+        self._use_recorded(list(dict.fromkeys(key for _, key in groups)))
         record = self._record(folder, list(dict.fromkeys(m for m, _ in groups)), in_place, inputs=True,
                               redo=overwrite and not in_place if redo is None else redo, keys={m: k for m, k in groups})
         out = Plan(groups, destination, record, cases, complete, unfixable, problems=problems, overwrite=overwrite)
@@ -344,9 +351,21 @@ class Pipeline:
                                 else "--overwrite to redo every case"))
         return record
 
+    def _use_recorded(self, keys: List[str]) -> None:
+        """``self.options`` of a plan using the checkpoints ``keys``: as asked, or, when the user chose no
+        sampler, the sampler they record (said once; :func:`cwdm.inference.recorded.recorded_options`)."""
+        from .recorded import recorded_options
+
+        if self.sampler_chosen:
+            return
+        self.options, line = recorded_options(self.asked, {self._paths[k]: self.models[k] for k in keys})
+        if line is not None and line not in self._said:
+            self._said.add(line)
+            self.say(line)
+
     def _synth(self, key: str, run_cases: int) -> Synthesizer:
         """The Synthesizer of checkpoint ``key`` (kept between runs), sized for a run of ``run_cases``."""
-        if key not in self._synths:
+        if key not in self._synths or self._synths[key].options != self.options:
             loaded = self.models[key]
             self._synths[key] = Synthesizer(loaded, loaded.task, self.device, self.options)
         self._synths[key].run_cases = run_cases

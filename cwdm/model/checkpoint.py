@@ -11,7 +11,10 @@ Two kinds of file are accepted, always read with ``weights_only=True``:
   ``model_config`` (dict), ``model`` and optionally ``ema`` (state_dicts),
   ``task`` (:meth:`cwdm.task.Task.to_dict`; files written before it existed
   have ``target`` and ``modalities``, read as the default task), plus training
-  state (see :mod:`cwdm.training.loop`). Its own configuration is used.
+  state (see :mod:`cwdm.training.loop`). Its own configuration is used. A distilled
+  student (``cwdm distill``) also records the sampler it was trained for,
+  ``sampler: {"name": ..., "steps": K}`` (:func:`stored_sampler`), which sampling uses when the
+  user chooses none.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class LoadedModel:
     kind: str  # "released" or "cwdm"
     task: Optional[Task] = None  # a cwdm checkpoint's own; for a released state_dict set by the caller
     prediction: Prediction = X0  # what the network's output means (:mod:`cwdm.model.prediction`)
-    meta: Dict[str, Any] = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)  # step, train_config, version; a student's sampler
 
     @property
     def target(self) -> Optional[str]:
@@ -202,7 +205,8 @@ def check_state_dict(sd: Dict[str, torch.Tensor], cfg: UNetConfig, source: str,
 
 def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
                     ema: Optional[Dict[str, torch.Tensor]] = None, task: Optional[Task] = None,
-                    prediction: Prediction = X0, **training: Any) -> Dict[str, Any]:
+                    prediction: Prediction = X0, sampler: Optional[Dict[str, Any]] = None,
+                    **training: Any) -> Dict[str, Any]:
     """The dictionary of a cwdm checkpoint file, as :func:`load_model` reads it back.
 
     Args:
@@ -212,6 +216,8 @@ def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
         task: what the network maps (its ``in_channels`` must fit); also stored as
             ``target``, ``modalities`` and ``conditions`` for readers that predate it.
         prediction: what the network's output means; stored only when it is not ``x0``.
+        sampler: the sampler the network is meant to be sampled with, ``{"name": ..., "steps": K}``
+            (a distilled student's; checked by :func:`stored_sampler`); stored only when given.
         **training: further entries, e.g. the training state of :mod:`cwdm.training.state`
             (``train_config``, ``step``, ``optimizer``, ``data_order``, ``rng``).
 
@@ -224,8 +230,27 @@ def checkpoint_dict(config: UNetConfig, model: Dict[str, torch.Tensor],
         described = {"task": task.to_dict(), "target": task.target, "modalities": list(task.modalities),
                      "conditions": list(task.condition_names)}
     stored = {"prediction": prediction.to_dict()} if not prediction.is_x0 else {}
+    if sampler is not None:
+        stored["sampler"] = stored_sampler({"sampler": sampler}, "checkpoint")
     return {"format": FORMAT, "version": FORMAT_VERSION, "model_config": to_dict(config), "model": model,
             "ema": ema, **described, **stored, **training}
+
+
+def stored_sampler(obj: Dict[str, Any], source: str) -> Optional[Dict[str, Any]]:
+    """The sampler a cwdm checkpoint's dictionary records (``{"name": str, "steps": int}``), or None;
+    a one-line :class:`CwdmError` naming ``source`` for an entry no sampler of
+    :data:`cwdm.model.samplers.SAMPLERS` can run."""
+    from .samplers import SAMPLERS
+
+    entry = obj.get("sampler")
+    if entry is None:
+        return None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    steps = entry.get("steps") if isinstance(entry, dict) else None
+    if name not in SAMPLERS or isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise CwdmError(f"{source}: unreadable sampler entry {entry!r} (expected a sampler of "
+                        f"{', '.join(SAMPLERS)} and steps in 1..1000)")
+    return {"name": str(name), "steps": int(steps)}
 
 
 def stored_task(obj: Dict[str, Any], source: str) -> Optional[Task]:
@@ -286,4 +311,6 @@ def load_model(path: str | Path, config: Optional[UNetConfig] = None, ema: bool 
     model.load_state_dict(sd, strict=True)
     model.to(device).eval()
     meta = {k: v for k, v in obj.items() if k in ("step", "train_config", "version")} if kind == "cwdm" else {}
+    if kind == "cwdm" and obj.get("sampler") is not None:  # a distilled student's (checked)
+        meta["sampler"] = stored_sampler(obj, str(path))
     return LoadedModel(model=model, config=cfg, kind=kind, task=task, prediction=prediction, meta=meta)

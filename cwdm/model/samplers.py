@@ -30,6 +30,10 @@ one entry in :data:`SAMPLERS`.
 * ``ddpm``: ancestral sampling with the fixed "large" variance; with 1000
   steps it is the reference implementation's sampler.
 * ``ddim``: deterministic (``eta = 0``) or stochastic DDIM.
+* ``ddim_trailing``: DDIM over the "trailing" timesteps (Lin et al. 2024, "Common diffusion noise
+  schedules and sample steps are flawed"): ``steps`` calls spaced by T / steps from T - 1 down,
+  the last at T / steps - 1 rather than 0 (2 steps: 999, 499). What a distilled student
+  (``cwdm distill``) was trained for and records in its checkpoint.
 * ``regression``: one x0 prediction from pure noise at t = T - 1.
 """
 
@@ -138,6 +142,14 @@ def _spaced(steps: int, num_timesteps: int = 1000) -> list:
     return [int(t) for t in spaced_timesteps(num_timesteps, steps)[::-1]]
 
 
+def _trailing(steps: int, num_timesteps: int = 1000) -> list:
+    """``steps`` timesteps ``round(T (steps - i) / steps) - 1``, i = 0 .. steps - 1: from T - 1 down in
+    even strides, the last at ``T / steps - 1`` (1: [999]; 2: [999, 499]; T: every timestep)."""
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"sampling steps must be in 1..{num_timesteps}, got {steps}")
+    return [int(round(num_timesteps * (steps - i) / steps)) - 1 for i in range(steps)]
+
+
 def _last(steps: int, num_timesteps: int = 1000) -> list:
     """Only T - 1, whatever ``steps``."""
     return [num_timesteps - 1]
@@ -182,6 +194,7 @@ class Sampler:
 SAMPLERS: Dict[str, Sampler] = {
     "ddpm": Sampler(ddpm, _spaced),
     "ddim": Sampler(ddim, _spaced, options=(ETA,)),
+    "ddim_trailing": Sampler(ddim, _trailing, options=(ETA,)),
     "regression": Sampler(regression, _last, uses_steps=False),
 }
 """Sampler name -> :class:`Sampler`: the ``--sampler`` choices, the options' fields, flags and checks."""

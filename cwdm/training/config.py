@@ -138,21 +138,23 @@ ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditio
 :class:`UNetConfig` field that is a training flag (they fix the tensors' shapes)."""
 
 
-def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path,
-                         given: Optional[set] = None) -> Tuple[TrainConfig, list]:
+def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path, given: Optional[set] = None,
+                         fixed: Tuple[str, ...] = ARCH_FIELDS) -> Tuple[TrainConfig, list]:
     """The configuration of a resumed run, and notes on what the command line changed.
 
     Every setting comes from the checkpoint unless its flag was given on the
     command line (``given``; without it, a value different from the default
-    counts as given). Architecture, target and modalities cannot change: a
-    conflicting flag is an error.
+    counts as given). The ``fixed`` settings (default: architecture, target and
+    modalities) cannot change: a conflicting flag is an error. ``cfg`` may be
+    another command's config class (``cwdm distill``'s), with its own ``fixed``.
     """
-    old = from_dict(TrainConfig, stored)
-    defaults = TrainConfig()
+    cls = type(cfg)
+    old = from_dict(cls, stored)
+    defaults = cls()
     if given is None:
-        given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+        given = {f.name for f in fields(cls) if getattr(cfg, f.name) != getattr(defaults, f.name)}
     merged, notes = {}, []
-    for f in fields(TrainConfig):
+    for f in fields(cls):
         name, mine, theirs = f.name, getattr(cfg, f.name), getattr(old, f.name)
         if name in ("resume", "run_dir", "flags_given") or (name in given and mine == theirs):
             continue
@@ -161,7 +163,7 @@ def merge_resumed_config(cfg: TrainConfig, stored: dict, source: Path,
             continue
         if name not in given:
             merged[name] = theirs
-        elif name in ARCH_FIELDS:
+        elif name in fixed:
             raise CwdmError(f"{source}: the run was trained with {name} {theirs}, but {mine} was given")
         elif name not in ("max_steps", "max_minutes", "progress"):  # those change on every resume
             notes.append(f"{name} {theirs} -> {mine}")

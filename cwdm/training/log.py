@@ -27,7 +27,7 @@ class TrainLogger:
 
     def __init__(self, run_dir: Path, cfg, mcfg, enabled: bool = True, start_step: int = 0,
                  resumed_from: Optional[Path] = None, device: Optional[torch.device] = None,
-                 grid: Optional[Sequence[int]] = None):
+                 grid: Optional[Sequence[int]] = None, command: str = "train", extra: Optional[dict] = None):
         self.enabled = enabled
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -36,10 +36,10 @@ class TrainLogger:
         from tqdm.auto import tqdm
         from torch.utils.tensorboard import SummaryWriter
 
-        write_config_json(self.run_dir, cfg, mcfg)
+        write_config_json(self.run_dir, cfg, mcfg, extra)
         params = sum(torch.Size(s).numel() for s in _shapes(mcfg))
         head = f"resuming {resumed_from} at step {start_step}" if resumed_from else "new run"
-        print(f"cwdm train: {head} in {self.run_dir} | {cfg.task().describe()} | {params / 1e6:.1f}M parameters",
+        print(f"cwdm {command}: {head} in {self.run_dir} | {cfg.task().describe()} | {params / 1e6:.1f}M parameters",
               file=sys.stderr)
         print(format_settings(cfg, mcfg), file=sys.stderr)
         if device is not None:
@@ -55,7 +55,7 @@ class TrainLogger:
             tb_dir = cfg.tensorboard_dir if cfg.tensorboard_dir is not None else self.run_dir / "tb"
             self.writer = SummaryWriter(str(tb_dir), purge_step=start_step or None)
         self.bar = tqdm(total=cfg.step_limit, initial=start_step, disable=not cfg.progress, unit="step",
-                        dynamic_ncols=True, desc=f"train {cfg.contr}")
+                        dynamic_ncols=True, desc=f"{command} {cfg.contr}")
         self.last_time, self.last_step = time.monotonic(), start_step
         self.loss_sum, self.sub_sum, self.count = 0.0, torch.zeros(len(SUBBAND_NAMES)), 0
 
@@ -164,11 +164,12 @@ def _shapes(mcfg):
     return [p.shape for p in model.parameters()]
 
 
-def write_config_json(run_dir: Path, cfg, mcfg) -> None:
-    """``config.json`` of a run: the resolved training configuration, its task and the network's."""
+def write_config_json(run_dir: Path, cfg, mcfg, extra: Optional[dict] = None) -> None:
+    """``config.json`` of a run: the resolved training configuration, its task and the network's, and
+    ``extra`` entries (a distillation run's settings)."""
     from ..writes import atomic_write, make_folder
 
     make_folder(run_dir)
     with atomic_write(run_dir / "config.json") as fh:
         json.dump({"train": to_dict(cfg), "task": cfg.task().to_dict(), "model": to_dict(mcfg),
-                   "argv": sys.argv}, fh, indent=2)
+                   **(extra or {}), "argv": sys.argv}, fh, indent=2)

@@ -11,6 +11,10 @@ or several.
   a full disk) removes the run folder it created; ``--resume auto`` in a folder
   without a checkpoint starts the run of its ``config.json`` again from step 0
   (:func:`restart_settings`).
+
+Other runs over the same machinery (``cwdm distill``: :mod:`cwdm.commands.distill`) pass
+:func:`train` their own planner, whose :class:`RunPlan` names the command, the optimisation step,
+the data and further checkpoint entries.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -38,7 +42,7 @@ from ..runtime import (CompileFailed, agree_max, autocast, cleanup_distributed, 
                       is_compiler_error, memory_format, select_device)
 from .state import (EMA, DataOrder, TrainingParts, checkpoint_files, latest_checkpoint, move_optimizer,
                           optimizer_to_cpu, save_checkpoint)
-from .config import TrainConfig, merge_resumed_config, validate_config
+from .config import ARCH_FIELDS, TrainConfig, merge_resumed_config, validate_config
 from ..model.unet import UNet
 from ..data.unified import condition_input, draw_training_inputs
 from ..model.wavelet import to_subbands
@@ -81,13 +85,16 @@ def resolve_resume(cfg: TrainConfig, run_dir: Path) -> Optional[Path]:
     return path
 
 
-def restart_settings(cfg: TrainConfig, run_dir: Path) -> Tuple[TrainConfig, List[str]]:
+def restart_settings(cfg: TrainConfig, run_dir: Path, key: str = "train",
+                     fixed: Tuple[str, ...] = ARCH_FIELDS) -> Tuple[TrainConfig, List[str]]:
     """``--resume auto`` in ``run_dir`` without a checkpoint (the run died before its first save).
 
     With the run's ``config.json``: its settings, merged with the flags given now as on a resume
     (the task and network cannot change), and a note that it starts again from step 0. With a
     missing or empty folder: ``cfg`` (a new run, what ``run.sh``'s default ``RESUME=auto`` relies on).
     Anything else there (no ``config.json`` to say what the run was): a one-line refusal.
+    ``key``: the entry of ``config.json`` holding settings like ``cfg``'s; ``fixed``: those that
+    cannot change (:func:`merge_resumed_config`).
     """
     config = run_dir / "config.json"
     if not config.is_file():
@@ -97,7 +104,7 @@ def restart_settings(cfg: TrainConfig, run_dir: Path) -> Tuple[TrainConfig, List
                             f"--run_dir")
         return cfg, []
     try:
-        stored = json.loads(config.read_text())["train"]
+        stored = json.loads(config.read_text())[key]
         started_from = stored.get("resume")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CwdmError(f"{config}: unreadable run settings ({type(exc).__name__}: {exc}); --resume auto "
@@ -105,7 +112,7 @@ def restart_settings(cfg: TrainConfig, run_dir: Path) -> Tuple[TrainConfig, List
     if started_from not in (None, "", "auto"):  # a run started from given weights: start it the same way
         raise CwdmError(f"--resume auto: {run_dir} holds no checkpoint, and its run started from the weights "
                         f"{started_from}; start it again with --resume {started_from}")
-    merged, changed = merge_resumed_config(cfg, stored, config, cfg.flags_given)
+    merged, changed = merge_resumed_config(cfg, stored, config, cfg.flags_given, fixed)
     notes = [f"note: {run_dir} holds no checkpoint (the run stopped before its first save): starting it "
              f"again from step 0 with its settings from {config.name}"]
     return merged, notes + [f"changed on resume: {c}" for c in changed]
@@ -148,18 +155,20 @@ def _loader(dataset, order: DataOrder, cfg: TrainConfig, device: torch.device):
                       pin_memory=device.type == "cuda", persistent_workers=False, drop_last=False)
 
 
-def train(cfg: TrainConfig, continue_with: Optional[str] = None) -> int:
+def train(cfg: TrainConfig, continue_with: Optional[str] = None,
+          planner: Optional[Callable[[Any], "RunPlan"]] = None) -> int:
     """Run training; returns the exit status (0 done, 130/143 stopped by a signal after saving).
 
     ``continue_with`` is the command a stopped run's messages print to go on (default: this run's
-    ``cwdm train --resume auto``; ``cwdm demo`` passes its own command line)."""
+    ``cwdm train --resume auto``; ``cwdm demo`` passes its own command line). ``planner`` turns ``cfg``
+    (anything with a ``device``) into the :class:`RunPlan` (default :func:`plan_run`)."""
     info = dist_from_env()
     device = select_device(cfg.device, info)
     init_distributed(device, info)
     try:
         # signals are caught from the start, so one arriving before the first step still saves cleanly
         with StopFlag() as stop:
-            return _train(cfg, info, device, stop, continue_with)
+            return _train(cfg, info, device, stop, continue_with, planner or plan_run)
     finally:
         cleanup_distributed()
 
@@ -176,6 +185,10 @@ class RunPlan:
     start_step: int = 0  # step a new run starts at (--resume_step with a bare state_dict)
     notes: List[str] = field(default_factory=list)  # what differs from a plain new run / resume
     continue_with: str = ""  # the command that goes on after a stop (set by :func:`train`)
+    command: str = "train"  # how the run's messages name it
+    step: Optional[Callable] = None  # the optimisation step, called as train_step (None: train_step)
+    data: Optional[Callable] = None  # (cfg, divisor, rank, world) -> (dataset, DataOrder); None: the training pairs
+    entries: Dict[str, Any] = field(default_factory=dict)  # further entries of every checkpoint and config.json
 
 
 def plan_run(cfg: TrainConfig) -> RunPlan:
@@ -196,6 +209,9 @@ def plan_run(cfg: TrainConfig) -> RunPlan:
                             f"trained that many steps with --resume_checkpoint (or --resume)")
         return plan
     state = read_checkpoint(plan.resume_path)
+    if is_cwdm_checkpoint(state) and state.get("distill_config") is not None:
+        raise CwdmError(f"{plan.resume_path}: a checkpoint of a distillation run; continue it with cwdm distill "
+                        f"--run_dir {run_dir} --resume auto")
     if is_cwdm_checkpoint(state) and state.get("train_config") is None:
         raise CwdmError(f"{plan.resume_path}: an exported checkpoint (weights and task, no training state); "
                         f"resume from the run's checkpoints/ckpt_<step>.pt instead")
@@ -299,6 +315,12 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
     noise = torch.randn(x0.shape, device=device, generator=parts.generator)
     with autocast(device, bf16):
         loss, per_subband, pred = training_loss(parts.net, schedule, x0, c, t, noise, prediction, weight)
+    optimizer_step(parts, loss, lr)
+    return loss, per_subband, pred
+
+
+def optimizer_step(parts: TrainingParts, loss: torch.Tensor, lr: Optional[float] = None) -> None:
+    """Backward ``loss`` (a scalar), AdamW at ``lr`` (None: the optimizer's), EMA; ``parts.step`` += 1."""
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if lr is not None:
@@ -307,11 +329,11 @@ def train_step(parts: TrainingParts, schedule: Schedule, target: torch.Tensor, c
     parts.optimizer.step()
     parts.ema.update(parts.model)
     parts.step += 1
-    return loss, per_subband, pred
 
 
-def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder) -> dict:
-    """The checkpoint of a run at its current step (CPU tensors; see :mod:`cwdm.training.state`)."""
+def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder, **entries: Any) -> dict:
+    """The checkpoint of a run at its current step (CPU tensors; see :mod:`cwdm.training.state`), with
+    further ``entries`` (:attr:`RunPlan.entries`)."""
     def cpu(module: torch.nn.Module) -> dict:
         return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
@@ -319,17 +341,18 @@ def training_checkpoint(cfg: TrainConfig, parts: TrainingParts, order: DataOrder
                            prediction=cfg.prediction_spec(),
                            train_config=to_dict(cfg), step=parts.step,
                            optimizer=optimizer_to_cpu(parts.optimizer.state_dict()),
-                           data_order=order.state_dict(), rng=parts.rng_state())
+                           data_order=order.state_dict(), rng=parts.rng_state(), **entries)
 
 
-def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag, continue_with: Optional[str] = None) -> int:
-    plan = plan_run(cfg)
+def _train(cfg: TrainConfig, info, device: torch.device, stop: StopFlag, continue_with: Optional[str] = None,
+           planner: Callable[[Any], "RunPlan"] = plan_run) -> int:
+    plan = planner(cfg)
     plan.continue_with = continue_with or resume_command(plan.run_dir)
     cfg = plan.cfg
     start = int(plan.state["step"]) if plan.state is not None else plan.start_step
     if plan.resume_path is not None and start >= cfg.step_limit:
         if info.is_main:
-            print(f"cwdm train: {plan.resume_path} is already at step {start} >= the step limit "
+            print(f"cwdm {plan.command}: {plan.resume_path} is already at step {start} >= the step limit "
                   f"{cfg.step_limit} (--max_steps / --lr_anneal_steps); nothing to do (raise it to train longer)",
                   file=sys.stderr)
         return 0
@@ -357,7 +380,7 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
     from .log import TrainLogger, training_grid
 
     cfg = plan.cfg
-    dataset, order = _build_data(cfg, cfg.model_config().image_divisor, info.rank, info.world_size)
+    dataset, order = (plan.data or _build_data)(cfg, cfg.model_config().image_divisor, info.rank, info.world_size)
     if cfg.prediction != "x0" and not cfg.sigma_data:  # a new run: the data's scale, then kept in its config
         cfg.sigma_data = measure_sigma_data(dataset)
         plan.notes.append(f"--prediction {cfg.prediction}: sigma_data per subband measured on "
@@ -366,7 +389,8 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
     progress.append(parts)
     logger = TrainLogger(plan.run_dir, cfg, cfg.model_config(), enabled=info.is_main, start_step=parts.step,
                          resumed_from=plan.resume_path, device=device,
-                         grid=training_grid(dataset, cfg.model_config().image_divisor))
+                         grid=training_grid(dataset, cfg.model_config().image_divisor), command=plan.command,
+                         extra=plan.entries)
     for note in plan.notes:
         logger.message(note)
 
@@ -374,7 +398,8 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
         if not info.is_main:
             return
         try:
-            path = save_checkpoint(plan.run_dir, training_checkpoint(cfg, parts, order), parts.step, cfg.keep_last)
+            path = save_checkpoint(plan.run_dir, training_checkpoint(cfg, parts, order, **plan.entries), parts.step,
+                                   cfg.keep_last)
         except CwdmError as exc:  # full disk, read-only place: say what is kept and how to go on
             latest = latest_checkpoint(plan.run_dir)
             kept = f"the latest saved checkpoint is {latest}" if latest else "no checkpoint was saved yet"
@@ -384,7 +409,7 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
 
     try:
         return _loop(cfg, parts, iter(_loader(dataset, order, cfg, device)), order, device, info, stop, logger, save,
-                     plan.continue_with)
+                     plan.continue_with, plan.step or train_step)
     finally:
         logger.close()
 
@@ -402,9 +427,10 @@ def _next_batch(batches, parts: TrainingParts, save) -> Tuple[torch.Tensor, torc
 
 
 def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, device: torch.device, info,
-          stop: StopFlag, logger, save, continue_with: str = "") -> int:
+          stop: StopFlag, logger, save, continue_with: str = "", step: Callable = None) -> int:
     """Train until ``cfg.step_limit``, a signal or the time limit, saving as asked; returns the exit status.
-    A stop by a signal prints ``continue_with`` (default: the run's ``--resume auto`` command)."""
+    A stop by a signal prints ``continue_with`` (default: the run's ``--resume auto`` command); ``step``
+    is the optimisation step, called as :func:`train_step` (default)."""
     schedule, layout = linear_schedule(), memory_format(device, cfg.channels_last)
     start = time.monotonic()
     parts.model.train()
@@ -418,7 +444,7 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
         if task.is_inpainting and cfg.mask_weight != 1:  # the mask is the second condition
             weight = region_weight(cond[:, 1:2], cfg.mask_weight)
         try:
-            loss, per_subband, pred = train_step(parts, schedule, target, cond, cfg.bf16, layout,
+            loss, per_subband, pred = (step or train_step)(parts, schedule, target, cond, cfg.bf16, layout,
                                                  lr=cfg.lr_at(parts.step), identity=identity,
                                                  timestep_power=cfg.timestep_power,
                                                  prediction=cfg.prediction_spec(), weight=weight)
