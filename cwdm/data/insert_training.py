@@ -106,7 +106,8 @@ class InsertionTrainingSet:
         check_labels(case.files[TUMOUR], seg)
         return seg.astype(np.int64)
 
-    def draw(self, index: int, epoch: int, position: int, image: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def draw(self, index: int, epoch: int, position: int,
+             image: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``(region (X, Y, Z) bool, labels (X, Y, Z) int64, 0 outside the region)`` drawn for case ``index``
         at ``(epoch, position)`` of the data order (``image``: its t1n when already read)."""
         case = self.cases[index]

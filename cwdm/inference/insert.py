@@ -79,8 +79,8 @@ def read_case(case: InsertionCase, margin: int) -> Tuple[np.ndarray, np.ndarray,
         _same_grid(case.path(MASK), region, mask_img, t1n, img, t1n_path)
         outside = int(np.count_nonzero((labels != 0) & ~region))
         if outside:
-            raise CwdmError(f"{labels_path}: {outside} labelled voxels lie outside the region "
-                            f"{case.path(MASK).name}; the mask must hold every labelled voxel")
+            raise CwdmError(f"{case.path(MASK)}: {outside} labelled voxels of {labels_path.name} lie outside the "
+                            f"region; the mask must hold every labelled voxel")
         return t1n, region, labels, img
     if not labels.any():
         raise CwdmError(f"{labels_path}: no voxel is labelled 1, 2 or 3: nothing to insert (give a "
