@@ -290,6 +290,11 @@ def test_api_gives_what_sample_writes_and_the_labels_reach_the_network(cases, mo
     a, b = _raw(single), _raw(second)
     region = _raw(folder / f"{name}-mask.nii.gz") == 1
     assert np.array_equal(a[~region], b[~region]) and not np.allclose(a[region], b[region])
+    _save(np.zeros_like(drawing), nib.load(str(folder / f"{name}-labels.nii.gz")).affine, tmp_path / "none.nii.gz")
+    healthy = ins.infer_single(t1n=folder / f"{name}-t1n.nii.gz", labels=tmp_path / "none.nii.gz",  # a healthy fill
+                               mask=folder / f"{name}-mask.nii.gz", output_file=tmp_path / "api" / "c.nii.gz")
+    c = _raw(healthy)
+    assert np.array_equal(c[~region], a[~region]) and not np.allclose(c[region], a[region])
     with pytest.raises(CwdmError, match="output_file= .*already exists"):
         ins.infer_single(t1n=folder / f"{name}-t1n.nii.gz", labels=folder / f"{name}-labels.nii.gz", output_file=single)
     with pytest.raises(CwdmError, match="labels= .*file does not exist"):
