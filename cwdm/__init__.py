@@ -12,4 +12,8 @@ def __getattr__(name):  # the Python API, imported on first use (``import cwdm``
         from .api import Inpainting
 
         return Inpainting
+    if name == "Insertion":
+        from .insertion_api import Insertion
+
+        return Insertion
     raise AttributeError(f"module 'cwdm' has no attribute {name!r}")

@@ -31,6 +31,13 @@ in its dict) fills a region of a t1n with healthy tissue (the BraTS inpainting c
 and the region (``mask``, a label map with label 1), 24 input channels. Its images are scaled by
 the convention of :mod:`cwdm.data.inpaint_volumes` (both with the voided image's bounds), not each
 by its own.
+
+The **insertion** task (:meth:`Task.insertion`; the field ``insert_margin`` marks it, ``"insertion":
+{"margin": [lo, hi]}`` in its dict) is inpainting's inverse: it writes a tumour of given BraTS labels into
+a t1n (:mod:`cwdm.data.insertion`). Target ``t1n``; conditions the voided t1n (``t1n-voided``, an image),
+the region (``mask``, label 1) and the labels wanted in it (``labels``, a label map with labels 1, 2, 3),
+48 input channels. Its region is the labelled voxels dilated by a margin drawn in ``lo..hi`` voxels per
+training item; that range is part of the task, since sampling dilates a drawing by its middle.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .naming import ANY, MODALITIES, SEG
 from .data.inpainting import IMAGE as INPAINT_TARGET, MASK as INPAINT_MASK, VOIDED as INPAINT_VOIDED
+from .data.insertion import LABELS as INSERT_LABELS, LABEL_VALUES as INSERT_LABEL_VALUES
 from .errors import CwdmError
 from .model.unet import condition_volumes_of, in_channels_for
 
@@ -87,6 +95,8 @@ class Task:
         modalities: the image modalities of a complete case (``cwdm auto`` looks for the missing one among them).
         drop_conditions: a unified model trained to work from any non-empty subset of the other modalities.
         inpaint: the inpainting task (:meth:`inpainting`; no other target or conditions).
+        insert_margin: the insertion task's margin range ``(lo, hi)`` in voxels (:meth:`insertion`); None
+            for every other task.
     """
 
     target: str
@@ -94,10 +104,13 @@ class Task:
     modalities: Tuple[str, ...] = MODALITIES
     drop_conditions: bool = False
     inpaint: bool = False
+    insert_margin: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conditions", tuple(self.conditions))
         object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.insert_margin is not None:
+            object.__setattr__(self, "insert_margin", tuple(self.insert_margin))
         self.validate()
 
     @classmethod
@@ -135,6 +148,13 @@ class Task:
         """The inpainting task: ``t1n`` from the voided t1n (image) and the mask (label map, label 1)."""
         return cls(INPAINT_TARGET, INPAINTING_CONDITIONS, INPAINTING_MODALITIES, inpaint=True)
 
+    @classmethod
+    def insertion(cls, margin: Sequence[int] = (2, 5)) -> "Task":
+        """The insertion task: ``t1n`` from the voided t1n (image), the region (label 1) and the labels
+        wanted in it (labels 1, 2, 3); the region is the labels dilated by ``margin`` = ``(lo, hi)``
+        voxels (drawn per training item; sampling uses ``(lo + hi) // 2``)."""
+        return cls(INPAINT_TARGET, INSERTION_CONDITIONS, INSERTION_MODALITIES, insert_margin=tuple(margin))
+
     def validate(self) -> None:
         """Raise a one-line :class:`CwdmError` if the task cannot be used."""
         names = self.condition_names
@@ -144,6 +164,8 @@ class Task:
             problems.append(f"an inpainting task maps {INPAINT_TARGET} from {INPAINT_VOIDED} and {INPAINT_MASK} "
                             f"(labels 1) with the modalities {list(INPAINTING_MODALITIES)}, not {self.target} from "
                             f"{list(names)} with {list(self.modalities)}")
+        if self.insert_margin is not None:
+            problems += _insertion_problems(self)
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             problems.append(f"modalities {list(self.modalities)} must be unique and not empty")
         if self.target == ANY:
@@ -200,6 +222,17 @@ class Task:
         return self.inpaint
 
     @property
+    def is_insertion(self) -> bool:
+        """Whether the model writes a tumour of given labels into a t1n (:meth:`insertion`)."""
+        return self.insert_margin is not None
+
+    @property
+    def fills_region(self) -> bool:
+        """Whether the model fills a masked region of a t1n (inpainting or insertion; the mask is its
+        second condition)."""
+        return self.inpaint or self.is_insertion
+
+    @property
     def targets(self) -> Tuple[str, ...]:
         """The modalities the network can synthesize."""
         return self.modalities if self.is_unified else (self.target,)
@@ -235,6 +268,11 @@ class Task:
         """E.g. ``t1c from t1n, t2w, t2f``."""
         if self.is_inpainting:
             return f"inpainting: {self.target} inside {INPAINT_MASK} from {INPAINT_VOIDED}"
+        if self.is_insertion:
+            lo, hi = self.insert_margin
+            return (f"insertion: {self.target} inside {INPAINT_MASK} from {INPAINT_VOIDED} and {INSERT_LABELS} "
+                    f"(labels {' '.join(map(str, INSERT_LABEL_VALUES))}; {INPAINT_MASK} = {INSERT_LABELS} dilated by "
+                    f"{lo}-{hi} voxels)")
         if self.is_unified:
             also = ", or fewer (trained with dropped conditions)" if self.drop_conditions else ""
             return f"any of {', '.join(self.modalities)} from the others{also}"
@@ -248,6 +286,8 @@ class Task:
             out["drop_conditions"] = self.drop_conditions
         if self.inpaint:
             out["inpainting"] = True
+        if self.is_insertion:
+            out["insertion"] = {"margin": list(self.insert_margin)}
         return out
 
     @classmethod
@@ -256,8 +296,10 @@ class Task:
         try:
             conds = tuple(Condition(str(c["name"]), str(c.get("kind", IMAGE)), tuple(int(v) for v in c.get("labels", ())))
                           for c in data["conditions"])
+            insertion = data.get("insertion")
+            margin = None if insertion is None else tuple(int(v) for v in insertion["margin"])
             return cls(str(data["target"]), conds, tuple(str(m) for m in data["modalities"]),
-                       bool(data.get("drop_conditions", False)), bool(data.get("inpainting", False)))
+                       bool(data.get("drop_conditions", False)), bool(data.get("inpainting", False)), margin)
         except (KeyError, TypeError, ValueError) as exc:
             raise CwdmError(f"{source}: malformed task spec ({type(exc).__name__}: {exc})") from None
         except CwdmError as exc:
@@ -268,6 +310,27 @@ INPAINTING_CONDITIONS = (Condition(INPAINT_VOIDED), Condition(INPAINT_MASK, LABE
 """The inpainting task's conditions, in the network's order: the voided t1n, then the mask."""
 INPAINTING_MODALITIES = (INPAINT_TARGET, INPAINT_VOIDED, INPAINT_MASK)
 """The volumes of an inpainting case the task names."""
+INSERTION_CONDITIONS = INPAINTING_CONDITIONS + (Condition(INSERT_LABELS, LABEL, INSERT_LABEL_VALUES),)
+"""The insertion task's conditions, in the network's order: the voided t1n, the region, the labels."""
+INSERTION_MODALITIES = INPAINTING_MODALITIES + (INSERT_LABELS,)
+"""The volumes an insertion task names."""
+
+
+def _insertion_problems(task: Task) -> list:
+    """Why ``task``, marked as insertion, is not the insertion task (empty when it is)."""
+    problems = []
+    if (task.target, task.conditions, task.modalities, task.drop_conditions, task.inpaint) != \
+            (INPAINT_TARGET, INSERTION_CONDITIONS, INSERTION_MODALITIES, False, False):
+        problems.append(f"an insertion task maps {INPAINT_TARGET} from {INPAINT_VOIDED}, {INPAINT_MASK} (labels 1) "
+                        f"and {INSERT_LABELS} (labels {' '.join(map(str, INSERT_LABEL_VALUES))}) with the "
+                        f"modalities {list(INSERTION_MODALITIES)}, not {task.target} from "
+                        f"{[str(c) for c in task.conditions]} with {list(task.modalities)}")
+    margin = task.insert_margin
+    if len(margin) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in margin) \
+            or not 0 <= margin[0] <= margin[1]:
+        problems.append(f"an insertion task's margin is two whole numbers of voxels 0 <= lo <= hi, got "
+                        f"{list(margin)}")
+    return problems
 
 
 def check_network(task: Task, in_channels: int, source: str) -> None:

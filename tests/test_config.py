@@ -116,7 +116,8 @@ def test_network_flags_are_the_unet_config_fields():
     assert flags == config and "in_channels" not in flags
     assert NetworkFlags(model_channels=16, num_groups=8).unet_config(1) == UNetConfig(
         model_channels=16, num_groups=8, in_channels=16)
-    assert set(ARCH_FIELDS) == {"contr", "modalities", "conditions", "label_maps", "drop_conditions", *flags}
+    assert set(ARCH_FIELDS) == {"contr", "modalities", "conditions", "label_maps", "drop_conditions", "inpainting",
+                                "insertion", "insertion_margin", "prediction", "sigma_data", *flags}
     assert set(flags) <= {f.name for f in fields(TrainConfig)}
 
 

@@ -140,9 +140,11 @@ def loop_config(cfg: DistillConfig, task: Task, network: UNetConfig, prediction)
     """The :class:`StudentTrainConfig` of a distillation run with the teacher's ``task``, ``network`` and
     ``prediction`` (no TensorBoard images: the loop has no target volumes to show)."""
     labels = tuple(f"{name}={','.join(map(str, values))}" for name, values in task.label_maps.items())
-    special = task.is_unified or task.is_inpainting
-    described = dict(contr=task.target, modalities=tuple(task.modalities), label_maps=() if special else labels,
-                     conditions=() if special else tuple(task.condition_names), inpainting=task.is_inpainting,
+    special = task.is_unified or task.fills_region
+    region = dict(insertion=True, insertion_margin=task.insert_margin) if task.is_insertion else {}
+    described = dict(contr=task.target, modalities=tuple(cfg.modalities if task.fills_region else task.modalities),
+                     label_maps=() if special else labels,
+                     conditions=() if special else tuple(task.condition_names), inpainting=task.is_inpainting, **region,
                      drop_conditions=task.drop_conditions if task.is_unified else False)
     net = {f.name: getattr(network, f.name) for f in fields(NetworkFlags)}
     return StudentTrainConfig(**_shared(cfg), **described, **net, run_dir=cfg.run_folder(), resume=cfg.resume,
@@ -225,7 +227,7 @@ def distill_data(cfg: StudentTrainConfig, divisor: int, rank: int, world: int):
     from ..training.state import DataOrder
 
     task = cfg.task()
-    if task.is_unified or task.is_inpainting:
+    if task.is_unified or task.fills_region:
         return _build_data(cfg, divisor, rank, world)
     cases = discover_cases(cfg.data_dir, task.modalities)
     try:

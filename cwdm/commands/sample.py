@@ -9,7 +9,11 @@ with ``--ensemble K > 1``). Under ``torchrun`` the cases are split across ranks.
 With an inpainting checkpoint (``cwdm train --inpainting True``; its task says so) the folder is
 in the inpainting challenge's layout (:mod:`cwdm.data.inpainting`) and each case's fill is written
 as ``<output_dir>/<case>-t1n-inference.nii.gz`` (flat, as the challenge collects them), or beside
-its inputs when ``--output_dir`` is the data folder itself (:mod:`cwdm.inference.inpaint`).
+its inputs when ``--output_dir`` is the data folder itself (:mod:`cwdm.inference.inpaint`). With an
+insertion checkpoint (``cwdm train --insertion True``) each case folder holds ``<case>-t1n`` and the labels
+drawn (``<case>-labels``, else ``<case>-seg``; optionally the region ``<case>-mask``) and the scan with the
+tumour is written as ``<output_dir>/<case>/<case>-t1n-inserted.nii.gz``, or into the case folders when
+``--output_dir`` is the data folder (:mod:`cwdm.data.insertion`, :mod:`cwdm.inference.insert`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class SampleConfig(SamplingFlags, ModelFlags):
     contr: Optional[str] = field(default=None, metadata={"help": "target contrast (read from cwdm checkpoints)"})
     output_dir: Path = field(default=Path("results"), metadata={
         "help": "where <case>/<case>-<target>.nii.gz go (an inpainting checkpoint: <case>-t1n-inference.nii.gz, "
-                "flat; the data folder itself: beside the inputs)"})
+                "flat; an insertion checkpoint: <case>/<case>-t1n-inserted.nii.gz; the data folder itself: "
+                "beside the inputs)"})
     modalities: Tuple[str, ...] = field(default=MODALITIES, metadata={"help": "modality names"})
     save_target: bool = field(default=False, metadata={"help": "also write the preprocessed target (_target)"})
 
@@ -79,8 +84,8 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
                                    before=_num_samples_note(cfg, say))
     task, options = pipeline.models[target].task, pipeline.options  # a distilled student's sampler, if it records one
     out_root = Path(cfg.output_dir)
-    if task.is_inpainting and cfg.save_target:
-        say("note: --save_target has no effect for inpainting")
+    if task.fills_region and cfg.save_target:
+        say("note: --save_target has no effect for inpainting or insertion")
     share = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
     pipeline.announce(plan)
     conditions = task.inputs_for(target)
@@ -93,7 +98,7 @@ def sample(cfg: SampleConfig, next_step: bool = False) -> int:
     status = 0 if plan.unusable == 0 and not degenerate else 1
     after = _next_step(cfg, out_root, status, task, len(degenerate)) if next_step else ""
     failed = f", {len(degenerate)} degenerate (not written)" if degenerate else ""
-    in_place = task.is_inpainting and out_root.resolve() == Path(cfg.data_dir).resolve()
+    in_place = task.fills_region and out_root.resolve() == Path(cfg.data_dir).resolve()
     where = f"beside the inputs in {out_root}" if in_place else f"to {out_root}"
     say(f"wrote {len(result.written)} cases {where}{share}; {plan.complete} skipped (already done), "
         f"{plan.unusable} unusable{failed}{after}")
@@ -113,6 +118,8 @@ def _next_step(cfg: SampleConfig, out_root: Path, status: int, task, degenerate:
     if degenerate:
         return ("; the checkpoint gave degenerate volumes (listed above): train it longer or check it, then rerun "
                 "the same command (written cases are skipped)")
+    if status == 0 and task.is_insertion:  # nothing to compare with: the drawn tumour is new
+        return ""
     if status == 0:
         names = ("" if tuple(task.modalities) == MODALITIES or task.is_inpainting
                  else " --modalities " + " ".join(map(quote, task.modalities)))

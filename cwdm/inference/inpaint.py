@@ -160,13 +160,20 @@ def write_inpainted(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor],
     map ``std`` times ``hi - lo`` inside the mask, 0 outside. Both keep the voided file's header and
     affine, with the data type of :func:`cwdm.data.inpaint_volumes.result_dtype`. A failed write is one
     line naming the file and removes what this call wrote."""
+    voided, img = read_raw(Path(item["voided"]))
+    labels, _ = read_raw(Path(item["mask"]))
+    write_filled(item, voided, img, labels == 1, mean, std, paths, postprocess_on, overwrite)
+
+
+def write_filled(item: Dict, voided: np.ndarray, img: Any, mask: np.ndarray, mean: torch.Tensor,
+                 std: Optional[torch.Tensor], paths: Paths, postprocess_on: bool, overwrite: bool) -> None:
+    """:func:`write_inpainted` once its inputs are read: ``voided`` (X, Y, Z, the file's voxels as read, with
+    the image ``img`` whose header the result keeps) outside ``mask`` ((X, Y, Z) bool), the fill inside;
+    ``item`` gives ``grid``, ``bounds`` and ``inputs``."""
     from ..data.nifti_io import save_nifti_like, synthesis_mark, synthesized_target
     from ..data.preprocess import Grid
 
     grid, bounds = Grid.from_dict(item["grid"]), tuple(item["bounds"])
-    voided, img = read_raw(Path(item["voided"]))
-    labels, _ = read_raw(Path(item["mask"]))
-    mask = labels == 1
     volume = paste_fill(voided, mask, grid.to_original(mean.numpy()), bounds, clamp=postprocess_on)
     mark = synthesis_mark(IMAGE, item["inputs"])
     orphan = paths["std"].exists() and not paths["volume"].exists() and synthesized_target(paths["std"]) is not None

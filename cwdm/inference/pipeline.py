@@ -8,7 +8,8 @@ settings. A run is two calls:
 * a plan: :meth:`Pipeline.paired` (``cwdm sample``: one checkpoint, the target
   of every usable case of a folder; with an inpainting checkpoint :meth:`Pipeline.inpainting`, the
   fill of every usable case of a folder in the inpainting challenge's layout, :mod:`cwdm.inference.inpaint`;
-  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.api.Inpainting`),
+  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.api.Inpainting`; with an insertion
+  checkpoint :func:`cwdm.inference.insert.plan_folder`, and ``plan_case`` for :class:`cwdm.api.Insertion`),
   :meth:`Pipeline.completion` (``cwdm auto``
   and ``MissingModality.infer_batch``: whatever each case folder misses, a case
   missing several modalities with a unified checkpoint trained with dropped
@@ -142,6 +143,9 @@ class Pipeline:
             path = self.checkpoints[key]
             loaded, task = resolve_model(path, None if key == ANY else key, self.modalities, self.network, self.ema,
                                          self.device)
+            if task.is_insertion:  # its inputs are a t1n and a drawing, not a case's other modalities
+                raise CwdmError(f"{path}: an insertion checkpoint completes no missing modality; insert tumours with "
+                                f"cwdm sample --data_dir CASES --model_path {path}")
             if task.is_inpainting:  # its inputs are a voided t1n and a mask, not a case's other modalities
                 raise CwdmError(f"{path}: an inpainting checkpoint completes no missing modality; inpaint cases of the "
                                 f"challenge layout with cwdm sample --data_dir CASES --model_path {path}")
@@ -175,6 +179,12 @@ class Pipeline:
             self.checkpoints[task.target], self.models[task.target] = Path(model_path), loaded
             self._paths[task.target] = Path(model_path)
             return self.inpainting(data_dir, output_dir, before), task.target
+        if task.is_insertion:  # a folder of t1n scans and drawn labels (cwdm.inference.insert)
+            from .insert import plan_folder
+
+            self.checkpoints[task.target], self.models[task.target] = Path(model_path), loaded
+            self._paths[task.target] = Path(model_path)
+            return plan_folder(self, data_dir, output_dir, before), task.target
         check_output_dir(output_dir, data_dir)  # (the caller accepted the data folder itself, for inpainting)
         target = chosen_target(task, target, model_path)
         self.models[target], self._paths[target] = loaded, Path(model_path)
@@ -401,11 +411,12 @@ class Pipeline:
     def _run_group(self, plan: Plan, mod: str, key: str, group: list, clock, result: Result) -> None:
         """Synthesize ``mod`` with checkpoint ``key`` for the usable cases of ``group``."""
         from .inpaint import inpaint_cases
+        from .insert import insert_cases
         from .steps import synthesize_cases
 
         loaded = self.models[key]
         task = loaded.task
-        write_cases = inpaint_cases if task.is_inpainting else synthesize_cases
+        write_cases = insert_cases if task.is_insertion else inpaint_cases if task.is_inpainting else synthesize_cases
         good = group
         if not plan.checked:
             good = usable_cases(group, task.condition_names if not task.is_unified else (),

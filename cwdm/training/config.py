@@ -34,10 +34,20 @@ class TrainConfig(NetworkFlags):
         "help": "train the inpainting task: fill a region of a t1n from the voided t1n and the region's mask "
                 "(challenge layout, or t1n + seg cases; a healthy region is drawn per item)"})
     mask_weight: float = field(default=1.0, metadata={
-        "help": "--inpainting: weight of the masked region in the loss (1 + (W - 1) mask on the subband grid; "
-                "1 = plain MSE)"})
+        "help": "--inpainting / --insertion: weight of the masked region in the loss (1 + (W - 1) mask on the "
+                "subband grid; 1 = plain MSE)"})
+    insertion: bool = field(default=False, metadata={
+        "help": "train tumour insertion: write a tumour of given labels (1, 2, 3) into a t1n, from the voided t1n, "
+                "the region and the labels (t1n + seg cases; the region is the tumour dilated per item)"})
+    insertion_margin: Tuple[int, ...] = field(default=(2, 5), metadata={
+        "help": "--insertion: the region is the tumour dilated by a margin drawn per item in LO..HI voxels; "
+                "sampling dilates a drawing by (LO + HI) // 2"})
+    insertion_healthy: float = field(default=0.2, metadata={
+        "help": "--insertion: fraction of items with a healthy region and no labels (as inpainting's), so the "
+                "model also fills healthy tissue where a drawing is 0"})
     run_dir: Optional[Path] = field(default=None, metadata={
-        "help": "run directory (default runs/<contr>; runs/inpainting with --inpainting)"})
+        "help": "run directory (default runs/<contr>; runs/inpainting with --inpainting, runs/insertion with "
+                "--insertion)"})
     resume: Optional[str] = field(default=None, metadata={"help": "checkpoint path, or 'auto' for the run's latest"})
     resume_step: int = field(default=0, metadata={
         "help": "step count of the bare state_dict given with --resume (the reference's meaning): the new run "
@@ -105,10 +115,19 @@ class TrainConfig(NetworkFlags):
         """``run_dir``, or its default ``runs/<contr>`` (``runs/inpainting`` for an inpainting run)."""
         if self.run_dir is not None:
             return Path(self.run_dir)
+        if self.insertion:
+            return Path("runs") / "insertion"
         return Path("runs") / ("inpainting" if self.inpainting else canonical_contrast(self.contr, self.modalities))
 
     def task(self) -> Task:
         """What the run's network maps (:class:`cwdm.task.Task`); one-line error if the flags contradict."""
+        if self.insertion:
+            if self.inpainting or self.contr != Task.insertion().target or self.conditions or self.label_maps \
+                    or self.drop_conditions:
+                raise CwdmError("--insertion True writes a tumour into a t1n from the voided t1n, the region and "
+                                "the labels: drop --inpainting, --contr, --conditions, --label_maps and "
+                                "--drop_conditions")
+            return Task.insertion(tuple(int(v) for v in self.insertion_margin))
         if self.inpainting:
             if self.contr != Task.inpainting().target or self.conditions or self.label_maps or self.drop_conditions:
                 raise CwdmError("--inpainting True fills a t1n from the voided t1n and its mask: drop --contr, "
@@ -130,7 +149,8 @@ class TrainConfig(NetworkFlags):
         return replace(self.unet_config(0), in_channels=self.task().in_channels)
 
 
-ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions", "inpainting",
+ARCH_FIELDS = ("contr", "modalities", "conditions", "label_maps", "drop_conditions", "inpainting", "insertion",
+               "insertion_margin",
                "prediction", "sigma_data",
                *(f.name for f in fields(UNetConfig) if f.name in {g.name for g in fields(TrainConfig)}))
 """Settings a resume may not change: the task (target, modalities, conditions, label maps: they fix
@@ -190,8 +210,12 @@ def validate_config(cfg: TrainConfig) -> None:
               "--sigma_data takes 1 value or 8 (one per wavelet subband)"),
              (all(s > 0 for s in cfg.sigma_data), "--sigma_data values must be positive"),
              (cfg.mask_weight > 0, "--mask_weight must be positive"),
-             (cfg.inpainting or cfg.mask_weight == 1,
-              "--mask_weight weights the masked region: it needs --inpainting True"),
+             (cfg.inpainting or cfg.insertion or cfg.mask_weight == 1,
+              "--mask_weight weights the masked region: it needs --inpainting True or --insertion True"),
+             (len(cfg.insertion_margin) == 2 and all(int(v) == v for v in cfg.insertion_margin)
+              and 0 <= cfg.insertion_margin[0] <= cfg.insertion_margin[1],
+              "--insertion_margin takes two whole numbers of voxels LO HI with 0 <= LO <= HI"),
+             (0 <= cfg.insertion_healthy <= 1, "--insertion_healthy must be a fraction in [0, 1]"),
              (cfg.contr in (*cfg.modalities, ANY),
               f"--contr {cfg.contr} is not one of the modalities {list(cfg.modalities)} (or 'any')")]
     for ok, message in rules:

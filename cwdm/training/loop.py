@@ -122,6 +122,14 @@ def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
     from ..data.datasets import PairedVolumeDataset
     from ..data.cases import discover_cases
 
+    if cfg.insertion:  # a region (tumour or healthy) drawn per item from its place in the data order
+        from ..data.insert_training import InsertionTrainingSet, insertion_cases
+        from .state import KeyedDataOrder
+
+        dataset = InsertionTrainingSet(insertion_cases(cfg.data_dir, cfg.modalities), divisor, cfg.seed,
+                                       margin=cfg.task().insert_margin, healthy=cfg.insertion_healthy,
+                                       check=cfg.check_data)
+        return dataset, KeyedDataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
     if cfg.inpainting:  # a region drawn per item from its place in the data order (resume-exact)
         from ..data.inpaint_training import InpaintingTrainingSet, training_cases
         from .state import KeyedDataOrder
@@ -441,7 +449,7 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
         identity, weight = None, None
         if task.is_unified:  # the batch holds every modality: draw each case's target and inputs
             target, cond, identity = draw_training_inputs(target, parts.generator, task.drop_conditions)
-        if task.is_inpainting and cfg.mask_weight != 1:  # the mask is the second condition
+        if task.fills_region and cfg.mask_weight != 1:  # the mask is the second condition
             weight = region_weight(cond[:, 1:2], cfg.mask_weight)
         try:
             loss, per_subband, pred = (step or train_step)(parts, schedule, target, cond, cfg.bf16, layout,
