@@ -1,4 +1,4 @@
-"""The inpainting benchmark's non-learned baseline (benchmarks/inpainting.py): the harmonic fill."""
+"""The inpainting benchmark's non-learned baseline (benchmarks/inpainting_phantom.py): the harmonic fill."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from inpainting import harmonic_fill  # noqa: E402
+from inpainting_phantom import harmonic_fill  # noqa: E402
 
 
 def test_harmonic_fill_reproduces_a_linear_field_and_keeps_the_outside():

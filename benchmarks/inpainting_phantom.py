@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Inpainting on phantom cases: cwdm against a non-learned 3D fill (a benchmark, not a test).
 
-    python benchmarks/inpainting.py --out cwdm-inpainting --docs docs
+    python benchmarks/inpainting_phantom.py --out cwdm-inpainting --docs docs
 
 Phantom cases (``make_phantom_set``; ``--train_cases`` for training, ``--test_cases`` held out) are
 turned into the challenge's layout by ``cwdm inpaint-data`` (a healthy region voided per held-out
