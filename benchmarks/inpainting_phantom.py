@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import sys
 import time
@@ -34,24 +33,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cwdm.openmp import configure  # before torch loads (cwdm.openmp says why)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-configure()
+from ambiguity import machine  # noqa: E402  (imports cwdm.openmp and configures OpenMP before torch loads)
 
 DEFAULT = ["ddim:10", "ddim:2", "regression:1"]
 METRICS = ["ssim", "psnr", "psnr_01", "mse"]
-
-
-def machine() -> str:
-    import torch
-
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def make_data(out: Path, a) -> tuple:
