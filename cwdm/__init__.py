@@ -13,7 +13,7 @@ def __getattr__(name):  # the Python API, imported on first use (``import cwdm``
 
         return Inpainting
     if name == "Insertion":
-        from .insertion_api import Insertion
+        from .inference.insertion_api import Insertion
 
         return Insertion
     raise AttributeError(f"module 'cwdm' has no attribute {name!r}")

@@ -425,9 +425,9 @@ class Inpainting:
                 print(f"cwdm: wrote {path} (inpainted {name})", file=sys.stderr)
 
 
-def __getattr__(name):  # cwdm.api.Insertion lives in cwdm.insertion_api (it uses this module's helpers)
+def __getattr__(name):  # cwdm.api.Insertion lives in cwdm.inference.insertion_api (it uses this module's helpers)
     if name == "Insertion":
-        from .insertion_api import Insertion
+        from .inference.insertion_api import Insertion
 
         return Insertion
     raise AttributeError(f"module 'cwdm.api' has no attribute {name!r}")

@@ -365,3 +365,21 @@ def test_bad_cases_are_one_line_each_and_nothing_is_written(cases, model, tmp_pa
         assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
     assert not (tmp_path / "api" / "r.nii.gz").exists()
     assert inputs == {p: p.read_bytes() for p in (tmp_path / "data").rglob("*.nii.gz")}  # inputs untouched
+
+
+def test_a_distilled_insertion_student_samples_with_its_recorded_sampler(phantom, cases, model, tmp_path):
+    from cwdm import Insertion
+    from cwdm.commands.distill import DistillConfig, run as distill
+
+    assert distill(DistillConfig(teacher=model, data_dir=phantom, run_dir=tmp_path / "s", student_steps=1,
+                                 teacher_steps=2, max_steps=1, num_workers=0, progress=False, tensorboard=False)) == 0
+    student = checkpoint_files(tmp_path / "s")[-1]
+    chosen = Insertion(student, device="cpu").pipeline.options
+    assert (chosen.sampler, chosen.steps) == ("ddim_trailing", 1)
+    asked = Insertion(student, sampler="ddim", steps=3, device="cpu").pipeline.options
+    assert (asked.sampler, asked.steps) == ("ddim", 3)  # an explicit choice wins
+    name, folder = NAMES[2], cases / NAMES[2]
+    out = Insertion(student, device="cpu").infer_single(
+        t1n=folder / f"{name}-t1n.nii.gz", labels=folder / f"{name}-labels.nii.gz",
+        mask=folder / f"{name}-mask.nii.gz", output_file=tmp_path / "o" / "a.nii.gz")
+    _check_result(out, folder, name)

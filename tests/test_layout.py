@@ -157,7 +157,7 @@ def _file_of(module: str) -> Optional[Path]:
         path / "__init__.py" if (path / "__init__.py").is_file() else None)
 
 
-LAZY = {("cwdm", "MissingModality")}
+LAZY = {("cwdm", "MissingModality"), ("cwdm", "Inpainting"), ("cwdm", "Insertion")}
 """Names a package provides on first use (``cwdm.__getattr__``), not by import."""
 
 

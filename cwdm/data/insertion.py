@@ -33,11 +33,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import CwdmError
-from ..naming import is_nifti, nifti_stem
+from ..naming import SEG, is_nifti, nifti_stem
 
 IMAGE = "t1n"
 LABELS = "labels"
-SEG = "seg"
 MASK = "mask"
 RESULT = "t1n-inserted"
 PARTS = (IMAGE, LABELS, SEG, MASK, RESULT)

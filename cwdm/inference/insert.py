@@ -1,4 +1,4 @@
-"""Tumour insertion with the synthesis machinery (``cwdm sample``, :class:`cwdm.insertion_api.Insertion`).
+"""Tumour insertion with the synthesis machinery (``cwdm sample``, :class:`cwdm.inference.insertion_api.Insertion`).
 
 A case (:class:`cwdm.data.insertion.InsertionCase`) gives ``<case>-t1n.nii.gz`` and the labels drawn
 (``<case>-labels.nii.gz``, else ``<case>-seg.nii.gz``), optionally the region (``<case>-mask.nii.gz``);
@@ -181,6 +181,7 @@ def insertion_model(pipeline):
         what = loaded.task.describe() if loaded.task is not None else "with a bare state_dict's default task"
         raise CwdmError(f"{pipeline._paths[IMAGE]}: not an insertion checkpoint (it synthesizes {what}); train "
                         f"one with cwdm train --insertion True")
+    pipeline._use_recorded([IMAGE])  # a distilled insertion student's own sampler
     return loaded
 
 

@@ -112,13 +112,14 @@ class TrainLogger:
 
 
 SETTING_GROUPS = (
-    ("data", ("data_dir", "contr", "modalities", "conditions", "label_maps", "inpainting", "insertion",
-              "insertion_margin", "insertion_healthy", "mask_weight", "check_data", "num_workers")),
+    ("data", ("data_dir", "contr", "modalities", "conditions", "label_maps", "check_data", "num_workers")),
     ("network", ("model_channels", "channel_mult", "num_res_blocks", "num_groups", "additive_skips", "dropout",
                  "in_channels", "use_checkpoint")),
     ("optimization", ("lr", "weight_decay", "batch_size", "max_steps", "max_minutes", "ema_rate", "seed")),
     ("saving", ("run_dir", "save_interval", "keep_last", "log_interval", "image_interval")),
     ("hardware", ("device", "bf16", "compile", "channels_last")),
+    ("diffusion", ("prediction", "sigma_data", "timestep_power")),
+    ("region tasks", ("inpainting", "insertion", "insertion_margin", "insertion_healthy", "mask_weight")),
 )
 
 

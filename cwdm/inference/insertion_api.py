@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from .api import DEFAULTS, PathLike, _api, _output_file, _path, _sampling_flags, _writable_folder
-from .errors import CwdmError
+from ..api import DEFAULTS, PathLike, _api, _output_file, _path, _sampling_flags, _writable_folder
+from ..errors import CwdmError
 
 
 class Insertion:
@@ -41,15 +41,15 @@ class Insertion:
     """
 
     @_api
-    def __init__(self, model_path: PathLike = None, sampler: str = DEFAULTS.sampler, steps: int = DEFAULTS.steps,
+    def __init__(self, model_path: PathLike = None, sampler: Optional[str] = None, steps: Optional[int] = None,
                  ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision,
                  device: str = "auto", verbose: bool = False, compile: str = "auto", continue_anyway: bool = False,
                  **sampler_options: float):
-        from .data.insertion import IMAGE
-        from .inference.flags import ModelFlags
-        from .inference.insert import insertion_model
-        from .inference.pipeline import Pipeline
-        from .runtime import select_device
+        from ..data.insertion import IMAGE
+        from .flags import ModelFlags
+        from .insert import insertion_model
+        from .pipeline import Pipeline
+        from ..runtime import select_device
 
         if model_path is None:
             raise CwdmError("model_path= is required: a checkpoint of cwdm train --insertion True")
@@ -62,7 +62,8 @@ class Insertion:
         self.verbose = bool(verbose)
         say = (lambda line: print(f"cwdm: {line}", file=sys.stderr)) if self.verbose else None
         self.pipeline = Pipeline({IMAGE: path}, self.options, select_device(device), ModelFlags(), command="api",
-                                 say=say, continue_anyway=bool(continue_anyway))
+                                 say=say, continue_anyway=bool(continue_anyway),
+                                 sampler_chosen=sampler is not None or steps is not None)
         insertion_model(self.pipeline)  # loaded once; refused now unless it is an insertion checkpoint
 
     @_api
@@ -75,8 +76,8 @@ class Insertion:
         Returns the written path; raises a one-line :class:`CwdmError` for a bad argument, a bad case
         (labels outside 0..3 or of another shape, nothing labelled ...) or a degenerate fill (then
         nothing is written)."""
-        from .data.insertion import IMAGE, LABELS, MASK, InsertionCase, split_name
-        from .inference.insert import plan_case
+        from ..data.insertion import IMAGE, LABELS, MASK, InsertionCase, split_name
+        from .insert import plan_case
 
         given = {}
         for arg, value in (("t1n", t1n), ("labels", labels), ("mask", mask)):
@@ -108,8 +109,8 @@ class Insertion:
         existing results are kept unless ``overwrite``. Returns ``{case name: written path}``. Unusable
         cases and degenerate fills are not written: once the other cases are, one :class:`CwdmError` names
         each (its ``written`` holds the returned dict)."""
-        from .inference.insert import plan_folder
-        from .inference.steps import check_output_dir
+        from .insert import plan_folder
+        from .steps import check_output_dir
 
         if data_folder is None:
             raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
