@@ -56,6 +56,17 @@ def nifti_stem(path: PathLike) -> str:
     return name
 
 
+def split_part(path: PathLike, parts: Sequence[str]) -> Tuple[str, Optional[str]]:
+    """``(prefix, part)`` of a file name ending in ``-<part>`` for one of ``parts`` (whole names, longest first:
+    ``B-1-t1n-voided.nii.gz`` -> ``("B-1", "t1n-voided")`` even when ``t1n`` is a part too); part None when
+    the name ends in none of them, or nothing precedes it."""
+    stem = nifti_stem(path)
+    for part in sorted(parts, key=len, reverse=True):
+        if stem.lower().endswith("-" + part) and len(stem) > len(part) + 1:
+            return stem[: -len(part) - 1], part
+    return stem, None
+
+
 def canonical_contrast(name: Optional[str], modalities: Sequence[str]) -> Optional[str]:
     """``name`` as one of ``modalities``: itself, or the new name of a BraTS 2021 name (``flair`` -> ``t2f``).
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import CwdmError
-from ..naming import is_nifti, nifti_stem
+from ..naming import is_nifti, split_part
 
 VOIDED = "t1n-voided"
 MASK = "mask"
@@ -40,17 +40,10 @@ PARTS = (VOIDED, MASK, IMAGE, HEALTHY, UNHEALTHY, RESULT)
 INPUTS = (VOIDED, MASK)
 """The parts every case needs for inpainting."""
 
-_LONGEST_FIRST = tuple(sorted(PARTS, key=len, reverse=True))
-
-
 def split_name(path: Any) -> Tuple[str, Optional[str]]:
-    """``(prefix, part)`` of a file name: ``B-1-t1n-voided.nii.gz`` -> ``("B-1", "t1n-voided")``;
-    part None when the name ends in none of :data:`PARTS`."""
-    stem = nifti_stem(path)
-    for part in _LONGEST_FIRST:
-        if stem.lower().endswith("-" + part) and len(stem) > len(part) + 1:
-            return stem[: -len(part) - 1], part
-    return stem, None
+    """``(prefix, part)`` of a file name for the parts of this layout (:data:`PARTS`;
+    :func:`cwdm.naming.split_part`)."""
+    return split_part(path, PARTS)
 
 
 @dataclass

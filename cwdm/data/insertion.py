@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import CwdmError
-from ..naming import SEG, is_nifti, nifti_stem
+from ..naming import SEG, is_nifti, split_part
 
 IMAGE = "t1n"
 LABELS = "labels"
@@ -44,17 +44,10 @@ PARTS = (IMAGE, LABELS, SEG, MASK, RESULT)
 LABEL_VALUES = (1, 2, 3)
 """The BraTS labels a drawing may hold (0 is background)."""
 
-_LONGEST_FIRST = tuple(sorted(PARTS, key=len, reverse=True))
-
-
 def split_name(path: Any) -> Tuple[str, Optional[str]]:
-    """``(prefix, part)`` of a file name (``B-1-t1n-inserted.nii.gz`` -> ``("B-1", "t1n-inserted")``); part
-    None for a name that ends in none of :data:`PARTS`."""
-    stem = nifti_stem(path)
-    for part in _LONGEST_FIRST:
-        if stem.lower().endswith("-" + part) and len(stem) > len(part) + 1:
-            return stem[: -len(part) - 1], part
-    return stem, None
+    """``(prefix, part)`` of a file name for the parts of this layout (:data:`PARTS`;
+    :func:`cwdm.naming.split_part`)."""
+    return split_part(path, PARTS)
 
 
 @dataclass
