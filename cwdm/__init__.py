@@ -9,11 +9,11 @@ def __getattr__(name):  # the Python API, imported on first use (``import cwdm``
 
         return MissingModality
     if name == "Inpainting":
-        from .api import Inpainting
+        from .inference.fill_api import Inpainting
 
         return Inpainting
     if name == "Insertion":
-        from .inference.insertion_api import Insertion
+        from .inference.fill_api import Insertion
 
         return Insertion
     raise AttributeError(f"module 'cwdm' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Inpainting cases of the challenge layout with the synthesis machinery (``cwdm sample``, :class:`cwdm.api.Inpainting`).
+"""Inpainting cases of the challenge layout with the synthesis machinery (``cwdm sample``, :class:`cwdm.inference.fill_api.Inpainting`).
 
 A case (:class:`cwdm.data.inpainting.InpaintingCase`) gives ``<case>-t1n-voided.nii.gz`` and
 ``<case>-mask.nii.gz``; its result is ``<case>-t1n-inference.nii.gz`` (:func:`inpainting_paths`, with

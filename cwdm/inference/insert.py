@@ -1,4 +1,4 @@
-"""Tumour insertion with the synthesis machinery (``cwdm sample``, :class:`cwdm.inference.insertion_api.Insertion`).
+"""Tumour insertion with the synthesis machinery (``cwdm sample``, :class:`cwdm.inference.fill_api.Insertion`).
 
 A case (:class:`cwdm.data.insertion.InsertionCase`) gives ``<case>-t1n.nii.gz`` and the labels drawn
 (``<case>-labels.nii.gz``, else ``<case>-seg.nii.gz``), optionally the region (``<case>-mask.nii.gz``);

@@ -8,8 +8,8 @@ settings. A run is two calls:
 * a plan: :meth:`Pipeline.paired` (``cwdm sample``: one checkpoint, the target
   of every usable case of a folder; with an inpainting checkpoint :meth:`Pipeline.inpainting`, the
   fill of every usable case of a folder in the inpainting challenge's layout, :mod:`cwdm.inference.inpaint`;
-  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.api.Inpainting`; with an insertion
-  checkpoint :func:`cwdm.inference.insert.plan_folder`, and ``plan_case`` for :class:`cwdm.api.Insertion`),
+  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.inference.fill_api.Inpainting`; with an insertion
+  checkpoint :func:`cwdm.inference.insert.plan_folder`, and ``plan_case`` for :class:`cwdm.inference.fill_api.Insertion`),
   :meth:`Pipeline.completion` (``cwdm auto``
   and ``MissingModality.infer_batch``: whatever each case folder misses, a case
   missing several modalities with a unified checkpoint trained with dropped
