@@ -40,6 +40,7 @@ PARTS = (VOIDED, MASK, IMAGE, HEALTHY, UNHEALTHY, RESULT)
 INPUTS = (VOIDED, MASK)
 """The parts every case needs for inpainting."""
 
+
 def split_name(path: Any) -> Tuple[str, Optional[str]]:
     """``(prefix, part)`` of a file name for the parts of this layout (:data:`PARTS`;
     :func:`cwdm.naming.split_part`)."""

@@ -44,6 +44,7 @@ PARTS = (IMAGE, LABELS, SEG, MASK, RESULT)
 LABEL_VALUES = (1, 2, 3)
 """The BraTS labels a drawing may hold (0 is background)."""
 
+
 def split_name(path: Any) -> Tuple[str, Optional[str]]:
     """``(prefix, part)`` of a file name for the parts of this layout (:data:`PARTS`;
     :func:`cwdm.naming.split_part`)."""
