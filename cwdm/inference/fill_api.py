@@ -25,8 +25,11 @@ class RegionModel:
     DONE = ""
     MISSED = "done"
 
-    def __init__(self, model_path, sampler, steps, ensemble, seed, precision, device, verbose, compile,
-                 continue_anyway, sampler_options) -> None:
+    @_api
+    def __init__(self, model_path: PathLike = None, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision,
+                 device: str = "auto", verbose: bool = False, compile: str = "auto", continue_anyway: bool = False,
+                 **sampler_options: float) -> None:
         from .flags import ModelFlags
         from .pipeline import Pipeline
         from ..runtime import select_device
@@ -131,14 +134,6 @@ class Inpainting(RegionModel):
     DONE = "inpainted"
     MISSED = "inpainted"
 
-    @_api
-    def __init__(self, model_path: PathLike = None, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision,
-                 device: str = "auto", verbose: bool = False, compile: str = "auto", continue_anyway: bool = False,
-                 **sampler_options: float):
-        super().__init__(model_path, sampler, steps, ensemble, seed, precision, device, verbose, compile,
-                         continue_anyway, sampler_options)
-
     def load(self) -> None:
         self.pipeline.inpainting_model()
 
@@ -194,14 +189,6 @@ class Insertion(RegionModel):
 
     KIND = "--insertion True"
     DONE = "tumour inserted into"
-
-    @_api
-    def __init__(self, model_path: PathLike = None, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 ensemble: int = DEFAULTS.ensemble, seed: int = DEFAULTS.seed, precision: str = DEFAULTS.precision,
-                 device: str = "auto", verbose: bool = False, compile: str = "auto", continue_anyway: bool = False,
-                 **sampler_options: float):
-        super().__init__(model_path, sampler, steps, ensemble, seed, precision, device, verbose, compile,
-                         continue_anyway, sampler_options)
 
     def load(self) -> None:
         from .insert import insertion_model
