@@ -88,20 +88,20 @@ def make_data(out: Path, a) -> tuple:
     return train, test
 
 
-def train_model(out: Path, train_dir: Path, a) -> Path:
-    """The demo's network and settings, ``a.steps`` steps, continued when the run has a checkpoint."""
+def train_demo_network(run: Path, steps: int, seed: int, lr: float, **task) -> Path:
+    """Train the demo's network (16 channels (1, 2, 2), 1 res block, 8 groups; batch 2, EMA 0.999) for
+    ``steps`` steps in ``run`` with the TrainConfig fields ``task`` (data, task, prediction ...); a stopped
+    run continues when called again, a finished one (``run/done``) is returned as it is."""
     from cwdm.training.config import TrainConfig
     from cwdm.training.loop import train
     from cwdm.training.state import latest_checkpoint
 
-    run = out / "run"
     ckpt = latest_checkpoint(run) if run.exists() else None
     if ckpt is not None and (run / "done").exists():
         return ckpt
-    cfg = TrainConfig(data_dir=train_dir, contr=TARGET, run_dir=run, resume="auto", model_channels=16,
-                      channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=8, batch_size=2, lr=a.lr,
-                      ema_rate=0.999, max_steps=a.steps, seed=a.seed, save_interval=500, log_interval=50,
-                      image_interval=0, num_workers=1, progress=True, prediction=a.prediction,
+    cfg = TrainConfig(run_dir=run, resume="auto", model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
+                      num_groups=8, batch_size=2, lr=lr, ema_rate=0.999, max_steps=steps, seed=seed,
+                      save_interval=500, log_interval=50, image_interval=0, num_workers=1, progress=True, **task,
                       flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
     t0 = time.perf_counter()
     status = train(cfg)
@@ -109,6 +109,12 @@ def train_model(out: Path, train_dir: Path, a) -> Path:
         raise SystemExit(f"training stopped (status {status}); rerun the same command to continue")
     (run / "done").write_text(json.dumps({"seconds_this_run": round(time.perf_counter() - t0, 1)}))
     return latest_checkpoint(run)
+
+
+def train_model(out: Path, train_dir: Path, a) -> Path:
+    """The t1c model: the demo's network and settings, ``a.steps`` steps, continued when the run has a checkpoint."""
+    return train_demo_network(out / "run", a.steps, a.seed, a.lr, data_dir=train_dir, contr=TARGET,
+                              prediction=a.prediction)
 
 
 def detail_masks(a) -> dict:

@@ -27,7 +27,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import nibabel as nib
@@ -35,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ambiguity import machine  # noqa: E402  (imports cwdm.openmp and configures OpenMP before torch loads)
+from ambiguity import machine, train_demo_network  # noqa: E402  (imports cwdm.openmp and configures OpenMP before torch loads)
 
 DEFAULT = ["ddim:10", "ddim:2", "regression:1"]
 METRICS = ["ssim", "psnr", "psnr_01", "mse"]
@@ -59,24 +58,8 @@ def make_data(out: Path, a) -> tuple:
 
 
 def train_model(out: Path, train_dir: Path, a) -> Path:
-    from cwdm.training.config import TrainConfig
-    from cwdm.training.loop import train
-    from cwdm.training.state import latest_checkpoint
-
-    run = out / "run"
-    if (run / "done").exists():
-        return latest_checkpoint(run)
-    cfg = TrainConfig(data_dir=train_dir, inpainting=True, mask_weight=a.mask_weight, run_dir=run, resume="auto",
-                      model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=8, batch_size=2,
-                      lr=a.lr, ema_rate=0.999, max_steps=a.steps, seed=a.seed, save_interval=500, log_interval=50,
-                      image_interval=0, num_workers=1, progress=True,
-                      flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
-    t0 = time.perf_counter()
-    status = train(cfg)
-    if status:
-        raise SystemExit(f"training stopped (status {status}); rerun the same command to continue")
-    (run / "done").write_text(json.dumps({"seconds_this_run": round(time.perf_counter() - t0, 1)}))
-    return latest_checkpoint(run)
+    return train_demo_network(out / "run", a.steps, a.seed, a.lr, data_dir=train_dir, inpainting=True,
+                              mask_weight=a.mask_weight)
 
 
 def harmonic_fill(voided: np.ndarray, mask: np.ndarray) -> np.ndarray:
