@@ -22,12 +22,12 @@ The parts are matched on whole names, longest first, so ``-t1n-voided`` is never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ..errors import CwdmError
 from ..naming import is_nifti, split_part
+from .part_cases import PartCase, case_folders, scan_part_case
 
 VOIDED = "t1n-voided"
 MASK = "mask"
@@ -47,61 +47,17 @@ def split_name(path: Any) -> Tuple[str, Optional[str]]:
     return split_part(path, PARTS)
 
 
-@dataclass
-class InpaintingCase:
-    """One case folder of the inpainting layout.
-
-    Attributes:
-        name: the folder name (cases are sorted by it).
-        folder: the case folder.
-        files: part -> file, for the parts present exactly once.
-        prefix: the file-name prefix before ``-<part>`` (the folder name when no part is present).
-        problems: what is wrong (a part present twice, two prefixes in one folder).
-    """
-
-    name: str
-    folder: Path
-    files: Dict[str, Path]
-    prefix: str = ""
-    problems: List[str] = field(default_factory=list)
-
-    def path(self, part: str) -> Optional[Path]:
-        """The file of ``part``, None when absent."""
-        return self.files.get(part)
+class InpaintingCase(PartCase):
+    """One case folder of the inpainting layout (:class:`cwdm.data.part_cases.PartCase`)."""
 
     def missing(self, parts: Sequence[str] = INPUTS) -> List[str]:
-        """The parts of ``parts`` that are absent."""
-        return [p for p in parts if p not in self.files]
-
-    def file_name(self, part: str) -> str:
-        """The name ``part`` has or would have in this case."""
-        return f"{self.prefix}-{part}.nii.gz"
+        """The parts of ``parts`` (default: :data:`INPUTS`) that are absent."""
+        return super().missing(parts)
 
 
 def scan_inpainting_case(folder: Path) -> Optional[InpaintingCase]:
     """The :class:`InpaintingCase` of ``folder``; None when no file there is part of the layout."""
-    try:
-        entries = sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith(".") and p.is_file())
-    except OSError as exc:
-        return InpaintingCase(folder.name, folder, {}, problems=[f"{folder}: cannot list the case folder "
-                                                                 f"({exc.strerror or exc})"])
-    found: Dict[str, List[Path]] = {}
-    prefixes: Dict[str, Path] = {}
-    for p in entries:
-        prefix, part = split_name(p)
-        if part is not None:
-            found.setdefault(part, []).append(p)
-            prefixes.setdefault(prefix, p)
-    if not found:
-        return None
-    problems = [f"{files[1]}: a second {part} file in the case (also {files[0].name})"
-                for part, files in found.items() if len(files) > 1]
-    if len(prefixes) > 1:
-        (a, pa), (b, pb) = list(prefixes.items())[:2]
-        problems.append(f"{pb}: its case name {b!r} differs from {a!r} of {pa.name} in the same folder")
-    prefix = next(iter(prefixes))
-    return InpaintingCase(folder.name, folder, {part: files[0] for part, files in found.items() if len(files) == 1},
-                          prefix=prefix, problems=problems)
+    return scan_part_case(folder, PARTS, InpaintingCase)
 
 
 def discover_inpainting_cases(root: Any, required: Sequence[str] = INPUTS) -> List[InpaintingCase]:
@@ -113,15 +69,7 @@ def discover_inpainting_cases(root: Any, required: Sequence[str] = INPUTS) -> Li
             other cases with problems).
     """
     root = Path(root)
-    if not root.is_dir():
-        raise CwdmError(f"{root}: data folder does not exist" if not root.exists()
-                        else f"{root}: not a folder (expected a folder with one sub-folder per case)")
-    itself = scan_inpainting_case(root)
-    if itself is not None:
-        cases = [itself]
-    else:
-        cases = [c for c in (scan_inpainting_case(sub) for sub in sorted(root.iterdir(), key=lambda p: p.name)
-                             if sub.is_dir() and not sub.name.startswith(".")) if c is not None]
+    cases = case_folders(root, scan_inpainting_case)
     if not cases:
         raise CwdmError(f"{root}: no inpainting cases found (case folders with <case>-{VOIDED}.nii.gz and "
                         f"<case>-{MASK}.nii.gz)")

@@ -26,14 +26,14 @@ Arrays are (X, Y, Z) in file order; regions are bool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import CwdmError
-from ..naming import SEG, is_nifti, split_part
+from ..naming import SEG, split_part
+from .part_cases import PartCase, case_folders, scan_part_case
 
 IMAGE = "t1n"
 LABELS = "labels"
@@ -51,27 +51,9 @@ def split_name(path: Any) -> Tuple[str, Optional[str]]:
     return split_part(path, PARTS)
 
 
-@dataclass
-class InsertionCase:
-    """One case folder: ``files`` maps the parts present once to their files.
-
-    Attributes:
-        name: the folder name.
-        folder: the case folder.
-        files: part -> file.
-        prefix: the file-name prefix before ``-<part>``.
-        problems: what is wrong (a part twice, two prefixes, an input missing).
-    """
-
-    name: str
-    folder: Path
-    files: Dict[str, Path]
-    prefix: str = ""
-    problems: List[str] = field(default_factory=list)
-
-    def path(self, part: str) -> Optional[Path]:
-        """The file of ``part``, None when absent."""
-        return self.files.get(part)
+class InsertionCase(PartCase):
+    """One case folder of the insertion layout (:class:`cwdm.data.part_cases.PartCase`); its problems
+    include a missing scan or label map."""
 
     @property
     def labels(self) -> Optional[Path]:
@@ -83,37 +65,15 @@ class InsertionCase:
         """The parts read: ``t1n``, ``labels`` or ``seg``, and ``mask`` when present."""
         return [IMAGE, LABELS if LABELS in self.files else SEG] + ([MASK] if MASK in self.files else [])
 
-    def file_name(self, part: str) -> str:
-        """The name ``part`` has or would have in this case."""
-        return f"{self.prefix}-{part}.nii.gz"
-
 
 def scan_case(folder: Path) -> Optional[InsertionCase]:
     """The :class:`InsertionCase` of ``folder``; None when no file there is part of the layout."""
-    try:
-        entries = sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith(".") and p.is_file())
-    except OSError as exc:
-        return InsertionCase(folder.name, folder, {}, folder.name, [f"{folder}: cannot list the case folder "
-                                                                     f"({exc.strerror or exc})"])
-    found: Dict[str, List[Path]] = {}
-    for p in entries:
-        prefix, part = split_name(p)
-        if part is not None:
-            found.setdefault(part, []).append(p)
-    if not found:
-        return None
-    problems = [f"{paths[1]}: a second {part} file in the case (also {paths[0].name})"
-                for part, paths in found.items() if len(paths) > 1]
-    prefixes = {split_name(paths[0])[0]: paths[0] for part, paths in found.items() if part != RESULT}
-    prefix = next(iter(prefixes), split_name(next(iter(found.values()))[0])[0])
-    if len(prefixes) > 1:
-        (a, pa), (b, pb) = list(prefixes.items())[:2]
-        problems.append(f"{pb}: its case name {b!r} differs from {a!r} of {pa.name} in the same folder")
-    case = InsertionCase(folder.name, folder, {part: paths[0] for part, paths in found.items() if len(paths) == 1},
-                         prefix, problems)
-    if IMAGE not in found:
+    case = scan_part_case(folder, PARTS, InsertionCase, outputs=(RESULT,))
+    if case is None or not case.found:  # None, or a folder that cannot be listed
+        return case
+    if IMAGE not in case.found:
         case.problems.append(f"{folder / case.file_name(IMAGE)}: missing (the scan to insert into)")
-    if LABELS not in found and SEG not in found:
+    if LABELS not in case.found and SEG not in case.found:
         case.problems.append(f"{folder / case.file_name(LABELS)}: missing (the labels to insert; or a "
                              f"{case.file_name(SEG)})")
     return case
@@ -126,15 +86,7 @@ def discover_insertion_cases(root: Any) -> List[InsertionCase]:
     Raises:
         CwdmError: ``root`` is missing, not a folder, or holds no case.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise CwdmError(f"{root}: data folder does not exist" if not root.exists()
-                        else f"{root}: not a folder (expected a folder with one sub-folder per case)")
-    itself = scan_case(root)
-    if itself is not None:
-        return [itself]
-    cases = [c for c in (scan_case(sub) for sub in sorted(root.iterdir(), key=lambda p: p.name)
-                         if sub.is_dir() and not sub.name.startswith(".")) if c is not None]
+    cases = case_folders(Path(root), scan_case)
     if not cases:
         raise CwdmError(f"{root}: no insertion cases found (case folders with <case>-{IMAGE}.nii.gz and "
                         f"<case>-{LABELS}.nii.gz or <case>-{SEG}.nii.gz)")

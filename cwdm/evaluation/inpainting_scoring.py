@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..data.part_cases import case_folders
 from ..data.inpainting import (HEALTHY, IMAGE, MASK, RESULT, VOIDED, InpaintingCase, scan_inpainting_case,
                                split_name)
 from ..errors import CwdmError
@@ -87,9 +88,7 @@ def reference_cases(ref_dir: Path) -> Dict[str, InpaintingCase]:
     Raises:
         CwdmError: ``ref_dir`` holds no case of the inpainting layout (none with a voided t1n).
     """
-    itself = scan_inpainting_case(ref_dir)
-    cases = [itself] if itself is not None else [c for c in map(scan_inpainting_case, _subfolders(ref_dir))
-                                                 if c is not None]
+    cases = case_folders(ref_dir, scan_inpainting_case)
     if not any(c.path(VOIDED) is not None for c in cases):  # t1n alone is the synthesis layout
         raise CwdmError(f"{ref_dir}: no inpainting cases (case folders with <case>-{IMAGE}.nii.gz, "
                         f"<case>-{VOIDED}.nii.gz and <case>-{HEALTHY}.nii.gz) to score the inpainting results "

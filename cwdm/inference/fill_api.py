@@ -18,10 +18,9 @@ from ..errors import CwdmError
 class RegionModel:
     """What :class:`Inpainting` and :class:`Insertion` share: the checkpoint
     (key ``t1n``) and sampling settings checked and loaded once through ``cwdm sample``'s pipeline, one case
-    or a folder run through it, one-line errors. Subclasses set :attr:`KIND` (what ``load`` accepts,
-    for messages), :attr:`DONE` (the verbose line's verb) and :meth:`load`."""
+    or a folder run through it, one-line errors. Subclasses give :meth:`region` (their
+    :class:`cwdm.inference.region_plan.RegionTask`) and :attr:`DONE` (the verbose line's verb)."""
 
-    KIND = ""
     DONE = ""
     MISSED = "done"
 
@@ -35,7 +34,7 @@ class RegionModel:
         from ..runtime import select_device
 
         if model_path is None:
-            raise CwdmError(f"model_path= is required: a checkpoint of cwdm train {self.KIND}")
+            raise CwdmError(f"model_path= is required: a checkpoint of cwdm train {self.region().flag}")
         path = _path(model_path, "model_path")
         if not path.is_file():
             raise CwdmError(f"model_path= {path}: " + ("is not a file" if path.exists() else "file does not exist"))
@@ -47,9 +46,13 @@ class RegionModel:
         self.pipeline = Pipeline({"t1n": path}, self.options, select_device(device), ModelFlags(), command="api",
                                  say=say, continue_anyway=bool(continue_anyway),
                                  sampler_chosen=sampler is not None or steps is not None)
-        self.load()  # loaded once; refused now unless the checkpoint is of the subclass's kind
+        from .region_plan import region_model
 
-    def load(self) -> None:
+        region_model(self.pipeline, self.region())  # loaded once; refused now unless of the subclass's task
+
+    @staticmethod
+    def region():
+        """The subclass's :class:`cwdm.inference.region_plan.RegionTask`."""
         raise NotImplementedError
 
     def _single(self, plan, out: Path) -> Path:
@@ -60,9 +63,10 @@ class RegionModel:
         self._say_written(result)
         return out
 
-    def _batch(self, data_folder, output_folder, overwrite, plan_of) -> Dict[str, Path]:
-        """``plan_of(data, out, overwrite)`` run for a folder; ``{case: path}``, or one error naming the
-        cases not done (its ``written`` holds the dict)."""
+    def _batch(self, data_folder, output_folder, overwrite) -> Dict[str, Path]:
+        """The subclass's task run on a folder; ``{case: path}``, or one error naming the cases not done
+        (its ``written`` holds the dict)."""
+        from .region_plan import plan_region_folder
         from .steps import check_output_dir
 
         if data_folder is None:
@@ -74,7 +78,7 @@ class RegionModel:
         if out is not None:
             check_output_dir(out, data, in_place_ok=True)
             _writable_folder(out, "output_folder")
-        plan = plan_of(data, out, overwrite)
+        plan = plan_region_folder(self.pipeline, self.region(), data, out, overwrite=overwrite)
         result = self.pipeline.run(plan)
         self._say_written(result)
         written = {name: path for name, _, path in result.written}
@@ -130,12 +134,14 @@ class Inpainting(RegionModel):
         verbose: print a line per written file (and skipped case) on stderr.
     """
 
-    KIND = "--inpainting True"
     DONE = "inpainted"
     MISSED = "inpainted"
 
-    def load(self) -> None:
-        self.pipeline.inpainting_model()
+    @staticmethod
+    def region():
+        from .inpaint import INPAINTING
+
+        return INPAINTING
 
     @_api
     def infer_single(self, t1n_voided: PathLike = None, mask: PathLike = None, output_file: PathLike = None,
@@ -147,6 +153,7 @@ class Inpainting(RegionModel):
         :class:`CwdmError` for a bad argument, a bad case (mask of another shape, not 0 / 1 or empty,
         NaN/Inf in the voided image) or a degenerate fill (then nothing is written)."""
         from ..data.inpainting import MASK, VOIDED, InpaintingCase, split_name
+        from .region_plan import plan_region_case
 
         given = _input_files(t1n_voided=t1n_voided, mask=mask)
         out = _output_file(output_file, overwrite)
@@ -154,7 +161,7 @@ class Inpainting(RegionModel):
         prefix, part = split_name(voided)
         case = InpaintingCase(prefix if part == VOIDED else voided.parent.name, voided.parent,
                               {VOIDED: voided, MASK: given["mask"]}, prefix=prefix)
-        return self._single(self.pipeline.inpainting_case(case, out, overwrite), out)
+        return self._single(plan_region_case(self.pipeline, self.region(), case, out, overwrite), out)
 
     @_api
     def infer_batch(self, data_folder: PathLike = None, output_folder: Optional[PathLike] = None,
@@ -164,8 +171,7 @@ class Inpainting(RegionModel):
         kept unless ``overwrite``. Returns ``{case name: written path}``. Unusable cases and degenerate fills
         are not written: once the other cases are, one :class:`CwdmError` names each (its ``written``
         holds the returned dict)."""
-        return self._batch(data_folder, output_folder, overwrite,
-                           lambda data, out, redo: self.pipeline.inpainting(data, out, overwrite=redo))
+        return self._batch(data_folder, output_folder, overwrite)
 
 
 class Insertion(RegionModel):
@@ -187,13 +193,13 @@ class Insertion(RegionModel):
         verbose: print a line per written file (and skipped case) on stderr.
     """
 
-    KIND = "--insertion True"
     DONE = "tumour inserted into"
 
-    def load(self) -> None:
-        from .insert import insertion_model
+    @staticmethod
+    def region():
+        from .insert import INSERTION
 
-        insertion_model(self.pipeline)
+        return INSERTION
 
     @_api
     def infer_single(self, t1n: PathLike = None, labels: PathLike = None, output_file: PathLike = None,
@@ -206,7 +212,7 @@ class Insertion(RegionModel):
         (labels outside 0..3 or of another shape, nothing labelled ...) or a degenerate fill (then
         nothing is written)."""
         from ..data.insertion import IMAGE, LABELS, MASK, InsertionCase, split_name
-        from .insert import plan_case
+        from .region_plan import plan_region_case
 
         given = _input_files(optional=("mask",), t1n=t1n, labels=labels, mask=mask)
         out = _output_file(output_file, overwrite)
@@ -215,7 +221,7 @@ class Insertion(RegionModel):
         name = prefix if part == IMAGE else scan.parent.name
         files = {IMAGE: scan, LABELS: given["labels"], **({MASK: given["mask"]} if "mask" in given else {})}
         case = InsertionCase(name, scan.parent, files, prefix=name)
-        return self._single(plan_case(self.pipeline, case, out, overwrite), out)
+        return self._single(plan_region_case(self.pipeline, self.region(), case, out, overwrite), out)
 
     @_api
     def infer_batch(self, data_folder: PathLike = None, output_folder: Optional[PathLike] = None,
@@ -225,7 +231,4 @@ class Insertion(RegionModel):
         existing results are kept unless ``overwrite``. Returns ``{case name: written path}``. Unusable
         cases and degenerate fills are not written: once the other cases are, one :class:`CwdmError` names
         each (its ``written`` holds the returned dict)."""
-        from .insert import plan_folder
-
-        return self._batch(data_folder, output_folder, overwrite,
-                           lambda data, out, redo: plan_folder(self.pipeline, data, out, overwrite=redo))
+        return self._batch(data_folder, output_folder, overwrite)

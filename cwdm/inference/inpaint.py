@@ -10,7 +10,8 @@ A case (:class:`cwdm.data.inpainting.InpaintingCase`) gives ``<case>-t1n-voided.
 * reading (:class:`InpaintingDataset`): the network's conditions by the convention of
   :mod:`cwdm.data.inpaint_volumes`;
 * writing (:func:`write_inpainted`): the voided file's voxels outside the mask, the fill mapped back
-  to its intensities inside; an ensemble's std map in the same units, 0 outside the mask.
+  to its intensities inside; an ensemble's std map in the same units, 0 outside the mask;
+* :data:`INPAINTING`: the task for :mod:`cwdm.inference.region_plan`'s planning.
 
 Sampling, batching, the degenerate-volume check, progress and the provenance record are the
 synthesis pipeline's (:func:`cwdm.inference.steps.synthesize_items`, :class:`cwdm.inference.pipeline.Pipeline`).
@@ -28,14 +29,15 @@ from ..data.inpaint_volumes import network_inputs, paste_fill
 from ..data.inpainting import IMAGE, INPUTS, MASK, VOIDED, InpaintingCase, result_path
 from ..data.datasets import AFFINE_ATOL
 from ..errors import CwdmError
+from .completion import completion_paths
+from .region_plan import RegionTask
 from .steps import Paths, items_of, synthesize_items
 
 
 
 def inpainting_paths(case: InpaintingCase, output_dir: Optional[Path] = None) -> Paths:
     """Where the fill of ``case`` goes: :func:`~cwdm.data.inpainting.result_path` and its ``_std`` map."""
-    volume = result_path(case, output_dir)
-    return {"volume": volume, "std": volume.with_name(volume.name.replace(".nii.gz", "_std.nii.gz")), "target": None}
+    return completion_paths(result_path(case, output_dir))
 
 
 def read_raw(path: Path) -> Tuple[np.ndarray, Any]:
@@ -199,3 +201,16 @@ def write_filled(item: Dict, voided: np.ndarray, img: Any, mask: np.ndarray, mea
             raise
         raise CwdmError(f"{current}: cannot write ({exc.strerror or exc}); free space or make the folder "
                         f"writable, then rerun the same command (written cases are kept)") from None
+
+
+def _usable(loaded, data_dir: Path, report: Callable[[str], None]) -> List[InpaintingCase]:
+    from ..data.inpainting import discover_inpainting_cases
+
+    return usable_inpainting_cases(discover_inpainting_cases(data_dir, required=()), loaded.config.image_divisor,
+                                   report)
+
+
+INPAINTING = RegionTask("inpainting", "--inpainting True", lambda task: task.is_inpainting, VOIDED, _usable,
+                        lambda case, loaded: case_problems(case, loaded.config.image_divisor), inpainting_paths)
+"""The inpainting challenge's task for :func:`cwdm.inference.region_plan.plan_region_folder`: results flat
+under the output folder (the challenge's submission layout) or beside the inputs."""

@@ -10,7 +10,7 @@ ensemble). Without a mask the region is the labels dilated by the checkpoint's s
   missing, shapes or affines that differ, labels other than 0, 1, 2, 3, nothing labelled, a mask that is
   not 0 / 1, is empty or leaves labelled voxels out, a t1n with NaN/Inf or constant outside the region);
 * reading (:class:`InsertionDataset`): the network's conditions (:func:`cwdm.data.insertion.network_conditions`);
-* planning (:func:`plan_folder`, :func:`plan_case`) on a :class:`cwdm.inference.pipeline.Pipeline`.
+* :data:`INSERTION`: the task for :mod:`cwdm.inference.region_plan`'s planning.
 
 Writing is inpainting's (:func:`cwdm.inference.inpaint.write_filled`): the t1n file's voxels, bit for
 bit, outside the region, the fill mapped back to its intensities inside; sampling, batching, the
@@ -29,9 +29,10 @@ from ..data.datasets import AFFINE_ATOL
 from ..data.insertion import (IMAGE, MASK, InsertionCase, check_labels, discover_insertion_cases, network_conditions,
                               region_of, result_path, sampling_margin)
 from ..errors import CwdmError
-from .completion import check_case_folders, completion_paths
+from .completion import completion_paths
+from .region_plan import RegionTask
 from .inpaint import read_raw, write_filled
-from .steps import Paths, items_of, model_grid, synthesize_items
+from .steps import Paths, items_of, synthesize_items
 
 
 def insertion_paths(case: InsertionCase, output_dir: Optional[Path] = None) -> Paths:
@@ -165,75 +166,13 @@ def write_inserted(item: Dict, mean: torch.Tensor, std: Optional[torch.Tensor], 
     write_filled(item, t1n, img, region, mean, std, paths, postprocess_on, overwrite)
 
 
-# -- planning on a Pipeline -------------------------------------------------------------------------------
-
-def insertion_model(pipeline):
-    """The insertion checkpoint of ``pipeline`` (key ``t1n``), loaded once; refused in one line unless its
-    task is insertion."""
-    from ..model.checkpoint import load_model
-
-    if IMAGE not in pipeline.models:
-        path = pipeline.checkpoints[IMAGE]
-        loaded = load_model(path, ema=pipeline.ema, device="cpu")
-        pipeline.models[IMAGE], pipeline._paths[IMAGE] = loaded, Path(path)
-    loaded = pipeline.models[IMAGE]
-    if loaded.task is None or not loaded.task.is_insertion:
-        what = loaded.task.describe() if loaded.task is not None else "with a bare state_dict's default task"
-        raise CwdmError(f"{pipeline._paths[IMAGE]}: not an insertion checkpoint (it synthesizes {what}); train "
-                        f"one with cwdm train --insertion True")
-    pipeline._use_recorded([IMAGE])  # a distilled insertion student's own sampler
-    return loaded
+def _usable(loaded, data_dir: Path, report: Callable[[str], None]) -> List[InsertionCase]:
+    return usable_insertion_cases(discover_insertion_cases(data_dir), sampling_margin(loaded.task.insert_margin),
+                                  loaded.config.image_divisor, report)
 
 
-def plan_folder(pipeline, data_dir: Path, output_dir: Optional[Path], before: Optional[Callable[[], None]] = None,
-                overwrite: Optional[bool] = None):
-    """Plan the insertion into every usable case of ``data_dir`` (this rank's share): results in
-    ``output_dir/<case>/``, or in the case folders when ``output_dir`` is None or the data folder; written
-    ones are skipped unless ``overwrite`` (default the pipeline's). ``before``: called once the network
-    is ready, before the cases are read. The plan's ``problems`` are the unusable cases' lines."""
-    loaded = insertion_model(pipeline)
-    target, margin = loaded.task.target, sampling_margin(loaded.task.insert_margin)
-    overwrite = pipeline.overwrite if overwrite is None else overwrite
-    pipeline._synth(target, 1)
-    if before is not None:
-        before()
-    in_place = output_dir is None or Path(output_dir).resolve() == Path(data_dir).resolve()
-    out = None if in_place else Path(output_dir)
-    problems: List[str] = []
-    cases = usable_insertion_cases(discover_insertion_cases(data_dir), margin, loaded.config.image_divisor,
-                                   lambda line: (problems.append(line), pipeline.say(line)))
-    if in_place:
-        check_case_folders({(target, target): cases})
-    record = pipeline._record(Path(data_dir) if in_place else out, [target], in_place=in_place, inputs=False,
-                              redo=overwrite)
-    cases = cases[pipeline.rank::pipeline.world_size]
-    mine = [c for c in cases if overwrite or not insertion_paths(c, out)["volume"].exists()]
-    plan = _plan(pipeline, mine, lambda case, mod: insertion_paths(case, out), record, len(cases), len(problems),
-                 overwrite)
-    plan.problems = problems
-    return plan
-
-
-def plan_case(pipeline, case: InsertionCase, output_file: Path, overwrite: bool = False):
-    """Plan the insertion into one case (checked first: a problem is one :class:`CwdmError` line) into
-    ``output_file`` (its std map beside it), recorded in its folder."""
-    loaded = insertion_model(pipeline)
-    for line in case_problems(case, sampling_margin(loaded.task.insert_margin), loaded.config.image_divisor):
-        raise CwdmError(line)
-    record = pipeline._record(Path(output_file).parent, [loaded.task.target], in_place=False, inputs=False,
-                              redo=False)
-    return _plan(pipeline, [case], lambda c, m: completion_paths(Path(output_file)), record, 1, 0, overwrite)
-
-
-def _plan(pipeline, cases: list, destination, record, count: int, unusable: int, overwrite: bool):
-    """The :class:`~cwdm.inference.pipeline.Plan` of an insertion run of ``cases`` (checked already)."""
-    from .pipeline import Plan
-
-    loaded = insertion_model(pipeline)
-    target = loaded.task.target
-    out = Plan({(target, target): cases} if cases else {}, destination, record, count, count - len(cases),
-               unusable, checked=True, inputs=False, overwrite=overwrite)
-    if cases:
-        out.grid = model_grid(cases[0], IMAGE, loaded.config.image_divisor)
-        out.compiling = pipeline._synth(target, len(cases)).compiles(out.grid)
-    return out
+INSERTION = RegionTask("insertion", "--insertion True", lambda task: task.is_insertion, IMAGE, _usable,
+                       lambda case, loaded: case_problems(case, sampling_margin(loaded.task.insert_margin),
+                                                          loaded.config.image_divisor), insertion_paths)
+"""Tumour insertion for :func:`cwdm.inference.region_plan.plan_region_folder`: results in
+``<output>/<case>/`` or in the case folders."""

@@ -6,10 +6,9 @@ A :class:`Pipeline` is built from the checkpoints, the sampler settings
 settings. A run is two calls:
 
 * a plan: :meth:`Pipeline.paired` (``cwdm sample``: one checkpoint, the target
-  of every usable case of a folder; with an inpainting checkpoint :meth:`Pipeline.inpainting`, the
-  fill of every usable case of a folder in the inpainting challenge's layout, :mod:`cwdm.inference.inpaint`;
-  :meth:`Pipeline.inpainting_case` for one case of :class:`cwdm.inference.fill_api.Inpainting`; with an insertion
-  checkpoint :func:`cwdm.inference.insert.plan_folder`, and ``plan_case`` for :class:`cwdm.inference.fill_api.Insertion`),
+  of every usable case of a folder; with an inpainting or insertion checkpoint the fill of every usable
+  case of a folder of that task's layout, :func:`cwdm.inference.region_plan.plan_region_folder`, and
+  ``plan_region_case`` for one case of :class:`cwdm.inference.fill_api.Inpainting` or ``Insertion``),
   :meth:`Pipeline.completion` (``cwdm auto``
   and ``MissingModality.infer_batch``: whatever each case folder misses, a case
   missing several modalities with a unified checkpoint trained with dropped
@@ -175,16 +174,12 @@ class Pipeline:
         from .steps import check_output_dir, chosen_target
 
         loaded, task = resolve_model(model_path, target, self.modalities, self.network, self.ema, self.device)
-        if task.is_inpainting:  # the checkpoint says what the folder holds: the inpainting challenge's cases
-            self.checkpoints[task.target], self.models[task.target] = Path(model_path), loaded
-            self._paths[task.target] = Path(model_path)
-            return self.inpainting(data_dir, output_dir, before), task.target
-        if task.is_insertion:  # a folder of t1n scans and drawn labels (cwdm.inference.insert)
-            from .insert import plan_folder
+        if task.fills_region:  # the checkpoint says what the folder holds: inpainting or insertion cases
+            from .region_plan import plan_region_folder
 
             self.checkpoints[task.target], self.models[task.target] = Path(model_path), loaded
             self._paths[task.target] = Path(model_path)
-            return plan_folder(self, data_dir, output_dir, before), task.target
+            return plan_region_folder(self, region_task(task), data_dir, output_dir, before), task.target
         check_output_dir(output_dir, data_dir)  # (the caller accepted the data folder itself, for inpainting)
         target = chosen_target(task, target, model_path)
         self.models[target], self._paths[target] = loaded, Path(model_path)
@@ -209,78 +204,6 @@ class Pipeline:
             out.grid = model_grid(mine[0], conditions[0], loaded.config.image_divisor)
             out.compiling = self._synth(target, len(mine)).compiles(out.grid)
         return out, target
-
-    def inpainting(self, data_dir: Path, output_dir: Optional[Path], before: Optional[Callable[[], None]] = None,
-                   overwrite: Optional[bool] = None) -> Plan:
-        """Plan the inpainting of every usable case of ``data_dir`` (the challenge layout; this rank's share)
-        with the inpainting checkpoint (key ``t1n``): results flat under ``output_dir``, or beside the inputs
-        when it is None or the data folder; written ones are skipped unless ``overwrite`` (default the
-        pipeline's). ``before``: as for :meth:`paired`. The plan's ``problems`` are the unusable cases' lines."""
-        from ..data.inpainting import discover_inpainting_cases
-        from .completion import check_case_folders
-        from .inpaint import inpainting_paths, usable_inpainting_cases
-
-        loaded = self.inpainting_model()
-        target = loaded.task.target
-        overwrite = self.overwrite if overwrite is None else overwrite
-        self._synth(target, 1)
-        if before is not None:
-            before()
-        in_place = output_dir is None or Path(output_dir).resolve() == Path(data_dir).resolve()
-        out = None if in_place else Path(output_dir)
-        found, problems = discover_inpainting_cases(data_dir, required=()), []
-        cases = usable_inpainting_cases(found, loaded.config.image_divisor,
-                                        lambda line: (problems.append(line), self.say(line)))
-        if in_place:
-            check_case_folders({(target, target): cases})
-        record = self._record(Path(data_dir) if in_place else out, [target], in_place=in_place, inputs=False,
-                              redo=overwrite)
-        cases = cases[self.rank::self.world_size]
-        mine = [c for c in cases if overwrite or not inpainting_paths(c, out)["volume"].exists()]
-        plan = self._inpainting_plan(mine, lambda case, mod: inpainting_paths(case, out), record, len(cases),
-                                     len(problems), overwrite)
-        plan.problems = problems
-        return plan
-
-    def inpainting_case(self, case, output_file: Path, overwrite: bool = False) -> Plan:
-        """Plan the inpainting of one case (checked first: a problem is one :class:`CwdmError` line) into
-        ``output_file`` (its std map beside it), recorded in its folder."""
-        from .inpaint import case_problems
-
-        loaded = self.inpainting_model()
-        for line in case_problems(case, loaded.config.image_divisor):
-            raise CwdmError(line)
-        record = self._record(Path(output_file).parent, [loaded.task.target], in_place=False, inputs=False,
-                              redo=False)
-        return self._inpainting_plan([case], lambda c, m: completion_paths(Path(output_file)), record, 1, 0, overwrite)
-
-    def inpainting_model(self):
-        """The inpainting checkpoint (key ``t1n``), loaded once; refused in one line unless its task is inpainting."""
-        from ..data.inpainting import IMAGE
-        from ..model.checkpoint import load_model
-
-        if IMAGE not in self.models:
-            path = self.checkpoints[IMAGE]
-            loaded = load_model(path, ema=self.ema, device="cpu")
-            if loaded.task is None or not loaded.task.is_inpainting:
-                what = loaded.task.describe() if loaded.task is not None else "with a bare state_dict's default task"
-                raise CwdmError(f"{path}: not an inpainting checkpoint (it synthesizes {what}); train one with "
-                                f"cwdm train --inpainting True")
-            self.models[IMAGE], self._paths[IMAGE] = loaded, Path(path)
-        self._use_recorded([IMAGE])  # a distilled inpainting student's own sampler
-        return self.models[IMAGE]
-
-    def _inpainting_plan(self, cases: list, destination, record, count: int, unusable: int, overwrite: bool) -> Plan:
-        """The :class:`Plan` of an inpainting run of ``cases`` (checked already)."""
-        from ..data.inpainting import VOIDED
-
-        target = self.inpainting_model().task.target
-        out = Plan({(target, target): cases} if cases else {}, destination, record, count, count - len(cases),
-                   unusable, checked=True, inputs=False, overwrite=overwrite)
-        if cases:
-            out.grid = model_grid(cases[0], VOIDED, self.models[target].config.image_divisor)
-            out.compiling = self._synth(target, len(cases)).compiles(out.grid)
-        return out
 
     def completion(self, data_dir: Path, output_dir: Optional[Path], overwrite: Optional[bool] = None) -> Plan:
         """Plan ``cwdm auto``: whatever each case of ``data_dir`` (this rank's share) misses, into its case
@@ -437,3 +360,11 @@ class Pipeline:
                         threshold=self.threshold, postprocess_on=self.postprocess, overwrite=plan.overwrite,
                         batch_size=self.batch_size, num_workers=self.num_workers, bar=bar, clock=clock,
                         on_case=on_case, on_problem=lambda line: (self.say(line), result.degenerate.append(line)))
+
+
+def region_task(task):
+    """The :class:`cwdm.inference.region_plan.RegionTask` of a region task's :class:`cwdm.task.Task`."""
+    from .inpaint import INPAINTING
+    from .insert import INSERTION
+
+    return INPAINTING if task.is_inpainting else INSERTION
