@@ -113,8 +113,9 @@ def train_demo_network(run: Path, steps: int, seed: int, lr: float, **task) -> P
 
 def train_model(out: Path, train_dir: Path, a) -> Path:
     """The t1c model: the demo's network and settings, ``a.steps`` steps, continued when the run has a checkpoint."""
+    extra = {"sigma_data": tuple(a.sigma_data)} if a.prediction == "edm" and a.sigma_data else {}
     return train_demo_network(out / "run", a.steps, a.seed, a.lr, data_dir=train_dir, contr=TARGET,
-                              prediction=a.prediction)
+                              prediction=a.prediction, timestep_power=a.timestep_power, **extra)
 
 
 def detail_masks(a) -> dict:
@@ -339,6 +340,9 @@ def main():
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--prediction", choices=["x0", "edm"], default="edm",
                    help="the model's output (cwdm train --prediction; x0: the first measurement, which ignores x_t)")
+    p.add_argument("--sigma_data", type=float, nargs="*", default=[],
+                   help="edm: the data scale, 1 value or 8 (cwdm train --sigma_data; none: measured per subband)")
+    p.add_argument("--timestep_power", type=float, default=1.0, help="cwdm train --timestep_power")
     p.add_argument("--segmenter_steps", type=int, default=800)
     p.add_argument("--settings", nargs="+", default=DEFAULT)
     p.add_argument("--students", nargs="*", default=[], metavar="K=PATH",
@@ -380,7 +384,9 @@ def main():
         for r in rows + repeats:
             writer.writerow({**r, "machine": machine()})
     head = (f"Ambiguous phantom, target t1c, {a.test_cases} held-out cases, seed {a.seed}; model "
-            f"{a.steps} steps, --prediction {a.prediction}; machine: {machine()}; run-to-run std: {a.noise} over seeds "
+            f"{a.steps} steps, --prediction {a.prediction}"
+            + (f" --sigma_data {' '.join(map(str, a.sigma_data))}" if a.prediction == "edm" and a.sigma_data else "")
+            + f" --timestep_power {a.timestep_power:g} --lr {a.lr:g}; machine: {machine()}; run-to-run std: {a.noise} over seeds "
             f"{[a.seed] + list(a.noise_seeds)}.")
     (out / "ambiguity.md").write_text(table(rows, noise, ceiling, head))
     plot(rows, out / "ambiguity.png")

@@ -297,11 +297,8 @@ class MissingModality:
             name: next(iter(paths.values())) if len(paths) == 1 else
             tuple(paths[m] for m in self.modalities if m in paths) for name, paths in by_case.items()}
         if result.degenerate:
-            error = CwdmError(f"{len(result.degenerate)} of {plan.todo} synthesized volumes were degenerate and not "
-                              f"written ({'; '.join(result.degenerate)}); the other {len(written)} cases were written "
-                              f"(this error's .written lists them)")
-            error.written = written
-            raise error
+            raise _partly_written(f"{len(result.degenerate)} of {plan.todo} synthesized volumes were degenerate and "
+                                  f"not written", result.degenerate, written)
         return written
 
     def _say_written(self, result) -> None:
@@ -309,6 +306,15 @@ class MissingModality:
         if self.verbose:
             for name, modality, path in result.written:
                 print(f"cwdm: wrote {path} ({modality} of {name})", file=sys.stderr)
+
+
+def _partly_written(head: str, problems: list, written: dict) -> CwdmError:
+    """The one-line error of a batch call that wrote only some cases: ``head (problem; problem); the other
+    N cases were written``; its ``written`` attribute holds the dict the call would have returned."""
+    error = CwdmError(f"{head} ({'; '.join(problems)}); the other {len(written)} cases were written (this error's "
+                      f".written lists them)")
+    error.written = written
+    return error
 
 
 def __getattr__(name):  # the region tasks' classes live in cwdm.inference.fill_api (they use this module's helpers)

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..api import DEFAULTS, PathLike, _api, _output_file, _path, _sampling_flags, _writable_folder
+from ..api import (DEFAULTS, PathLike, _api, _output_file, _partly_written, _path, _sampling_flags,
+                   _writable_folder)
 from ..errors import CwdmError
 
 
@@ -84,10 +85,7 @@ class RegionModel:
         written = {name: path for name, _, path in result.written}
         problems = plan.problems + result.unusable + result.degenerate
         if problems:
-            error = CwdmError(f"{len(problems)} cases were not {self.MISSED} ({'; '.join(problems)}); the other "
-                              f"{len(written)} were written (this error's .written lists them)")
-            error.written = written
-            raise error
+            raise _partly_written(f"{len(problems)} cases were not {self.MISSED}", problems, written)
         return written
 
     def _say_written(self, result) -> None:
