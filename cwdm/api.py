@@ -83,6 +83,22 @@ def _choice(value, arg: str, choices: Sequence[str]) -> str:
     return value
 
 
+def _batch_folders(data_folder, output_folder, overwrite) -> Tuple[Path, Optional[Path]]:
+    """The checked ``(data folder, output folder or None)`` of an ``infer_batch`` call: one-line errors
+    for a missing or non-path argument, a non-bool ``overwrite``, and an output folder among the input
+    cases (as ``cwdm auto`` refuses) or not writable."""
+    if data_folder is None:
+        raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
+    data = _path(data_folder, "data_folder")
+    out = _path(output_folder, "output_folder", optional=True)
+    if not isinstance(overwrite, bool):
+        raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
+    if out is not None:
+        check_output_dir(out, data, in_place_ok=True)  # never among the input cases
+        _writable_folder(out, "output_folder")
+    return data, out
+
+
 def _writable_folder(folder: Path, arg: str) -> None:
     """Refuse an output folder that is a file or lies below one (it is created when results are written)."""
     for place in (folder, *folder.absolute().parents):
@@ -278,15 +294,7 @@ class MissingModality:
         :class:`cwdm.errors.CwdmError` names every such file, and its ``written`` attribute holds
         ``{case name: written path}`` of the cases that were.
         """
-        if data_folder is None:
-            raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
-        data = _path(data_folder, "data_folder")
-        out = _path(output_folder, "output_folder", optional=True)
-        if not isinstance(overwrite, bool):
-            raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
-        if out is not None:
-            check_output_dir(out, data, in_place_ok=True)  # as cwdm auto: never among the input cases
-            _writable_folder(out, "output_folder")
+        data, out = _batch_folders(data_folder, output_folder, overwrite)
         plan = self.pipeline.completion(data, out, overwrite)
         result = self.pipeline.run(plan)
         self._say_written(result)

@@ -64,24 +64,24 @@ def scan_part_case(folder: Path, parts: Sequence[str], cls: Type[C] = PartCase,
     except OSError as exc:
         return cls(folder.name, folder, {}, folder.name,
                    [f"{folder}: cannot list the case folder ({exc.strerror or exc})"])
+    named = {p: split_part(p, parts) for p in entries}  # file -> (prefix, part or None)
     found: Dict[str, List[Path]] = {}
-    for p in entries:
-        part = split_part(p, parts)[1]
-        if part is not None:
-            found.setdefault(part, []).append(p)
+    for p in entries:  # in name order, so each part's first file is its first by name
+        if named[p][1] is not None:
+            found.setdefault(named[p][1], []).append(p)
     if not found:
         return None
     problems = [f"{paths[1]}: a second {part} file in the case (also {paths[0].name})"
                 for part, paths in found.items() if len(paths) > 1]
+    firsts = sorted(paths[0] for paths in found.values())
     prefixes: Dict[str, Path] = {}
-    for part, paths in sorted(found.items(), key=lambda item: item[1][0].name):
-        if part not in outputs:
-            prefixes.setdefault(split_part(paths[0], parts)[0], paths[0])
+    for p in firsts:
+        if named[p][1] not in outputs:
+            prefixes.setdefault(named[p][0], p)
     if len(prefixes) > 1:
         (a, pa), (b, pb) = list(prefixes.items())[:2]
         problems.append(f"{pb}: its case name {b!r} differs from {a!r} of {pa.name} in the same folder")
-    first = min((paths[0] for paths in found.values()), key=lambda p: p.name)
-    prefix = next(iter(prefixes), split_part(first, parts)[0])
+    prefix = next(iter(prefixes), named[firsts[0]][0])
     return cls(folder.name, folder, {part: paths[0] for part, paths in found.items() if len(paths) == 1},
                prefix, problems, tuple(found))
 

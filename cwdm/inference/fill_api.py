@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..api import (DEFAULTS, PathLike, _api, _output_file, _partly_written, _path, _sampling_flags,
-                   _writable_folder)
+from ..api import (DEFAULTS, PathLike, _api, _batch_folders, _output_file, _partly_written, _path,
+                   _sampling_flags)
 from ..errors import CwdmError
 
 
@@ -68,17 +68,8 @@ class RegionModel:
         """The subclass's task run on a folder; ``{case: path}``, or one error naming the cases not done
         (its ``written`` holds the dict)."""
         from .region_plan import plan_region_folder
-        from .steps import check_output_dir
 
-        if data_folder is None:
-            raise CwdmError("data_folder= is required: a folder with one sub-folder per case")
-        data = _path(data_folder, "data_folder")
-        out = _path(output_folder, "output_folder", optional=True)
-        if not isinstance(overwrite, bool):
-            raise CwdmError(f"overwrite= must be True or False, got {overwrite!r}")
-        if out is not None:
-            check_output_dir(out, data, in_place_ok=True)
-            _writable_folder(out, "output_folder")
+        data, out = _batch_folders(data_folder, output_folder, overwrite)
         plan = plan_region_folder(self.pipeline, self.region(), data, out, overwrite=overwrite)
         result = self.pipeline.run(plan)
         self._say_written(result)

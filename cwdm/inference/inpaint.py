@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..data.inpaint_volumes import network_inputs, paste_fill
-from ..data.inpainting import IMAGE, INPUTS, MASK, VOIDED, InpaintingCase, result_path
+from ..data.inpainting import IMAGE, INPUTS, MASK, VOIDED, InpaintingCase, discover_inpainting_cases, result_path
 from ..data.datasets import AFFINE_ATOL
 from ..errors import CwdmError
 from .completion import completion_paths
@@ -204,8 +204,6 @@ def write_filled(item: Dict, voided: np.ndarray, img: Any, mask: np.ndarray, mea
 
 
 def _usable(loaded, data_dir: Path, report: Callable[[str], None]) -> List[InpaintingCase]:
-    from ..data.inpainting import discover_inpainting_cases
-
     return usable_inpainting_cases(discover_inpainting_cases(data_dir, required=()), loaded.config.image_divisor,
                                    report)
 
