@@ -78,13 +78,17 @@ def make_data(out: Path, a) -> tuple:
     from cwdm.phantom.sets import make_phantom_set
 
     train, test = out / "data" / "train", out / "data" / "test"
-    if not (out / "data" / "done").exists():
+    done = out / "data" / "done"
+    made = {"train_cases": a.train_cases, "test_cases": a.test_cases, "seed": a.seed, "downsample": a.downsample,
+            "detail_draws": a.detail_draws}
+    if not done.exists() or (done.read_text() and json.loads(done.read_text()) != made):
         for folder in (train, test):
             shutil.rmtree(folder, ignore_errors=True)
-        make_phantom_set(train, a.train_cases, a.seed, a.downsample, ambiguous=True, progress=True)
+        make_phantom_set(train, a.train_cases, a.seed, a.downsample, ambiguous=True, progress=True,
+                         detail_draws=a.detail_draws)
         make_phantom_set(test, a.test_cases, a.seed, a.downsample, start=a.train_cases, ambiguous=True,
                          progress=True)
-        (out / "data" / "done").write_text("")
+        done.write_text(json.dumps(made))
     return train, test
 
 
@@ -334,6 +338,8 @@ def main():
     p.add_argument("--docs", type=Path, default=None, help="copy the CSV, table and plot here")
     p.add_argument("--train_cases", type=int, default=64)
     p.add_argument("--test_cases", type=int, default=4)
+    p.add_argument("--detail_draws", type=int, default=1,
+                   help="training cases per subject, each with its own detail draw (cwdm phantom --detail_draws)")
     p.add_argument("--downsample", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=5000, help="training steps of the t1c model")

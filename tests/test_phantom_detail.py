@@ -102,3 +102,31 @@ def test_cli_and_bad_detail_seed(tmp_path):
     for kwargs in (dict(detail_seed=-1, ambiguous=True), dict(detail_seed=1), dict(detail_seed=0.5, ambiguous=True)):
         with pytest.raises(ValueError, match="detail_seed"):
             generate_case(0, 0, 8, **kwargs)
+
+
+def test_detail_draws_write_one_subject_with_independent_detail(tmp_path):
+    out = tmp_path / "draws"
+    assert main(["phantom", str(out), "--cases", "2", "--seed", "2", "--downsample", "8", "--ambiguous", "True",
+                 "--detail_draws", "3", "--start", "4"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"BraTS-GLI-0000{i}-00{d}" for i in (4, 5) for d in range(3)]
+
+    def read(name, key):
+        return np.asanyarray(nib.load(out / name / f"{name}-{key}.nii.gz").dataobj)
+
+    for d in range(3):  # draw d of subject 5 is generate_case's detail_seed d
+        ref = generate_case(2, 5, 8, ambiguous=True, detail_seed=d)
+        for key in MODS + ("seg",):
+            np.testing.assert_array_equal(read(f"BraTS-GLI-00005-00{d}", key), ref[key])
+    first, second = "BraTS-GLI-00005-000", "BraTS-GLI-00005-001"
+    np.testing.assert_array_equal(read(first, "t1n"), read(second, "t1n"))  # same anatomy
+    assert (read(first, "t1c") != read(second, "t1c")).any()                 # other detail
+
+
+@pytest.mark.parametrize("args, message", [(["--detail_draws", "0", "--ambiguous", "True"], "detail_draws"),
+                                           (["--detail_draws", "2"], "needs --ambiguous")])
+def test_bad_detail_draws(tmp_path, capsys, args, message):
+    out = tmp_path / "bad"
+    assert main(["phantom", str(out), "--cases", "1", "--downsample", "8", *args]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()

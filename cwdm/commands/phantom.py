@@ -26,7 +26,9 @@ contrast is a function of the other three: the tumour rim enhances only in
 patches (seg label 3 where it does; the rest of the rim is label 1) and a few
 enhancing vessels on t1c, white-matter hyperintensities on t2f, perivascular
 spaces on t2w (:mod:`cwdm.phantom.detail`). Everything else is the plain case
-of the same seed and index.
+of the same seed and index. ``--detail_draws D`` writes each ambiguous subject D
+times with independent detail (case names ending ``-000`` .. ``-<D-1>``): training
+data that shows several outcomes of one subject's missing contrast.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class PhantomConfig:
     ambiguous: bool = field(default=False, metadata={
         "help": "add per-subject detail seen in one contrast only (rim enhancement patches and vessels on t1c, "
                 "white-matter hyperintensities on t2f, perivascular spaces on t2w)"})
+    detail_draws: int = field(default=1, metadata={
+        "help": "with --ambiguous: write each subject this many times with independent detail "
+                "(names ...-000, ...-001, ...)"})
 
 
 CONFIG = PhantomConfig
@@ -64,7 +69,8 @@ DESTINATIONS = [("out", "dir")]
 
 def run(cfg: PhantomConfig) -> int:
     folders = make_phantom_set(cfg.out, cfg.cases, cfg.seed, cfg.downsample, cfg.start,
-                               cfg.overwrite, progress=True, ambiguous=cfg.ambiguous)
+                               cfg.overwrite, progress=True, ambiguous=cfg.ambiguous,
+                               detail_draws=cfg.detail_draws)
     shape = "x".join(map(str, grid_shape(cfg.downsample)))
     kind = "ambiguous phantom" if cfg.ambiguous else "phantom"
     print(f"wrote {len(folders)} {kind} case(s) to {cfg.out} (grid {shape}, "

@@ -25,9 +25,10 @@ FILES = MODALITIES + (SEG,)
 __all__ = ["FILES", "case_name", "write_case", "make_phantom_set", "save_midslices"]
 
 
-def case_name(index: int) -> str:
-    """BraTS-style case name, e.g. ``BraTS-GLI-00007-000``."""
-    return f"BraTS-GLI-{int(index):05d}-000"
+def case_name(index: int, draw: int = 0) -> str:
+    """BraTS-style case name, e.g. ``BraTS-GLI-00007-000``; the last field is the detail draw
+    (where BraTS numbers a subject's time points)."""
+    return f"BraTS-GLI-{int(index):05d}-{int(draw):03d}"
 
 
 def _save_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -84,24 +85,33 @@ def write_case(case: dict, out_dir, name: str, overwrite: bool = False) -> Path:
 
 
 def make_phantom_set(out, cases: int, seed: int, downsample: int = 1, start: int = 0,
-                     overwrite: bool = False, progress: bool = True, ambiguous: bool = False) -> list:
+                     overwrite: bool = False, progress: bool = True, ambiguous: bool = False,
+                     detail_draws: int = 1) -> list:
     """Generate and write cases ``start .. start+cases-1``; return their folders.
 
     All target folders are checked before anything is generated, so a refused
     run writes nothing. ``ambiguous`` makes the ambiguous phantom
     (:mod:`cwdm.phantom.detail`; its detail masks are not written).
+    ``detail_draws`` D > 1 (ambiguous only) writes each subject D times with
+    detail draws ``0 .. D-1`` (``generate_case``'s ``detail_seed``), named
+    ``BraTS-GLI-<index>-<draw:03d>``: the same anatomy with independent detail,
+    which shows a model several outcomes of one subject's missing contrast.
     """
     from tqdm import tqdm
 
-    for label, value, low in (("cases", cases, 1), ("seed", seed, 0), ("start", start, 0)):
+    for label, value, low in (("cases", cases, 1), ("seed", seed, 0), ("start", start, 0),
+                              ("detail_draws", detail_draws, 1)):
         if int(value) != value or value < low:
             raise CwdmError(f"--{label} must be an integer >= {low}, got {value!r}")
+    if detail_draws > 1 and not ambiguous:
+        raise CwdmError("--detail_draws above 1 needs --ambiguous (the plain phantom has no detail to draw)")
     if int(downsample) != downsample or not 1 <= downsample <= 16:
         raise CwdmError(f"--downsample must be an integer from 1 to 16, got {downsample!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CwdmError(f"{out} exists and is not a folder")
-    names = [case_name(i) for i in range(start, start + cases)]
+    jobs = [(i, d) for i in range(start, start + cases) for d in range(int(detail_draws))]
+    names = [case_name(i, d) for i, d in jobs]
     if not overwrite:
         taken = [n for n in names if _occupied(out / n)]
         if taken:
@@ -112,9 +122,8 @@ def make_phantom_set(out, cases: int, seed: int, downsample: int = 1, start: int
     except OSError as exc:
         raise CwdmError(f"cannot create {out}: {exc.strerror or exc}") from exc
     folders = []
-    for index, name in zip(tqdm(range(start, start + cases), desc="phantom", unit="case",
-                                disable=not progress), names):
-        case = generate_case(seed, index, downsample, ambiguous=bool(ambiguous))
+    for (index, draw), name in zip(tqdm(jobs, desc="phantom", unit="case", disable=not progress), names):
+        case = generate_case(seed, index, downsample, ambiguous=bool(ambiguous), detail_seed=draw)
         folders.append(write_case(case, out, name, overwrite=True))
     return folders
 
