@@ -12,7 +12,8 @@ synthesizes the held-out cases with the same seed and is scored:
   the calibration of the std map (correlation with the error, sparsification area);
 - Dice (ET, TC, WT) of a small phantom segmenter (``benchmarks/phantom_segmenter.py``, trained
   on complete training cases) run on the completed cases;
-- the mean ensemble std inside t1c's detail regions and outside them (brain only).
+- the mean ensemble std inside t1c's detail regions (all, the tumour rim, the vessels) and outside them
+  (brain only).
 
 The run-to-run noise is the spread of the ``--noise`` setting over ``--noise_seeds`` extra seeds.
 Every stage keeps its output and is skipped when rerun: a stopped run continues where it stopped.
@@ -123,7 +124,10 @@ def train_model(out: Path, train_dir: Path, a) -> Path:
 
 
 def detail_masks(a) -> dict:
-    """{case name: (t1c detail mask, brain mask)} of the held-out cases, regenerated from their seed."""
+    """{case name: {"detail", "rim", "vessels", "brain"}} bool masks of the held-out cases, regenerated
+    from their seed: t1c's detail, split into the tumour rim (where the plain case enhances: the
+    enhancement is patchy there, so the model cannot know where; the rim itself shows in the other
+    contrasts) and the vessels (whose place nothing shows)."""
     from cwdm.phantom.anatomy import generate_case
     from cwdm.phantom.sets import case_name
 
@@ -131,7 +135,9 @@ def detail_masks(a) -> dict:
     for index in range(a.train_cases, a.train_cases + a.test_cases):
         case = generate_case(a.seed, index, a.downsample, ambiguous=True)
         brain = case[TARGET] != 0
-        masks[case_name(index)] = (case["details"][TARGET] & brain, brain)
+        detail = case["details"][TARGET] & brain
+        rim = detail & (generate_case(a.seed, index, a.downsample)["seg"] == 3)
+        masks[case_name(index)] = {"detail": detail, "rim": rim, "vessels": detail & ~rim, "brain": brain}
     return masks
 
 
@@ -139,15 +145,20 @@ def _volume(path: Path) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj, dtype=np.float64)
 
 
-def detail_means(volume_of, masks: dict) -> tuple:
-    """Mean of a per-case (X, Y, Z) map ``volume_of(case name)`` inside t1c's detail regions and elsewhere
-    in the brain, each averaged over the cases of ``masks``."""
-    inside, outside = [], []
-    for name, (detail, brain) in masks.items():
+REGIONS = ("detail", "rim", "vessels", "elsewhere")
+
+
+def detail_means(volume_of, masks: dict) -> dict:
+    """Mean of a per-case (X, Y, Z) map ``volume_of(case name)`` in each of :data:`REGIONS` (t1c's
+    detail, its rim and vessels, the rest of the brain), each averaged over the cases of ``masks``."""
+    means = {region: [] for region in REGIONS}
+    for name, m in masks.items():
         values = volume_of(name)
-        inside.append(values[detail].mean())
-        outside.append(values[brain & ~detail].mean())
-    return float(np.mean(inside)), float(np.mean(outside))
+        for region in REGIONS:
+            mask = m["brain"] & ~m["detail"] if region == "elsewhere" else m[region]
+            if mask.any():
+                means[region].append(values[mask].mean())
+    return {region: float(np.mean(v)) for region, v in means.items()}
 
 
 def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
@@ -171,10 +182,10 @@ def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, se
         pred = _volume(folder / name / f"{name}-{TARGET}.nii.gz")
         return np.abs(pred - clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")))
 
-    row["mae_detail"], row["mae_elsewhere"] = detail_means(error, masks)
+    row.update({f"mae_{region}": v for region, v in detail_means(error, masks).items()})
     if row["ensemble"] > 1:
-        row["std_detail"], row["std_elsewhere"] = detail_means(
-            lambda name: _volume(folder / name / f"{name}-{TARGET}_std.nii.gz"), masks)
+        stds = detail_means(lambda name: _volume(folder / name / f"{name}-{TARGET}_std.nii.gz"), masks)
+        row.update({f"std_{region}": v for region, v in stds.items()})
     (folder / "row.json").write_text(json.dumps(row))
     print(json.dumps(row), flush=True)
     return row
@@ -268,7 +279,7 @@ def noise_of(rows: list, setting: str) -> dict:
     """Run-to-run spread (sample std over seeds) of each metric of one setting."""
     same = [r for r in rows if r["setting"] == setting]
     out = {}
-    for key in METRICS + DICE + ["std_detail", "std_elsewhere", "mae_detail", "mae_elsewhere"]:
+    for key in METRICS + DICE + [f"{kind}_{region}" for kind in ("std", "mae") for region in REGIONS]:
         values = [r[key] for r in same if r.get(key) is not None]
         if len(values) >= 2:
             out[key] = statistics.stdev(values)
@@ -279,7 +290,8 @@ def table(rows: list, noise: dict, ceiling: dict, head: str) -> str:
     cols = [("setting", "setting"), ("calls_per_case", "calls"), ("seconds_per_case", "s / case"),
             ("ssim", "SSIM"), ("psnr", "PSNR"), ("hf_energy_ratio", "realism"), ("dice_et", "Dice ET"),
             ("dice_tc", "Dice TC"), ("dice_wt", "Dice WT"), ("mae_detail", "MAE detail"),
-            ("mae_elsewhere", "MAE elsewhere"), ("std_detail", "std detail"), ("std_elsewhere", "std elsewhere"),
+            ("mae_elsewhere", "MAE elsewhere"), ("std_detail", "std detail"), ("std_rim", "std rim"),
+            ("std_vessels", "std vessels"), ("std_elsewhere", "std elsewhere"),
             ("std_error_corr", "corr(std, err)"), ("ause", "AUSE")]
 
     def fmt(v):
@@ -295,8 +307,9 @@ def table(rows: list, noise: dict, ceiling: dict, head: str) -> str:
     for r in rows:
         lines.append("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |")
     lines.append("| run-to-run std | | | " + " | ".join(fmt(noise.get(k)) for k, _ in cols[3:]) + " |")
+    after = len(cols) - [c[0] for c in cols].index(DICE[-1]) - 1
     lines.append("| segmenter on acquired t1c | | | | | | " + " | ".join(fmt(ceiling.get(k)) for k in DICE)
-                 + " | | | | | | |")
+                 + " |" + " |" * after)
     return "\n".join(lines) + "\n"
 
 
@@ -319,13 +332,16 @@ def plot(rows: list, path: Path) -> None:
             ax.annotate(r["setting"], (x, r[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             if key == "std_detail":
                 ax.scatter(x, r["std_elsewhere"], marker=marker, color="tab:gray")
+                if r.get("std_rim") is not None:
+                    ax.scatter(x, r["std_rim"], marker=marker, color="tab:purple")
         base = [r for r in rows if r["sampler"] == "linear" and r.get(key) is not None]
         if base:
             ax.axhline(base[0][key], color="tab:green", ls="--", lw=1, label="linear baseline")
             ax.legend(fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("network calls per case")
-        ax.set_title(label if key != "std_detail" else "ensemble std: detail (red) vs elsewhere (gray)", fontsize=9)
+        ax.set_title(label if key != "std_detail" else "ensemble std: detail (red), its rim (purple), elsewhere (gray)",
+                     fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle("ambiguous phantom, t1c: samplers against network calls (red: ensembles)")
     fig.tight_layout()
