@@ -15,6 +15,10 @@ synthesizes the held-out cases with the same seed and is scored:
 - the mean ensemble std inside t1c's detail regions (all, the tumour rim, the vessels) and outside them
   (brain only).
 
+The row "phantom's own spread" is what an exact sampler's ensemble std would be: the spread of the
+held-out subjects' true t1c over 16 other detail draws, plus the acquisition noise (the noise is
+independent ambiguity too, so even an exact sampler spreads outside the detail).
+
 The run-to-run noise is the spread of the ``--noise`` setting over ``--noise_seeds`` extra seeds.
 Every stage keeps its output and is skipped when rerun: a stopped run continues where it stopped.
 Writes ``OUT/ambiguity.csv``, ``OUT/ambiguity.md`` and ``OUT/ambiguity.png`` (copied to
@@ -265,6 +269,44 @@ def baseline_row(train_dir: Path, test_dir: Path, out: Path, segmenter, masks: d
     return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
 
 
+def posterior_row(a, masks: dict, draws: int = 16) -> dict:
+    """What an exact sampler's ensemble std would be: the spread of the phantom's own t1c over
+    ``draws`` other detail draws of each held-out subject (``detail_seed`` 1 .. draws; the truth is
+    draw 0), on the network's [0, 1] scale, with the acquisition noise added in quadrature (the
+    draws of one subject share their noise, so its variance is measured once per case: the same
+    case generated with the noise level set to 0, everything else drawn as usual)."""
+    import cwdm.phantom.anatomy as anatomy
+    from cwdm.data.preprocess import clip_and_normalize
+    from cwdm.phantom.sets import case_name
+
+    draw_parameters = anatomy._draw_parameters
+
+    def noiseless(*args, **kwargs):
+        p = draw_parameters(*args, **kwargs)
+        p["noise"] = p["noise"] * 0.0
+        return p
+
+    def t1c(index, detail_seed=0):
+        case = anatomy.generate_case(a.seed, index, a.downsample, ambiguous=True, detail_seed=detail_seed)
+        return clip_and_normalize(case[TARGET].astype(np.float64))
+
+    std = {}
+    for index in range(a.train_cases, a.train_cases + a.test_cases):
+        brain = masks[case_name(index)]["brain"]
+        noisy = t1c(index)
+        anatomy._draw_parameters = noiseless
+        try:
+            quiet = t1c(index)
+            spread = np.stack([t1c(index, d) for d in range(1, draws + 1)]).var(0, ddof=1)
+        finally:
+            anatomy._draw_parameters = draw_parameters
+        std[case_name(index)] = np.sqrt(spread + np.var((noisy - quiet)[brain]))
+    row = {"setting": f"phantom's own spread x{draws}", "seed": a.seed, "sampler": "posterior", "steps": 0,
+           "ensemble": draws, "calls_per_case": 0}
+    row.update({f"std_{region}": v for region, v in detail_means(std.__getitem__, masks).items()})
+    return row
+
+
 def complete_row(test_dir: Path, out: Path, segmenter) -> dict:
     """Dice of the segmenter on the acquired held-out cases: the ceiling any completion is measured against."""
     import phantom_segmenter as seg
@@ -324,7 +366,7 @@ def plot(rows: list, path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for ax, (key, label) in zip(axes, panels):
         for r in rows:
-            if r.get(key) is None or r["sampler"] == "linear":
+            if r.get(key) is None or r["sampler"] in ("linear", "posterior"):
                 continue
             x = r["calls_per_case"]
             marker = {"ddpm": "s", "ddim": "o", "regression": "^"}.get(r["sampler"], "x")
@@ -334,6 +376,12 @@ def plot(rows: list, path: Path) -> None:
                 ax.scatter(x, r["std_elsewhere"], marker=marker, color="tab:gray")
                 if r.get("std_rim") is not None:
                     ax.scatter(x, r["std_rim"], marker=marker, color="tab:purple")
+        exact = [r for r in rows if r["sampler"] == "posterior"]
+        if key == "std_detail" and exact:
+            for region, color in (("detail", "tab:red"), ("rim", "tab:purple"), ("elsewhere", "tab:gray")):
+                ax.axhline(exact[0][f"std_{region}"], color=color, ls=":", lw=1)
+            ax.plot([], [], color="k", ls=":", lw=1, label="the phantom's own spread")
+            ax.legend(fontsize=7)
         base = [r for r in rows if r["sampler"] == "linear" and r.get(key) is not None]
         if base:
             ax.axhline(base[0][key], color="tab:green", ls="--", lw=1, label="linear baseline")
@@ -393,7 +441,7 @@ def main():
         seg.train_segmenter(train_dir, segmenter, steps=a.segmenter_steps, seed=a.seed, threads=THREADS)
     masks = detail_masks(a)
     ceiling = complete_row(test_dir, out, segmenter)
-    rows = [baseline_row(train_dir, test_dir, out, segmenter, masks)]
+    rows = [baseline_row(train_dir, test_dir, out, segmenter, masks), posterior_row(a, masks)]
     rows += [run_setting(spec, a.seed, ckpt, test_dir, out, segmenter, masks) for spec in a.settings]
     rows += [run_student(calls, path, k, a.seed, test_dir, out, segmenter, masks)
              for calls, path in students for k in a.student_ensembles]
