@@ -1,0 +1,61 @@
+"""Checks of ``benchmarks/ambiguity.py``'s region means and its exact-sampler reference row
+(imported by path: benchmarks are not a package)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cwdm.phantom.anatomy import generate_case
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def amb():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("ambiguity", BENCH / "ambiguity.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(amb):
+    a = types.SimpleNamespace(train_cases=3, test_cases=1, seed=0, downsample=4)
+    return a, amb.detail_masks(a)
+
+
+def test_masks_split_the_detail_into_rim_and_vessels(setup):
+    a, masks = setup
+    (m,) = masks.values()
+    assert m["rim"].any() and m["vessels"].any()
+    assert not (m["rim"] & m["vessels"]).any()
+    np.testing.assert_array_equal(m["rim"] | m["vessels"], m["detail"])
+    assert not (m["detail"] & ~m["brain"]).any()
+
+
+def test_region_means(amb, setup):
+    a, masks = setup
+    (m,) = masks.values()
+    means = amb.detail_means(lambda name: m["rim"] * 3.0 + (m["brain"] & ~m["detail"]) * 1.0, masks)
+    assert means == pytest.approx({"rim": 3.0, "vessels": 0.0, "elsewhere": 1.0,
+                                   "detail": 3.0 * m["rim"].sum() / m["detail"].sum()})
+
+
+def test_the_phantoms_own_spread(amb, setup):
+    a, masks = setup
+    before = generate_case(0, 3, 4, ambiguous=True)["t1c"]
+    row = amb.posterior_row(a, masks, draws=3)
+    # the rim enhances in other patches in other draws: far more spread than the noise elsewhere
+    assert row["std_rim"] > 3 * row["std_elsewhere"] > 0.03
+    # the noise-free patch is undone: the phantom is as before
+    np.testing.assert_array_equal(generate_case(0, 3, 4, ambiguous=True)["t1c"], before)
