@@ -2,12 +2,12 @@
 """Does a trained t1c model read its noisy input, and does its ensemble spread where the target is ambiguous?
 (a diagnostic, not a test)
 
-    python benchmarks/noise_use.py [CHECKPOINT [x0|v]]
+    python benchmarks/noise_use.py [CHECKPOINT [stored|v [CASE ...]]]
 
 CHECKPOINT defaults to the model ``benchmarks/ambiguity.py --out /work/bench/amb`` trains, read as
 its checkpoint says (x0 or edm: :mod:`cwdm.model.prediction`; ``v``: the experiment
 ``benchmarks/experiments/v_prediction_train.py``, whose checkpoints do not say). For
-held-out cases 64 and 65 of the ambiguous phantom (seed 0, downsample 4) it prints the x0
+held-out cases CASE (default 64 and 65) of the ambiguous phantom (seed 0, downsample 4) it prints the x0
 estimate's error inside t1c's detail and elsewhere in the brain from the true t1c noised to
 t = 0, 50, 200, 999 (a model that reads x_t is nearly exact at t = 0; one that ignores it predicts
 E[x0 | conditions] at every t), then the std of 4-member ensembles of ddim 10 and ddpm 100 inside
@@ -32,7 +32,7 @@ ckpt = sys.argv[1] if len(sys.argv) > 1 else "/work/bench/amb/run/checkpoints/ck
 kind = sys.argv[2] if len(sys.argv) > 2 else "stored"  # v: read the output as v (the experiment)
 m = load_model(ckpt); net = m.model
 S = linear_schedule()
-for index in (64, 65):
+for index in [int(c) for c in sys.argv[3:]] or (64, 65):
     case = generate_case(0, index, 4, ambiguous=True)
     grid = grid_for(case["t1c"].shape, m.config.image_divisor)
     vol = lambda k: torch.from_numpy(prepare_volume(case[k].astype(np.float64), grid))[None, None]
