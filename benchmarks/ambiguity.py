@@ -86,7 +86,10 @@ def make_data(out: Path, a) -> tuple:
     done = out / "data" / "done"
     made = {"train_cases": a.train_cases, "test_cases": a.test_cases, "seed": a.seed, "downsample": a.downsample,
             "detail_draws": a.detail_draws}
-    if not done.exists() or (done.read_text() and json.loads(done.read_text()) != made):
+    text = done.read_text() if done.exists() else None
+    # an empty marker is from before the settings were recorded: the default one detail draw
+    recorded = None if text is None else json.loads(text) if text else dict(made, detail_draws=1)
+    if recorded != made:
         for folder in (train, test):
             shutil.rmtree(folder, ignore_errors=True)
         make_phantom_set(train, a.train_cases, a.seed, a.downsample, ambiguous=True, progress=True,
