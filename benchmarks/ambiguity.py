@@ -276,33 +276,21 @@ def posterior_row(a, masks: dict, draws: int = 16) -> dict:
     """What an exact sampler's ensemble std would be: the spread of the phantom's own t1c over
     ``draws`` other detail draws of each held-out subject (``detail_seed`` 1 .. draws; the truth is
     draw 0), on the network's [0, 1] scale, with the acquisition noise added in quadrature (the
-    draws of one subject share their noise, so its variance is measured once per case: the same
-    case generated with the noise level set to 0, everything else drawn as usual)."""
-    import cwdm.phantom.anatomy as anatomy
+    draws of one subject share their noise, so its variance is measured once per case against the
+    same case generated with ``noise=False``)."""
     from cwdm.data.preprocess import clip_and_normalize
+    from cwdm.phantom.anatomy import generate_case
     from cwdm.phantom.sets import case_name
 
-    draw_parameters = anatomy._draw_parameters
-
-    def noiseless(*args, **kwargs):
-        p = draw_parameters(*args, **kwargs)
-        p["noise"] = p["noise"] * 0.0
-        return p
-
-    def t1c(index, detail_seed=0):
-        case = anatomy.generate_case(a.seed, index, a.downsample, ambiguous=True, detail_seed=detail_seed)
+    def t1c(index, detail_seed=0, noise=True):
+        case = generate_case(a.seed, index, a.downsample, ambiguous=True, detail_seed=detail_seed, noise=noise)
         return clip_and_normalize(case[TARGET].astype(np.float64))
 
     std = {}
     for index in range(a.train_cases, a.train_cases + a.test_cases):
         brain = masks[case_name(index)]["brain"]
-        noisy = t1c(index)
-        anatomy._draw_parameters = noiseless
-        try:
-            quiet = t1c(index)
-            spread = np.stack([t1c(index, d) for d in range(1, draws + 1)]).var(0, ddof=1)
-        finally:
-            anatomy._draw_parameters = draw_parameters
+        noisy, quiet = t1c(index), t1c(index, noise=False)
+        spread = np.stack([t1c(index, d, noise=False) for d in range(1, draws + 1)]).var(0, ddof=1)
         std[case_name(index)] = np.sqrt(spread + np.var((noisy - quiet)[brain]))
     row = {"setting": f"phantom's own spread x{draws}", "seed": a.seed, "sampler": "posterior", "steps": 0,
            "ensemble": draws, "calls_per_case": 0}

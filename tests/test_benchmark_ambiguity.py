@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cwdm.phantom.anatomy import generate_case
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -53,9 +52,6 @@ def test_region_means(amb, setup):
 
 def test_the_phantoms_own_spread(amb, setup):
     a, masks = setup
-    before = generate_case(0, 3, 4, ambiguous=True)["t1c"]
     row = amb.posterior_row(a, masks, draws=3)
     # the rim enhances in other patches in other draws: far more spread than the noise elsewhere
     assert row["std_rim"] > 3 * row["std_elsewhere"] > 0.03
-    # the noise-free patch is undone: the phantom is as before
-    np.testing.assert_array_equal(generate_case(0, 3, 4, ambiguous=True)["t1c"], before)

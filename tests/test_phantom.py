@@ -121,6 +121,22 @@ def test_deterministic_per_seed_and_index():
         assert not np.array_equal(a["seg"], other["seg"])
 
 
+@pytest.mark.parametrize("ambiguous", [False, True])
+def test_noise_free_case(ambiguous):
+    noisy = generate_case(3, 1, 4, ambiguous=ambiguous)
+    quiet = generate_case(3, 1, 4, ambiguous=ambiguous, noise=False)
+    np.testing.assert_array_equal(quiet["seg"], noisy["seg"])
+    for m in MODS:
+        brain = quiet[m] != 0
+        np.testing.assert_array_equal(noisy[m] != 0, brain)
+        # only the noise differs: 1.5-4 % of the mean brain signal, Rician at high SNR
+        diff = (noisy[m].astype(np.float64) - quiet[m])[brain]
+        assert 0.01 < diff.std() / quiet[m][brain].mean() < 0.05, m
+        # and neighbouring voxels of the noise-free case differ less
+        step = lambda v: np.diff(v.astype(np.float64), axis=0)[brain[1:] & brain[:-1]].var()
+        assert step(quiet[m]) < step(noisy[m]), m
+
+
 def test_tumour_labels_over_seeds():
     has = {1: 0, 2: 0, 3: 0}
     n = 12

@@ -211,7 +211,7 @@ def _tumour_near(grid: dict, fractions: dict, p: dict, f: int) -> tuple:
 
 
 def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: bool = False,
-                  ambiguous: bool = False, detail_seed: int = 0) -> dict:
+                  ambiguous: bool = False, detail_seed: int = 0, noise: bool = True) -> dict:
     """One phantom subject: ``{"t1n", "t1c", "t2w", "t2f": int16, "seg": uint8, "affine"}``.
 
     Volumes are (X, Y, Z) arrays on the grid of :func:`grid_shape` /
@@ -232,6 +232,10 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     and the vessels. Another ``detail_seed`` draws other detail for the same
     subject.
 
+    ``noise=False`` sets the acquisition noise level to 0 and changes nothing
+    else (the noise is still drawn, so every later draw is the same): the
+    case as a noiseless scanner would record it.
+
     Args:
         seed: non-negative random seed.
         index: non-negative case number.
@@ -239,6 +243,7 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
         tissue: add the tissue fractions.
         ambiguous: add detail that the other contrasts do not show.
         detail_seed: non-negative number of the detail draw (ambiguous only).
+        noise: add the Rician acquisition noise.
 
     Returns:
         The case dict described above.
@@ -255,6 +260,8 @@ def generate_case(seed: int, index: int = 0, downsample: int = 1, *, tissue: boo
     tpl = load_templates(f)
     rng = np.random.default_rng([int(seed), int(index)])
     p = _draw_parameters(rng, tpl, f)
+    if not noise:
+        p["noise"] = p["noise"] * 0.0
     shape = grid_shape(f)
 
     grid = _subject_grid(p, tpl, shape, f)
