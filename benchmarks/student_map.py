@@ -28,27 +28,29 @@ import torch
 from cwdm.data.preprocess import grid_for, prepare_volume
 from cwdm.model.checkpoint import load_model
 from cwdm.model.diffusion import make_denoiser
-from cwdm.model.samplers import run_sampler
+from cwdm.model.samplers import NoiseSource, run_sampler
 from cwdm.model.wavelet import from_subbands, to_subbands
 from cwdm.phantom.anatomy import generate_case
 from cwdm.training.distill import student_timesteps, teacher_timesteps, trajectory_targets
 
 
+def generators(members: int, seed: int) -> list:
+    """One Generator per ensemble member, member m seeded ``seed + m``."""
+    return [torch.Generator().manual_seed(seed + m) for m in range(members)]
+
+
 def samples(model, cond, sampler: str, steps: int, members: int, seed: int) -> torch.Tensor:
     """(members, X, Y, Z) syntheses on the model grid in [0, 1], member m from noise seed ``seed + m``."""
     shape = (members, 8, *cond.shape[2:])
-    gens = [torch.Generator().manual_seed(seed + m) for m in range(members)]
     den = make_denoiser(model.model, cond.expand(members, -1, -1, -1, -1), prediction=model.prediction)
     with torch.no_grad():
-        return from_subbands(run_sampler(sampler, den, shape, gens, steps))[:, 0].clamp(0, 1)
+        return from_subbands(run_sampler(sampler, den, shape, generators(members, seed), steps))[:, 0].clamp(0, 1)
 
 
 def second_call_from_teacher(teacher, student, cond, members: int, seed: int) -> torch.Tensor:
     """(members, X, Y, Z) a 2-call student's second call from the teacher's ddim 10 state at its second
-    timestep, the noise of member m drawn as :func:`samples` draws it."""
-    shape = (members, 8, *cond.shape[2:])
-    z = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(seed + m))
-                   for m in range(members)])
+    timestep, from the start :func:`samples` draws (the first draw of the same noise source)."""
+    z = NoiseSource((members, 8, *cond.shape[2:]), generators(members, seed))()
     cond = cond.expand(members, -1, -1, -1, -1)
     calls = student_timesteps(2)
     with torch.no_grad():
