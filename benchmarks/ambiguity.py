@@ -13,7 +13,12 @@ synthesizes the held-out cases with the same seed and is scored:
 - Dice (ET, TC, WT) of a small phantom segmenter (``benchmarks/phantom_segmenter.py``, trained
   on complete training cases) run on the completed cases;
 - the mean ensemble std inside t1c's detail regions (all, the tumour rim, the vessels) and outside them
-  (brain only).
+  (brain only);
+- "rim enhanced": the share of the rim (where the plain case enhances) that the synthesis shows
+  enhancing, above :data:`ENHANCED` on the network's [0, 1] scale (for an ensemble: its mean). The
+  phantom's rim is 0.45-0.70 there where it does not enhance and 0.95-1.0 where it does (the held-out
+  cases, measured), so the threshold splits the two; the acquired t1c's share is in the last row,
+  the exact sampler's (the mean over its draws) in the row "phantom's own spread".
 
 The row "phantom's own spread" is what an exact sampler's ensemble std would be: the spread of the
 held-out subjects' true t1c over 16 other detail draws, plus the acquisition noise (the noise is
@@ -58,6 +63,7 @@ DEFAULT = ["ddpm:1000", "ddim:100", "ddim:20", "ddim:10", "ddim:5", "regression:
            "ddim:10x4", "ddim:10x10"]
 METRICS = ["ssim", "psnr", "hf_energy_ratio", "std_error_corr", "ause"]
 DICE = ["dice_et", "dice_tc", "dice_wt"]
+ENHANCED = 0.8  # "rim enhanced": t1c above this on the [0, 1] scale (module docstring)
 THREADS = 2
 
 
@@ -168,6 +174,30 @@ def detail_means(volume_of, masks: dict) -> dict:
     return {region: float(np.mean(v)) for region, v in means.items()}
 
 
+def rim_enhanced(volume_of, masks: dict) -> float:
+    """Share of the rim's voxels where the (X, Y, Z) t1c ``volume_of(case name)`` is above
+    :data:`ENHANCED`, averaged over the cases of ``masks``."""
+    return float(np.mean([(volume_of(name)[m["rim"]] > ENHANCED).mean() for name, m in masks.items()]))
+
+
+def synthesized(folder: Path):
+    """``case name -> (X, Y, Z)`` t1c a results folder holds."""
+    return lambda name: _volume(folder / name / f"{name}-{TARGET}.nii.gz")
+
+
+def cached(folder: Path, masks: dict):
+    """The row a results folder caches, with "rim enhanced" added where it was scored before that
+    column (from the volumes it keeps), or None when it has no row."""
+    path = folder / "row.json"
+    if not path.exists():
+        return None
+    row = json.loads(path.read_text())
+    if "rim_enhanced" not in row:
+        row["rim_enhanced"] = rim_enhanced(synthesized(folder), masks)
+        path.write_text(json.dumps(row))
+    return row
+
+
 def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
     """Segment the cases completed with ``folder``'s t1c, score them and complete ``row`` (cached in
     ``folder/row.json``): ``cwdm evaluate``'s metrics and Dice, the mean |error| (network scale) inside
@@ -186,8 +216,10 @@ def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, se
         row[key] = None if value is None or not np.isfinite(value) else float(value)
 
     def error(name):
-        pred = _volume(folder / name / f"{name}-{TARGET}.nii.gz")
-        return np.abs(pred - clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")))
+        return np.abs(synthesized(folder)(name)
+                      - clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")))
+
+    row["rim_enhanced"] = rim_enhanced(synthesized(folder), masks)
 
     row.update({f"mae_{region}": v for region, v in detail_means(error, masks).items()})
     if row["ensemble"] > 1:
@@ -204,8 +236,8 @@ def run_setting(spec: str, seed: int, ckpt: Path, test_dir: Path, out: Path, seg
 
     name, steps, k = parse(spec)
     folder = out / "results" / f"{spec.replace(':', '_')}_seed{seed}"
-    if (folder / "row.json").exists():
-        return json.loads((folder / "row.json").read_text())
+    if (row := cached(folder, masks)) is not None:
+        return row
     t0 = time.perf_counter()
     sample(SampleConfig(data_dir=test_dir, model_path=ckpt, output_dir=folder, sampler=name,
                         sampling_steps=steps, ensemble=k, seed=seed, overwrite=True, num_workers=0,
@@ -231,8 +263,8 @@ def run_student(calls: int, path: Path, ensemble: int, seed: int, test_dir: Path
                          f"{recorded or 'no sampler'})")
     setting = f"student {calls} call{'s' if calls > 1 else ''}" + (f" x{ensemble}" if ensemble > 1 else "")
     folder = out / "results" / f"student{calls}_x{ensemble}_{sha256_file(path)[:12]}_seed{seed}"
-    if (folder / "row.json").exists():
-        return json.loads((folder / "row.json").read_text())
+    if (row := cached(folder, masks)) is not None:
+        return row
     teacher = (state.get("distilled_from") or {}).get("teacher")
     if teacher is None or not Path(teacher).resolve().is_relative_to((out / "run").resolve()):
         print(f"warning: {path} was distilled from {teacher}, not from a checkpoint of {out / 'run'}", flush=True)
@@ -261,8 +293,8 @@ def baseline_row(train_dir: Path, test_dir: Path, out: Path, segmenter, masks: d
     from cwdm.evaluation.baseline import fit_linear_baseline, write_baseline
 
     folder = out / "results" / "linear_baseline"
-    if (folder / "row.json").exists():
-        return json.loads((folder / "row.json").read_text())
+    if (row := cached(folder, masks)) is not None:
+        return row
     shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
     coef = fit_linear_baseline(discover_cases(train_dir), TARGET)
@@ -286,33 +318,40 @@ def posterior_row(a, masks: dict, draws: int = 16) -> dict:
         case = generate_case(a.seed, index, a.downsample, ambiguous=True, detail_seed=detail_seed, noise=noise)
         return clip_and_normalize(case[TARGET].astype(np.float64))
 
-    std = {}
+    std, shares = {}, []
     for index in range(a.train_cases, a.train_cases + a.test_cases):
         brain = masks[case_name(index)]["brain"]
         noisy, quiet = t1c(index), t1c(index, noise=False)
-        spread = np.stack([t1c(index, d, noise=False) for d in range(1, draws + 1)]).var(0, ddof=1)
-        std[case_name(index)] = np.sqrt(spread + np.var((noisy - quiet)[brain]))
+        others = np.stack([t1c(index, d, noise=False) for d in range(1, draws + 1)])
+        std[case_name(index)] = np.sqrt(others.var(0, ddof=1) + np.var((noisy - quiet)[brain]))
+        shares.append((others[:, masks[case_name(index)]["rim"]] > ENHANCED).mean())
     row = {"setting": f"phantom's own spread x{draws}", "seed": a.seed, "sampler": "posterior", "steps": 0,
            "ensemble": draws, "calls_per_case": 0}
     row.update({f"std_{region}": v for region, v in detail_means(std.__getitem__, masks).items()})
+    row["rim_enhanced"] = float(np.mean(shares))  # over the draws (noise-free) and the cases
     return row
 
 
-def complete_row(test_dir: Path, out: Path, segmenter) -> dict:
-    """Dice of the segmenter on the acquired held-out cases: the ceiling any completion is measured against."""
+def complete_row(test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
+    """Dice of the segmenter on the acquired held-out cases, the ceiling any completion is measured
+    against, and the acquired t1c's "rim enhanced"."""
+    from cwdm.data.preprocess import clip_and_normalize
     import phantom_segmenter as seg
 
     seg_dir = out / "segmentations" / "acquired"
     seg.predict_folder(segmenter, test_dir, seg_dir, threads=THREADS, overwrite=True)
     scores = seg.dice_scores(seg_dir, test_dir)["mean"]
-    return {"setting": "acquired t1c", "sampler": "none", **{k: scores[k.split("_")[1].upper()] for k in DICE}}
+    acquired = rim_enhanced(lambda name: clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")),
+                            masks)
+    return {"setting": "acquired t1c", "sampler": "none", "rim_enhanced": acquired,
+            **{k: scores[k.split("_")[1].upper()] for k in DICE}}
 
 
 def noise_of(rows: list, setting: str) -> dict:
     """Run-to-run spread (sample std over seeds) of each metric of one setting."""
     same = [r for r in rows if r["setting"] == setting]
     out = {}
-    for key in METRICS + DICE + [f"{kind}_{region}" for kind in ("std", "mae") for region in REGIONS]:
+    for key in METRICS + DICE + ["rim_enhanced"] + [f"{kind}_{region}" for kind in ("std", "mae") for region in REGIONS]:
         values = [r[key] for r in same if r.get(key) is not None]
         if len(values) >= 2:
             out[key] = statistics.stdev(values)
@@ -322,7 +361,8 @@ def noise_of(rows: list, setting: str) -> dict:
 def table(rows: list, noise: dict, ceiling: dict, head: str) -> str:
     cols = [("setting", "setting"), ("calls_per_case", "calls"), ("seconds_per_case", "s / case"),
             ("ssim", "SSIM"), ("psnr", "PSNR"), ("hf_energy_ratio", "realism"), ("dice_et", "Dice ET"),
-            ("dice_tc", "Dice TC"), ("dice_wt", "Dice WT"), ("mae_detail", "MAE detail"),
+            ("dice_tc", "Dice TC"), ("dice_wt", "Dice WT"), ("rim_enhanced", "rim enhanced"),
+            ("mae_detail", "MAE detail"),
             ("mae_elsewhere", "MAE elsewhere"), ("std_detail", "std detail"), ("std_rim", "std rim"),
             ("std_vessels", "std vessels"), ("std_elsewhere", "std elsewhere"),
             ("std_error_corr", "corr(std, err)"), ("ause", "AUSE")]
@@ -340,9 +380,8 @@ def table(rows: list, noise: dict, ceiling: dict, head: str) -> str:
     for r in rows:
         lines.append("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |")
     lines.append("| run-to-run std | | | " + " | ".join(fmt(noise.get(k)) for k, _ in cols[3:]) + " |")
-    after = len(cols) - [c[0] for c in cols].index(DICE[-1]) - 1
-    lines.append("| segmenter on acquired t1c | | | | | | " + " | ".join(fmt(ceiling.get(k)) for k in DICE)
-                 + " |" + " |" * after)
+    lines.append("| acquired t1c (segmenter's ceiling) | | | " + " | ".join(
+        fmt(ceiling.get(k)) if k in DICE + ["rim_enhanced"] else "" for k, _ in cols[3:]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -431,7 +470,7 @@ def main():
     if not segmenter.exists():
         seg.train_segmenter(train_dir, segmenter, steps=a.segmenter_steps, seed=a.seed, threads=THREADS)
     masks = detail_masks(a)
-    ceiling = complete_row(test_dir, out, segmenter)
+    ceiling = complete_row(test_dir, out, segmenter, masks)
     rows = [baseline_row(train_dir, test_dir, out, segmenter, masks), posterior_row(a, masks)]
     rows += [run_setting(spec, a.seed, ckpt, test_dir, out, segmenter, masks) for spec in a.settings]
     rows += [run_student(calls, path, k, a.seed, test_dir, out, segmenter, masks)

@@ -9,8 +9,11 @@ its checkpoint says (x0 or edm: :mod:`cwdm.model.prediction`; ``v``: the experim
 ``benchmarks/experiments/v_prediction_train.py``, whose checkpoints do not say). For
 held-out cases CASE (default 64 and 65) of the ambiguous phantom (seed 0, downsample 4) it prints the x0
 estimate's error inside t1c's detail and elsewhere in the brain from the true t1c noised to
-t = 0, 50, 200, 999 (a model that reads x_t is nearly exact at t = 0; one that ignores it predicts
-E[x0 | conditions] at every t), then the std of 4-member ensembles of ddim 10 and ddpm 100 inside
+t = 0, 5, 25, 50, 200, 999, beside the error of x_t itself (rescaled by 1 / sqrt(abar_t)), which
+a good estimate beats at every t (a model that reads x_t is nearly exact at t = 0; one that ignores it
+predicts E[x0 | conditions] at every t), and its mean in the tumour rim (where the plain case enhances) where
+the true t1c enhances (above 0.8) and where it does not (a model that learned the rim's two levels
+separates them as soon as x_t shows them), then the std of 4-member ensembles of ddim 10 and ddpm 100 inside
 and outside the detail, one member's error and the ensemble mean's error in the detail.
 """
 import sys
@@ -40,15 +43,21 @@ for index in [int(c) for c in sys.argv[3:]] or (64, 65):
     x0 = to_subbands(vol("t1c")); truth = from_subbands(x0)[0, 0]
     det = torch.from_numpy(grid.to_model(case["details"]["t1c"].astype(np.float32)) > 0.5)
     brain = torch.from_numpy(grid.to_model((case["t1c"] != 0).astype(np.float32)) > 0.5)
+    rim = det & brain & torch.from_numpy(grid.to_model((generate_case(0, index, 4)["seg"] == 3).astype(np.float32)) > 0.5)
+    lit, dark = rim & (truth > 0.8), rim & (truth <= 0.8)
     K = 4
     condK = cond.expand(K, *cond.shape[1:])
     den = v_denoiser(net, condK, S) if kind == "v" else make_denoiser(net, condK, prediction=m.prediction)
     with torch.no_grad():
-        for t in (0, 50, 200, 999):
+        for t in (0, 5, 25, 50, 200, 999):
             xt = q_sample(S, x0.expand(K, *x0.shape[1:]), torch.full((K,), t), torch.randn((K, *x0.shape[1:]), generator=torch.Generator().manual_seed(t)))
             p = from_subbands(den(xt, torch.full((K,), t)))[:, 0]
             e = (p[0] - truth).abs()
-            print(f"case {index} t={t:4d} MAE detail {e[det].mean():.4f} elsewhere {e[brain & ~det].mean():.4f}", flush=True)
+            n = (from_subbands(xt / float(S.alphas_cumprod[t]) ** 0.5)[0, 0] - truth).abs()  # x_t as the estimate
+            print(f"case {index} t={t:4d} MAE detail {e[det].mean():.4f} (x_t itself {n[det].mean():.4f}) elsewhere "
+                  f"{e[brain & ~det].mean():.4f} ({n[brain & ~det].mean():.4f}); "
+                  f"rim where it enhances {p[0][lit].mean():.2f} (truth {truth[lit].mean():.2f}), where not "
+                  f"{p[0][dark].mean():.2f} (truth {truth[dark].mean():.2f})", flush=True)
         for name, steps in (("ddim", 10), ("ddpm", 100)):
             gens = [torch.Generator().manual_seed(1000 + k) for k in range(K)]
             out = from_subbands(run_sampler(name, den, x0.expand(K, *x0.shape[1:]).shape, gens, steps))[:, 0].clamp(0, 1)
