@@ -351,7 +351,8 @@ def noise_of(rows: list, setting: str) -> dict:
     """Run-to-run spread (sample std over seeds) of each metric of one setting."""
     same = [r for r in rows if r["setting"] == setting]
     out = {}
-    for key in METRICS + DICE + ["rim_enhanced"] + [f"{kind}_{region}" for kind in ("std", "mae") for region in REGIONS]:
+    regional = [f"{kind}_{region}" for kind in ("std", "mae") for region in REGIONS]
+    for key in METRICS + DICE + ["rim_enhanced"] + regional:
         values = [r[key] for r in same if r.get(key) is not None]
         if len(values) >= 2:
             out[key] = statistics.stdev(values)
