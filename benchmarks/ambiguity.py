@@ -181,8 +181,15 @@ def rim_enhanced(volume_of, masks: dict) -> float:
 
 
 def synthesized(folder: Path):
-    """``case name -> (X, Y, Z)`` t1c a results folder holds."""
+    """``case name -> (X, Y, Z)`` t1c a folder of cases holds (a results folder, or the test cases')."""
     return lambda name: _volume(folder / name / f"{name}-{TARGET}.nii.gz")
+
+
+def acquired(test_dir: Path):
+    """``case name -> (X, Y, Z)`` acquired t1c of the test cases on the network's [0, 1] scale."""
+    from cwdm.data.preprocess import clip_and_normalize
+
+    return lambda name: clip_and_normalize(synthesized(test_dir)(name))
 
 
 def cached(folder: Path, masks: dict):
@@ -202,7 +209,6 @@ def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, se
     """Segment the cases completed with ``folder``'s t1c, score them and complete ``row`` (cached in
     ``folder/row.json``): ``cwdm evaluate``'s metrics and Dice, the mean |error| (network scale) inside
     t1c's detail and elsewhere, and for an ensemble the mean std there."""
-    from cwdm.data.preprocess import clip_and_normalize
     from cwdm.evaluation.scoring import evaluate_dirs
     import phantom_segmenter as seg
 
@@ -215,13 +221,10 @@ def score(folder: Path, row: dict, seconds: float, test_dir: Path, out: Path, se
         value = summary["overall"].get(key, {}).get("mean")
         row[key] = None if value is None or not np.isfinite(value) else float(value)
 
-    def error(name):
-        return np.abs(synthesized(folder)(name)
-                      - clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")))
-
-    row["rim_enhanced"] = rim_enhanced(synthesized(folder), masks)
-
-    row.update({f"mae_{region}": v for region, v in detail_means(error, masks).items()})
+    mine, truth = synthesized(folder), acquired(test_dir)
+    row["rim_enhanced"] = rim_enhanced(mine, masks)
+    row.update({f"mae_{region}": v for region, v in
+                detail_means(lambda name: np.abs(mine(name) - truth(name)), masks).items()})
     if row["ensemble"] > 1:
         stds = detail_means(lambda name: _volume(folder / name / f"{name}-{TARGET}_std.nii.gz"), masks)
         row.update({f"std_{region}": v for region, v in stds.items()})
@@ -335,15 +338,12 @@ def posterior_row(a, masks: dict, draws: int = 16) -> dict:
 def complete_row(test_dir: Path, out: Path, segmenter, masks: dict) -> dict:
     """Dice of the segmenter on the acquired held-out cases, the ceiling any completion is measured
     against, and the acquired t1c's "rim enhanced"."""
-    from cwdm.data.preprocess import clip_and_normalize
     import phantom_segmenter as seg
 
     seg_dir = out / "segmentations" / "acquired"
     seg.predict_folder(segmenter, test_dir, seg_dir, threads=THREADS, overwrite=True)
     scores = seg.dice_scores(seg_dir, test_dir)["mean"]
-    acquired = rim_enhanced(lambda name: clip_and_normalize(_volume(test_dir / name / f"{name}-{TARGET}.nii.gz")),
-                            masks)
-    return {"setting": "acquired t1c", "sampler": "none", "rim_enhanced": acquired,
+    return {"setting": "acquired t1c", "sampler": "none", "rim_enhanced": rim_enhanced(acquired(test_dir), masks),
             **{k: scores[k.split("_")[1].upper()] for k in DICE}}
 
 

@@ -32,6 +32,7 @@ from cwdm.model.samplers import run_sampler
 from cwdm.data.preprocess import grid_for, prepare_volume
 from cwdm.phantom.anatomy import generate_case
 torch.set_num_threads(2)
+ENHANCED = 0.8  # "rim enhanced" above this, as benchmarks/ambiguity.py's ENHANCED
 ckpt = sys.argv[1] if len(sys.argv) > 1 else "/work/bench/amb/run/checkpoints/ckpt_00005000.pt"
 kind = sys.argv[2] if len(sys.argv) > 2 else "stored"  # v: read the output as v (the experiment)
 m = load_model(ckpt); net = m.model
@@ -45,7 +46,7 @@ for index in [int(c) for c in sys.argv[3:]] or (64, 65):
     det = torch.from_numpy(grid.to_model(case["details"]["t1c"].astype(np.float32)) > 0.5)
     brain = torch.from_numpy(grid.to_model((case["t1c"] != 0).astype(np.float32)) > 0.5)
     rim = det & brain & torch.from_numpy(grid.to_model((generate_case(0, index, 4)["seg"] == 3).astype(np.float32)) > 0.5)
-    lit, dark = rim & (truth > 0.8), rim & (truth <= 0.8)
+    lit, dark = rim & (truth > ENHANCED), rim & (truth <= ENHANCED)
     K = 4
     condK = cond.expand(K, *cond.shape[1:])
     den = v_denoiser(net, condK, S) if kind == "v" else make_denoiser(net, condK, prediction=m.prediction)
@@ -66,4 +67,4 @@ for index in [int(c) for c in sys.argv[3:]] or (64, 65):
             print(f"case {index} {name} {steps} x{K}: std detail {std[det].mean():.5f} elsewhere {std[brain & ~det].mean():.5f} "
                   f"ratio {std[det].mean() / std[brain & ~det].mean():.2f}; one sample MAE detail {e[det].mean():.4f} elsewhere "
                   f"{e[brain & ~det].mean():.4f}; mean MAE detail {(mean - truth).abs()[det].mean():.4f}; rim enhanced "
-                  f"{(out[:, rim] > 0.8).float().mean():.2f} (truth {(truth[rim] > 0.8).float().mean():.2f})", flush=True)
+                  f"{(out[:, rim] > ENHANCED).float().mean():.2f} (truth {(truth[rim] > ENHANCED).float().mean():.2f})", flush=True)
