@@ -41,12 +41,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import statistics
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import nibabel as nib
@@ -58,6 +56,8 @@ from cwdm.openmp import configure  # noqa: E402  (before torch loads: cwdm.openm
 
 configure()
 
+from phantom_model import DEMO_NETWORK, checkpoint_step, machine, make_sets, train_demo_network  # noqa: E402
+
 TARGET = "t1c"
 DEFAULT = ["ddpm:1000", "ddim:100", "ddim:20", "ddim:10", "ddim:5", "regression:1",
            "ddim:10x4", "ddim:10x10"]
@@ -65,6 +65,7 @@ METRICS = ["ssim", "psnr", "hf_energy_ratio", "std_error_corr", "ause"]
 DICE = ["dice_et", "dice_tc", "dice_wt"]
 ENHANCED = 0.8  # "rim enhanced": t1c above this on the [0, 1] scale (module docstring)
 THREADS = 2
+DEVICE = "cpu"  # of the t1c model's training and sampling (--device)
 
 
 def parse(spec: str):
@@ -73,66 +74,42 @@ def parse(spec: str):
     return name, int(steps or 1), int(k or 1)
 
 
-def machine() -> str:
-    import torch
-
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def make_data(out: Path, a) -> tuple:
-    from cwdm.phantom.sets import make_phantom_set
-
+    """Training and held-out cases of the ambiguous phantom (remade when their settings change)."""
     train, test = out / "data" / "train", out / "data" / "test"
     done = out / "data" / "done"
     made = {"train_cases": a.train_cases, "test_cases": a.test_cases, "seed": a.seed, "downsample": a.downsample,
             "detail_draws": a.detail_draws}
+    if a.more_subjects:
+        made["more_subjects"] = a.more_subjects
     text = done.read_text() if done.exists() else None
     # an empty marker is from before the settings were recorded: the default one detail draw
     recorded = None if text is None else json.loads(text) if text else dict(made, detail_draws=1)
     if recorded != made:
         for folder in (train, test):
             shutil.rmtree(folder, ignore_errors=True)
-        make_phantom_set(train, a.train_cases, a.seed, a.downsample, ambiguous=True, progress=True,
-                         detail_draws=a.detail_draws)
-        make_phantom_set(test, a.test_cases, a.seed, a.downsample, start=a.train_cases, ambiguous=True,
-                         progress=True)
+        make_sets(train, a.train_cases, a.seed, a.downsample, workers=a.workers, ambiguous=True, progress=True,
+                  detail_draws=a.detail_draws)
+        if a.more_subjects:  # one draw each, numbered after the held-out subjects
+            make_sets(train, a.more_subjects, a.seed, a.downsample, start=a.train_cases + a.test_cases,
+                      workers=a.workers, ambiguous=True, progress=True)
+        make_sets(test, a.test_cases, a.seed, a.downsample, start=a.train_cases, workers=a.workers,
+                  ambiguous=True, progress=True)
         done.write_text(json.dumps(made))
     return train, test
 
 
-def train_demo_network(run: Path, steps: int, seed: int, lr: float, **task) -> Path:
-    """Train the demo's network (16 channels (1, 2, 2), 1 res block, 8 groups; batch 2, EMA 0.999) for
-    ``steps`` steps in ``run`` with the TrainConfig fields ``task`` (data, task, prediction ...); a stopped
-    run continues when called again, a finished one (``run/done``) is returned as it is."""
-    from cwdm.training.config import TrainConfig
-    from cwdm.training.loop import train
-    from cwdm.training.state import latest_checkpoint
-
-    ckpt = latest_checkpoint(run) if run.exists() else None
-    if ckpt is not None and (run / "done").exists():
-        return ckpt
-    cfg = TrainConfig(run_dir=run, resume="auto", model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
-                      num_groups=8, batch_size=2, lr=lr, ema_rate=0.999, max_steps=steps, seed=seed,
-                      save_interval=500, log_interval=50, image_interval=0, num_workers=1, progress=True, **task,
-                      flags_given=frozenset(f.name for f in fields(TrainConfig) if f.name != "flags_given"))
-    t0 = time.perf_counter()
-    status = train(cfg)
-    if status:
-        raise SystemExit(f"training stopped (status {status}); rerun the same command to continue")
-    (run / "done").write_text(json.dumps({"seconds_this_run": round(time.perf_counter() - t0, 1)}))
-    return latest_checkpoint(run)
+def network(a) -> dict:
+    """The network and batch flags (the demo's by default: :data:`phantom_model.DEMO_NETWORK`)."""
+    return {"model_channels": a.model_channels, "channel_mult": tuple(a.channel_mult),
+            "num_res_blocks": a.num_res_blocks, "batch_size": a.batch_size}
 
 
 def train_model(out: Path, train_dir: Path, a) -> Path:
-    """The t1c model: the demo's network and settings, ``a.steps`` steps, continued when the run has a checkpoint."""
+    """The t1c model: ``a.steps`` steps (or ``a.train_minutes``), continued when the run has a checkpoint."""
     extra = {"sigma_data": tuple(a.sigma_data)} if a.prediction == "edm" and a.sigma_data else {}
-    return train_demo_network(out / "run", a.steps, a.seed, a.lr, data_dir=train_dir, contr=TARGET,
+    return train_demo_network(out / "run", a.steps, a.seed, a.lr, network=network(a), device=a.device,
+                              minutes=a.train_minutes, workers=a.workers, data_dir=train_dir, contr=TARGET,
                               prediction=a.prediction, timestep_power=a.timestep_power, **extra)
 
 
@@ -244,7 +221,7 @@ def run_setting(spec: str, seed: int, ckpt: Path, test_dir: Path, out: Path, seg
     t0 = time.perf_counter()
     sample(SampleConfig(data_dir=test_dir, model_path=ckpt, output_dir=folder, sampler=name,
                         sampling_steps=steps, ensemble=k, seed=seed, overwrite=True, num_workers=0,
-                        progress=False, device="cpu"))
+                        progress=False, device=DEVICE))
     row = {"setting": spec, "seed": seed, "sampler": name, "steps": steps, "ensemble": k,
            "calls_per_case": 1 if name == "regression" else steps}  # the K members share each call
     return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
@@ -273,7 +250,7 @@ def run_student(calls: int, path: Path, ensemble: int, seed: int, test_dir: Path
         print(f"warning: {path} was distilled from {teacher}, not from a checkpoint of {out / 'run'}", flush=True)
     t0 = time.perf_counter()
     sample(SampleConfig(data_dir=test_dir, model_path=path, output_dir=folder, ensemble=ensemble, seed=seed,
-                        overwrite=True, num_workers=0, progress=False, device="cpu"))  # its recorded sampler
+                        overwrite=True, num_workers=0, progress=False, device=DEVICE))  # its recorded sampler
     row = {"setting": setting, "seed": seed, "sampler": recorded["name"], "steps": recorded["steps"],
            "ensemble": ensemble, "calls_per_case": calls, "checkpoint": str(path)}
     return score(folder, row, time.perf_counter() - t0, test_dir, out, segmenter, masks)
@@ -437,7 +414,17 @@ def main():
                    help="training cases per subject, each with its own detail draw (cwdm phantom --detail_draws)")
     p.add_argument("--downsample", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--more_subjects", type=int, default=0,
+                   help="training subjects added with one detail draw each (numbered after the held-out ones)")
     p.add_argument("--steps", type=int, default=5000, help="training steps of the t1c model")
+    p.add_argument("--train_minutes", type=float, default=None,
+                   help="also stop training after this wall time (the model is then the step it reached)")
+    p.add_argument("--model_channels", type=int, default=DEMO_NETWORK["model_channels"])
+    p.add_argument("--channel_mult", type=int, nargs="+", default=list(DEMO_NETWORK["channel_mult"]))
+    p.add_argument("--num_res_blocks", type=int, default=DEMO_NETWORK["num_res_blocks"])
+    p.add_argument("--batch_size", type=int, default=DEMO_NETWORK["batch_size"])
+    p.add_argument("--device", default="cpu", help="of the t1c model's training and sampling (cpu, cuda)")
+    p.add_argument("--workers", type=int, default=1, help="processes making the phantom and loading its cases")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--prediction", choices=["x0", "edm"], default="edm",
                    help="the model's output (cwdm train --prediction; x0: the first measurement, which ignores x_t)")
@@ -458,8 +445,8 @@ def main():
     import torch
     import phantom_segmenter as seg
 
-    global THREADS
-    THREADS = a.threads or torch.get_num_threads()
+    global THREADS, DEVICE
+    THREADS, DEVICE = a.threads or torch.get_num_threads(), a.device
     torch.set_num_threads(THREADS)
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
@@ -483,12 +470,17 @@ def main():
         writer = csv.DictWriter(fh, fieldnames=keys + ["machine"])
         writer.writeheader()
         for r in rows + repeats:
-            writer.writerow({**r, "machine": machine()})
-    head = (f"Ambiguous phantom, target t1c, {a.test_cases} held-out cases, seed {a.seed}; model "
-            f"{a.steps} steps, --prediction {a.prediction}"
+            writer.writerow({**r, "machine": machine(a.device)})
+    net = "" if network(a) == {k: v for k, v in DEMO_NETWORK.items() if k != "num_groups"} else (
+        f" --model_channels {a.model_channels} --channel_mult {' '.join(map(str, a.channel_mult))} "
+        f"--num_res_blocks {a.num_res_blocks} --batch_size {a.batch_size}")
+    more = f" + {a.more_subjects} subjects of one draw" if a.more_subjects else ""
+    head = (f"Ambiguous phantom, target t1c, {a.test_cases} held-out cases, seed {a.seed}; training "
+            f"{a.train_cases} subjects x {a.detail_draws} detail draws{more}; model "
+            f"{checkpoint_step(ckpt)} steps{net}, --prediction {a.prediction}"
             + (f" --sigma_data {' '.join(map(str, a.sigma_data))}" if a.prediction == "edm" and a.sigma_data else "")
-            + f" --timestep_power {a.timestep_power:g} --lr {a.lr:g}; machine: {machine()}; run-to-run std: {a.noise} over seeds "
-            f"{[a.seed] + list(a.noise_seeds)}.")
+            + f" --timestep_power {a.timestep_power:g} --lr {a.lr:g}; machine: {machine(a.device)}; run-to-run "
+            f"std: {a.noise} over seeds {[a.seed] + list(a.noise_seeds)}.")
     (out / "ambiguity.md").write_text(table(rows, noise, ceiling, head))
     plot(rows, out / "ambiguity.png")
     print((out / "ambiguity.md").read_text())

@@ -34,7 +34,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ambiguity import machine, train_demo_network  # noqa: E402  (imports cwdm.openmp and configures OpenMP before torch loads)
+from cwdm.openmp import configure  # noqa: E402  (before torch loads: cwdm.openmp says why)
+
+configure()
+
+from phantom_model import machine, train_demo_network  # noqa: E402
 
 DEFAULT = ["ddim:10", "ddim:2", "regression:1"]
 METRICS = ["ssim", "psnr", "psnr_01", "mse"]
