@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
-DEMO_NETWORK = {"model_channels": 16, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "num_groups": 8,
-                "batch_size": 2}
-"""The demo's network and batch (``cwdm demo``), the default of every phantom benchmark."""
+
+def _demo_network() -> dict:
+    from cwdm.commands.demo import DemoConfig
+
+    demo = DemoConfig()
+    return {"model_channels": demo.num_channels, "channel_mult": tuple(demo.channel_mult),
+            "num_res_blocks": demo.num_res_blocks, "num_groups": demo.num_groups, "batch_size": demo.batch_size}
+
+
+DEMO_NETWORK = _demo_network()
+"""The demo's network and batch (``cwdm demo``'s defaults), the default of every phantom benchmark."""
 
 
 def machine(device: str = "cpu") -> str:
@@ -60,7 +67,9 @@ def make_sets(folder: Path, cases: int, seed: int, downsample: int, start: int =
 
 def checkpoint_step(path: Path) -> int:
     """The training step of ``run/checkpoints/ckpt_<step>.pt``."""
-    found = re.search(r"ckpt_(\d+)\.pt$", str(path))
+    from cwdm.training.state import CKPT_PATTERN
+
+    found = CKPT_PATTERN.match(Path(path).name)
     if found is None:
         raise ValueError(f"{path}: not a training checkpoint name (ckpt_<step>.pt)")
     return int(found.group(1))
