@@ -138,7 +138,7 @@ def _top_usage() -> str:
 def interrupt_hint(command: str, args: List[str], cfg) -> str:
     """How to go on after Ctrl-C: continue a training run, or rerun a synthesis (done cases are skipped)."""
     if command == "train" and cfg is not None:
-        from .training.loop import resume_command
+        from .training.resume import resume_command
 
         try:
             run_dir = cfg.run_folder()

@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 from cwdm.naming import MODALITIES
 from cwdm.cli import main as cli_main
 from cwdm.data.cases import Case, discover_cases
-from cwdm.data.datasets import InferenceDataset, PairedVolumeDataset, check_cases, collate_list, validate_case
+from cwdm.data.datasets import InferenceDataset, PairedVolumeDataset, collate_list
+from cwdm.data.validation import check_cases, validate_case
 from cwdm.errors import CwdmError
 from cwdm.data.preprocess import Grid, clip_and_normalize, grid_for
 from cwdm.task import Task

@@ -8,7 +8,8 @@ from conftest import write_brats_root
 from cwdm.naming import MODALITIES, canonical_contrast, contrast_of_checkpoint, parse_file_name
 from cwdm.data.cases import discover_cases
 from cwdm.cli import main as cli
-from cwdm.data.datasets import InferenceDataset, validate_case
+from cwdm.data.datasets import InferenceDataset
+from cwdm.data.validation import validate_case
 from cwdm.task import Task
 from cwdm.training.state import checkpoint_files
 

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from ..naming import MODALITIES, SEG
 from ..data.cases import discover_cases
-from ..data.datasets import validate_cases
+from ..data.validation import validate_cases
 from ..errors import CwdmError
 from ..task import parse_labels
 

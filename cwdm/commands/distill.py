@@ -27,7 +27,8 @@ from ..errors import CwdmError
 from ..naming import ANY, MODALITIES
 from ..training.config import TrainConfig, merge_resumed_config, validate_config
 from ..training.distill import STUDENT_SAMPLER, STUDENT_STEPS, TEACHER_SAMPLER, DistillStep
-from ..training.loop import RunPlan, restart_settings, resolve_resume, train
+from ..training.loop import RunPlan, train
+from ..training.resume import restart_settings, resolve_resume
 from ..task import Task
 from ..model.flags import NetworkFlags
 from ..model.unet import UNetConfig
@@ -223,12 +224,12 @@ def distill_data(cfg: StudentTrainConfig, divisor: int, rank: int, world: int):
     every modality to draw the target from, or the region to fill drawn per item)."""
     from ..data.cases import discover_cases
     from ..data.datasets import ConditionDataset
-    from ..training.loop import _build_data
+    from ..training.inputs import build_data
     from ..training.state import DataOrder
 
     task = cfg.task()
     if task.is_unified or task.fills_region:
-        return _build_data(cfg, divisor, rank, world)
+        return build_data(cfg, divisor, rank, world)
     cases = discover_cases(cfg.data_dir, task.modalities)
     try:
         dataset = ConditionDataset(cases, task, divisor, check=cfg.check_data, workers=max(1, cfg.num_workers))

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..naming import MODALITIES
 from ..data.cases import Case, discover_cases
-from ..data.datasets import check_cases
+from ..data.validation import check_cases
 from ..errors import CwdmError
 from ..writes import atomic_write
 

@@ -16,7 +16,8 @@ from ..runtime import dist_from_env
 from ..training.config import TrainConfig
 from ..task import Task
 from ..training.state import latest_checkpoint
-from ..training.loop import resume_command, train
+from ..training.loop import train
+from ..training.resume import resume_command
 
 __all__ = ["HELP", "CONFIG", "run"]
 

@@ -7,7 +7,7 @@ A data root holds one folder per case. A case folder holds
 (``_t1``, ``_t1ce``, ``_t2``, ``_flair``, ``_seg``) is read as t1n, t1c,
 t2w, t2f (see :mod:`cwdm.naming`). Problems found while looking (a dangling
 symbolic link, an unreadable folder) are kept on the :class:`Case` and
-reported by :func:`cwdm.data.datasets.validate_case` with the rest.
+reported by :func:`cwdm.data.validation.validate_case` with the rest.
 
 A modality file whose NIfTI header says cwdm synthesized it
 (:func:`cwdm.data.nifti_io.synthesized_target`) is present but not acquired:
@@ -140,7 +140,7 @@ def discover_cases(root: Any, modalities: Sequence[str] = MODALITIES) -> List[Ca
     are skipped; a dangling symbolic link in place of a case folder is kept as
     a case with a problem. Problems inside a case (duplicates, missing
     modalities) are recorded on the :class:`Case` and reported by
-    :func:`cwdm.data.datasets.validate_case`. When cases use the BraTS 2021 names, one
+    :func:`cwdm.data.validation.validate_case`. When cases use the BraTS 2021 names, one
     line on stderr says so.
 
     Raises:

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .datasets import AFFINE_ATOL
+from .validation import AFFINE_ATOL
 from ..errors import CwdmError
 from ..naming import MODALITIES
 from .inpaint_masks import draw_healthy_mask

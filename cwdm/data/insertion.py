@@ -140,7 +140,7 @@ def label_channels(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 def check_labels(path: Any, labels: np.ndarray) -> None:
     """Raise a one-line :class:`CwdmError` naming ``path`` unless ``labels`` holds whole numbers of 0, 1, 2, 3."""
-    from .datasets import label_problems
+    from .validation import label_problems
 
     problems = label_problems(path, np.asarray(labels, dtype=np.float64), LABEL_VALUES)
     if problems:

@@ -28,7 +28,7 @@ class Pair:
     case: str
     target: str
     pred: Path
-    ref_case: Any  # cwdm.data.datasets.Case
+    ref_case: Any  # cwdm.data.cases.Case
     std: Optional[Path] = None
     reference_layout: bool = False  # pred is the reference's <case>/sample.nii.gz (cropped grid)
 
@@ -87,10 +87,10 @@ def _discover(pred_dir: Path, ref_dir: Path, modalities: Sequence[str],
         problems: the list a line is appended to for a folder without cases.
 
     Returns:
-        (prediction cases, reference cases): case name -> :class:`cwdm.data.datasets.Case`.
+        (prediction cases, reference cases): case name -> :class:`cwdm.data.cases.Case`.
 
     Raises:
-        CwdmError: any other failure of :func:`cwdm.data.datasets.discover_cases`.
+        CwdmError: any other failure of :func:`cwdm.data.cases.discover_cases`.
     """
     from ..data.cases import discover_cases
 
@@ -110,7 +110,7 @@ def _orphan_std_maps(pcase: Any, wanted: Sequence[str]) -> List[Path]:
     """The uncertainty maps of a predicted case whose prediction file is missing.
 
     Args:
-        pcase: the predicted case (:class:`cwdm.data.datasets.Case`).
+        pcase: the predicted case (:class:`cwdm.data.cases.Case`).
         wanted: the modalities evaluated.
 
     Returns:

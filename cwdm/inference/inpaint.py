@@ -27,7 +27,7 @@ import torch
 
 from ..data.inpaint_volumes import network_inputs, paste_fill
 from ..data.inpainting import IMAGE, INPUTS, MASK, VOIDED, InpaintingCase, discover_inpainting_cases, result_path
-from ..data.datasets import AFFINE_ATOL
+from ..data.validation import AFFINE_ATOL
 from ..errors import CwdmError
 from .completion import completion_paths
 from .region_plan import RegionTask

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..data.datasets import AFFINE_ATOL
+from ..data.validation import AFFINE_ATOL
 from ..data.insertion import (IMAGE, MASK, InsertionCase, check_labels, discover_insertion_cases, network_conditions,
                               region_of, result_path, sampling_margin)
 from ..errors import CwdmError

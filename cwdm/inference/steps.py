@@ -133,7 +133,7 @@ def usable_cases(cases, required, divisor: int, report: Callable[[str], None],
     Returns:
         The usable cases, in their order.
     """
-    from ..data.datasets import validate_cases
+    from ..data.validation import validate_cases
 
     results = validate_cases(cases, required, divisor, labels=labels)
     good = []

@@ -10,7 +10,10 @@ or several.
   that fails before its first step (``--compile True`` without a C++ compiler,
   a full disk) removes the run folder it created; ``--resume auto`` in a folder
   without a checkpoint starts the run of its ``config.json`` again from step 0
-  (:func:`restart_settings`).
+  (:func:`cwdm.training.resume.restart_settings`).
+
+The training set and batches come from :mod:`cwdm.training.inputs`; the checkpoint a run continues
+from, from :mod:`cwdm.training.resume`.
 
 Other runs over the same machinery (``cwdm distill``: :mod:`cwdm.commands.distill`) pass
 :func:`train` their own planner, whose :class:`RunPlan` names the command, the optimisation step,
@@ -19,7 +22,6 @@ the data and further checkpoint entries.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import sys
@@ -29,10 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..model.checkpoint import checkpoint_dict
-from ..model.prediction import X0, Prediction, subband_rms
+from ..model.prediction import X0, Prediction
 from ..config import to_dict
 from ..model.diffusion import Schedule, linear_schedule, region_weight, training_loss
 from ..errors import CwdmError
@@ -42,10 +43,13 @@ from ..runtime import (CompileFailed, agree_max, autocast, cleanup_distributed, 
                       is_compiler_error, memory_format, select_device)
 from .state import (EMA, DataOrder, TrainingParts, checkpoint_files, latest_checkpoint, move_optimizer,
                           optimizer_to_cpu, save_checkpoint)
-from .config import ARCH_FIELDS, TrainConfig, merge_resumed_config, validate_config
+from .config import TrainConfig, merge_resumed_config, validate_config
+from .inputs import SIGMA_CASES, build_data, make_loader, measure_sigma_data
+from .resume import restart_settings, resolve_resume, resume_command
 from ..model.unet import UNet
 from ..data.unified import condition_input, draw_training_inputs
 from ..model.wavelet import to_subbands
+
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a request to save and stop after the current step."""
@@ -67,100 +71,6 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def resolve_resume(cfg: TrainConfig, run_dir: Path) -> Optional[Path]:
-    """The checkpoint to resume from, or None for a fresh run (refusing to overwrite one)."""
-    if cfg.resume in (None, ""):
-        existing = checkpoint_files(run_dir)
-        if existing:
-            raise CwdmError(f"{run_dir} already holds a run (latest {existing[-1].name}); "
-                            f"pass --resume auto to continue it or choose another --run_dir")
-        return None
-    if cfg.resume == "auto":
-        return latest_checkpoint(run_dir)
-    path = Path(cfg.resume)
-    if not path.is_file():
-        raise CwdmError(f"{path}: checkpoint to resume from not found")
-    return path
-
-
-def restart_settings(cfg: TrainConfig, run_dir: Path, key: str = "train",
-                     fixed: Tuple[str, ...] = ARCH_FIELDS) -> Tuple[TrainConfig, List[str]]:
-    """``--resume auto`` in ``run_dir`` without a checkpoint (the run died before its first save).
-
-    With the run's ``config.json``: its settings, merged with the flags given now as on a resume
-    (the task and network cannot change), and a note that it starts again from step 0. With a
-    missing or empty folder: ``cfg`` (a new run, what ``run.sh``'s default ``RESUME=auto`` relies on).
-    Anything else there (no ``config.json`` to say what the run was): a one-line refusal.
-    ``key``: the entry of ``config.json`` holding settings like ``cfg``'s; ``fixed``: those that
-    cannot change (:func:`merge_resumed_config`).
-    """
-    config = run_dir / "config.json"
-    if not config.is_file():
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            raise CwdmError(f"--resume auto: {run_dir} holds neither a checkpoint nor config.json, so there is "
-                            f"no run to continue; start a new run there without --resume, or choose another "
-                            f"--run_dir")
-        return cfg, []
-    try:
-        stored = json.loads(config.read_text())[key]
-        started_from = stored.get("resume")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CwdmError(f"{config}: unreadable run settings ({type(exc).__name__}: {exc}); --resume auto "
-                        f"cannot tell what the run was: remove {run_dir} or choose another --run_dir") from None
-    if started_from not in (None, "", "auto"):  # a run started from given weights: start it the same way
-        raise CwdmError(f"--resume auto: {run_dir} holds no checkpoint, and its run started from the weights "
-                        f"{started_from}; start it again with --resume {started_from}")
-    merged, changed = merge_resumed_config(cfg, stored, config, cfg.flags_given, fixed)
-    notes = [f"note: {run_dir} holds no checkpoint (the run stopped before its first save): starting it "
-             f"again from step 0 with its settings from {config.name}"]
-    return merged, notes + [f"changed on resume: {c}" for c in changed]
-
-
-def _build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
-    from ..data.datasets import PairedVolumeDataset
-    from ..data.cases import discover_cases
-
-    if cfg.insertion:  # a region (tumour or healthy) drawn per item from its place in the data order
-        from ..data.insert_training import InsertionTrainingSet, insertion_cases
-        from .state import KeyedDataOrder
-
-        dataset = InsertionTrainingSet(insertion_cases(cfg.data_dir, cfg.modalities), divisor, cfg.seed,
-                                       margin=cfg.task().insert_margin, healthy=cfg.insertion_healthy,
-                                       check=cfg.check_data)
-        return dataset, KeyedDataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
-    if cfg.inpainting:  # a region drawn per item from its place in the data order (resume-exact)
-        from ..data.inpaint_training import InpaintingTrainingSet, training_cases
-        from .state import KeyedDataOrder
-
-        dataset = InpaintingTrainingSet(training_cases(cfg.data_dir, cfg.modalities), divisor, cfg.seed,
-                                        check=cfg.check_data)
-        return dataset, KeyedDataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
-    cases = discover_cases(cfg.data_dir, cfg.modalities)
-    dataset = PairedVolumeDataset(cases, cfg.task(), divisor, check=cfg.check_data,
-                                  workers=max(1, cfg.num_workers))
-    order = DataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
-    return dataset, order
-
-
-SIGMA_CASES = 16
-"""Training cases (the first, in folder order) whose targets give an ``edm`` run's ``sigma_data``."""
-
-
-def measure_sigma_data(dataset) -> Tuple[float, ...]:
-    """Root mean square of each target subband over the first :data:`SIGMA_CASES` items of ``dataset``
-    (:func:`cwdm.model.prediction.subband_rms`; every target channel of an item counts as a volume)."""
-    volumes = []
-    for i in range(min(len(dataset), SIGMA_CASES)):
-        target = torch.as_tensor(dataset[i][0], dtype=torch.float32)  # (C, X, Y, Z)
-        volumes.append(to_subbands(target.reshape(-1, 1, *target.shape[-3:])))
-    return subband_rms(volumes)
-
-
-def _loader(dataset, order: DataOrder, cfg: TrainConfig, device: torch.device):
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, num_workers=cfg.num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=False, drop_last=False)
 
 
 def train(cfg: TrainConfig, continue_with: Optional[str] = None,
@@ -388,7 +298,7 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
     from .log import TrainLogger, training_grid
 
     cfg = plan.cfg
-    dataset, order = (plan.data or _build_data)(cfg, cfg.model_config().image_divisor, info.rank, info.world_size)
+    dataset, order = (plan.data or build_data)(cfg, cfg.model_config().image_divisor, info.rank, info.world_size)
     if cfg.prediction != "x0" and not cfg.sigma_data:  # a new run: the data's scale, then kept in its config
         cfg.sigma_data = measure_sigma_data(dataset)
         plan.notes.append(f"--prediction {cfg.prediction}: sigma_data per subband measured on "
@@ -416,7 +326,7 @@ def _run(plan: RunPlan, info, device: torch.device, stop: StopFlag, progress: Li
         logger.saved(path)
 
     try:
-        return _loop(cfg, parts, iter(_loader(dataset, order, cfg, device)), order, device, info, stop, logger, save,
+        return _loop(cfg, parts, iter(make_loader(dataset, order, cfg, device)), order, device, info, stop, logger, save,
                      plan.continue_with, plan.step or train_step)
     finally:
         logger.close()
@@ -481,10 +391,3 @@ def _loop(cfg: TrainConfig, parts: TrainingParts, batches, order: DataOrder, dev
         if parts.step % cfg.save_interval == 0 or parts.step == cfg.step_limit:
             save()
     return 0
-
-
-def resume_command(run_dir: Path) -> str:
-    """The command that continues a run (a resumed run keeps all its settings)."""
-    from shlex import quote
-
-    return f"cwdm train --run_dir {quote(str(run_dir))} --resume auto"
