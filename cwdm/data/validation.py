@@ -22,7 +22,8 @@ from .cases import Case
 from .nifti_io import load_header
 from .preprocess import grid_for
 
-__all__ = ["validate_case", "validate_cases", "check_cases", "check_presence", "label_problems", "AFFINE_ATOL", "CHECK_LEVELS"]
+__all__ = ["validate_case", "validate_cases", "check_cases", "check_presence", "label_problems", "format_shape",
+           "AFFINE_ATOL", "CHECK_LEVELS"]
 
 AFFINE_ATOL = 1e-3
 MAX_LISTED_PROBLEMS = 20
