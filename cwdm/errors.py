@@ -10,14 +10,15 @@ is kept, so it stays one line there too.
 
 A message that tells the user which setting to change names it the way the
 caller gave it: :func:`option` spells ``--num_groups`` on the command line and
-``num_groups=`` inside a call of the Python API (:func:`api_call`).
+``num_groups=`` inside a call of the Python API (:func:`api_call`). Messages write a volume's shape
+as :func:`format_shape` does (``240x240x155``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator
+from typing import Iterator, Sequence
 
 WORKER_TRACEBACK = "Original Traceback (most recent call last)"
 """How torch's DataLoader introduces a worker's traceback in a re-raised exception's message."""
@@ -52,6 +53,11 @@ def option(name: str) -> str:
 def model_option(modality: str) -> str:
     """How to give the checkpoint of ``modality``: ``--model t2f=PATH``, or ``models={'t2f': PATH}`` in the API."""
     return f"models={{'{modality}': PATH}}" if _IN_API.get() else f"--model {modality}=PATH"
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    """A shape as messages write it: ``240x240x155``."""
+    return "x".join(str(int(s)) for s in shape)
 
 
 @contextlib.contextmanager

@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cases import Case
-from ..errors import CwdmError
+from ..errors import CwdmError, format_shape
 from .nifti_io import load_header, load_nifti
 from .preprocess import Grid, clip_and_normalize, grid_for
-from .validation import CHECK_LEVELS, check_cases, check_presence, format_shape, label_problems
+from .validation import CHECK_LEVELS, check_cases, check_presence, label_problems
 from ..task import IMAGE, Condition, Task
 
 __all__ = ["PairedVolumeDataset", "ConditionDataset", "InferenceDataset", "collate_list"]

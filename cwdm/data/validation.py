@@ -16,14 +16,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import CwdmError
+from ..errors import CwdmError, format_shape
 from ..naming import SEG
 from .cases import Case
 from .nifti_io import load_header
 from .preprocess import grid_for
 
-__all__ = ["validate_case", "validate_cases", "check_cases", "check_presence", "label_problems", "format_shape",
-           "AFFINE_ATOL", "CHECK_LEVELS"]
+__all__ = ["validate_case", "validate_cases", "check_cases", "check_presence", "label_problems", "AFFINE_ATOL",
+           "CHECK_LEVELS"]
 
 AFFINE_ATOL = 1e-3
 MAX_LISTED_PROBLEMS = 20
@@ -110,10 +110,6 @@ def _reference_header(headers: List[Tuple[Any, ...]]) -> Tuple[Path, Tuple[int, 
     best = max(candidates, key=lambda h: sum(agree(h, o) for o in headers))  # first of ties
     return best[1], best[2], best[3]
 
-
-def format_shape(shape: Sequence[int]) -> str:
-    """A shape as messages write it: ``240x240x155``."""
-    return "x".join(str(int(s)) for s in shape)
 
 
 def _read_voxels(path: Path, img: Any) -> Tuple[Optional[np.ndarray], List[str]]:

@@ -49,6 +49,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from ..errors import format_shape
 from .metrics import _to_numpy, brasyn_normalize, normalization_bounds
 
 __all__ = ["INPAINTING_METRICS", "EPSILON", "UnscorableCase", "read_challenge_volume", "unscorable_reason",
@@ -97,10 +98,6 @@ def read_challenge_volume(path: Any) -> np.ndarray:
     return np.asarray(data, dtype=np.float32).reshape(shape)
 
 
-def _fmt(shape) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
 def _nonfinite(arr: np.ndarray) -> int:
     return int(arr.size - np.count_nonzero(np.isfinite(arr)))
 
@@ -119,7 +116,7 @@ def unscorable_reason(prediction: Any, target: Any, voided: Any, mask: Any) -> O
     for name in ("prediction", "voided", "mask"):
         shape = vols[name].shape
         if shape != ref_shape:
-            return name, f"shape {_fmt(shape)} differs from the target's ({_fmt(ref_shape)})"
+            return name, f"shape {format_shape(shape)} differs from the target's ({format_shape(ref_shape)})"
     if not np.any(vols["mask"]):
         return "mask", "empty mask (no voxel is set): nothing to score"
     for name in ("prediction", "target", "voided"):

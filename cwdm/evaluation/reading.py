@@ -13,10 +13,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import CwdmError
+from ..errors import CwdmError, format_shape
 from .pairs import REFERENCE_CROP, Pair
 
-__all__ = ["load_volume", "fmt_shape", "load_matching", "on_reference_grid", "read_pair", "read_context",
+__all__ = ["load_volume", "load_matching", "on_reference_grid", "read_pair", "read_context",
            "read_std", "read_predicted_seg"]
 
 
@@ -26,11 +26,6 @@ def load_volume(path: Path) -> np.ndarray:
 
     data, _ = load_nifti(path)
     return data
-
-
-def fmt_shape(shape: Sequence[int]) -> str:
-    """A shape as messages write it, e.g. ``60x60x39``."""
-    return "x".join(str(int(s)) for s in shape)
 
 
 def load_matching(path: Path, shape: Sequence[int], against: str, consequence: str, problems: List[str],
@@ -55,8 +50,8 @@ def load_matching(path: Path, shape: Sequence[int], against: str, consequence: s
         problems.append(f"{exc}; {unreadable or consequence}")
         return None
     if vol.shape != tuple(shape):
-        problems.append(f"{path}: shape {fmt_shape(vol.shape)} differs from {against} "
-                        f"({fmt_shape(shape)}); {consequence}")
+        problems.append(f"{path}: shape {format_shape(vol.shape)} differs from {against} "
+                        f"({format_shape(shape)}); {consequence}")
         return None
     return vol
 
@@ -102,8 +97,8 @@ def read_pair(pair: Pair) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], L
     if pair.reference_layout:
         pred = on_reference_grid(pred, ref.shape)
     if pred.shape != ref.shape:
-        return None, None, [f"{pair.pred}: shape {fmt_shape(pred.shape)} differs from the reference "
-                            f"{ref_path.name} ({fmt_shape(ref.shape)}); not evaluated"]
+        return None, None, [f"{pair.pred}: shape {format_shape(pred.shape)} differs from the reference "
+                            f"{ref_path.name} ({format_shape(ref.shape)}); not evaluated"]
     return pred, ref, []
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ..model.prediction import subband_rms
 from ..model.wavelet import to_subbands
 from .config import TrainConfig
-from .state import DataOrder
+from .state import DataOrder, KeyedDataOrder
 
 
 def build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
@@ -23,7 +23,6 @@ def build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
 
     if cfg.insertion:  # a region (tumour or healthy) drawn per item from its place in the data order
         from ..data.insert_training import InsertionTrainingSet, insertion_cases
-        from .state import KeyedDataOrder
 
         dataset = InsertionTrainingSet(insertion_cases(cfg.data_dir, cfg.modalities), divisor, cfg.seed,
                                        margin=cfg.task().insert_margin, healthy=cfg.insertion_healthy,
@@ -31,7 +30,6 @@ def build_data(cfg: TrainConfig, divisor: int, rank: int, world: int):
         return dataset, KeyedDataOrder(len(dataset), seed=cfg.seed, rank=rank, world=world)
     if cfg.inpainting:  # a region drawn per item from its place in the data order (resume-exact)
         from ..data.inpaint_training import InpaintingTrainingSet, training_cases
-        from .state import KeyedDataOrder
 
         dataset = InpaintingTrainingSet(training_cases(cfg.data_dir, cfg.modalities), divisor, cfg.seed,
                                         check=cfg.check_data)
